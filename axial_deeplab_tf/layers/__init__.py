@@ -1,0 +1,5 @@
+"""Keras layers: axial attention and the other attention families."""
+
+from axial_deeplab_tf.layers.axial_attention import AxialAttention
+from axial_deeplab_tf.layers.axial_attention import AxialAttention2D
+from axial_deeplab_tf.layers.axial_attention import AxialBlock

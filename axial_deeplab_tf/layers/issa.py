@@ -1,0 +1,312 @@
+"""Interlaced Sparse Self-Attention (ISSA, Huang et al., arXiv 1907.12273).
+
+Dense self-attention over N = H*W positions costs O(N^2). ISSA factorises it
+into a long-range pass (attention among positions sharing the same offset
+inside a P_h x P_w cell, i.e. strided grids) followed by a short-range pass
+(attention inside each contiguous P_h x P_w cell). After both passes every
+output position depends on every input position. Grouping is done with
+reshapes and transposes only, so each pass is one batched dense attention.
+"""
+
+from typing import Any, Dict, Optional, Sequence
+
+import tensorflow as tf
+import tf_keras
+
+
+_ACTIVATIONS = ("relu", "leaky_relu")
+
+
+def _activation_fn(name: str):
+  if name == "relu":
+    return tf.nn.relu
+  # In-place ABN of the official ISSA code uses slope 0.01.
+  return lambda x: tf.nn.leaky_relu(x, alpha=0.01)
+
+
+def _check_channels(name: str, value: Any, allow_none: bool = False):
+  if value is None and allow_none:
+    return None
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(f"{name} must be a positive int"
+                     f"{' or None' if allow_none else ''}, got {value!r}.")
+  return value
+
+
+def _dim(x: tf.Tensor, axis: int):
+  """Returns the static size of `axis` if known, else a scalar tensor."""
+  static = x.shape[axis]
+  return static if static is not None else tf.shape(x)[axis]
+
+
+@tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
+class ISSASelfAttentionBlock(tf_keras.layers.Layer):
+  """Dense self-attention among all positions of each batch element.
+
+  query = act(BN(conv1x1(act(BN(conv1x1(x))))))   (key likewise, own weights)
+  value = conv1x1(x) (with bias)
+  y = act(BN(conv1x1(softmax(q k^T / sqrt(key_channels)) v)))
+  No residual connection (ISANet adds the input back by concatenation). The
+  softmax runs in float32 under mixed precision. Used by ISSA on batches of
+  groups; on a whole image it is dense (non-local style) attention.
+  """
+
+  def __init__(self,
+               key_channels: int = 256,
+               value_channels: Optional[int] = None,
+               output_channels: Optional[int] = None,
+               activation: str = "relu",
+               use_sync_bn: bool = False,
+               norm_momentum: float = 0.9,
+               norm_epsilon: float = 1e-5,
+               kernel_initializer: Any = "he_normal",
+               kernel_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
+               bias_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
+               **kwargs):
+    """Initializes the block.
+
+    Args:
+      key_channels: channels of queries and keys.
+      value_channels: channels of values; None = input channels.
+      output_channels: channels of the output; None = input channels.
+      activation: "relu" (mmsegmentation) or "leaky_relu" (slope 0.01, the
+        official ISSA code's in-place ABN).
+      use_sync_bn: synchronise BN statistics across replicas.
+      norm_momentum: BN moving-average momentum (Keras convention).
+      norm_epsilon: BN epsilon.
+      kernel_initializer: conv kernel initializer.
+      kernel_regularizer: optional regularizer of the conv kernels.
+      bias_regularizer: optional regularizer of the value conv bias.
+      **kwargs: keyword arguments of `tf_keras.layers.Layer`.
+    """
+    super().__init__(**kwargs)
+    self._key_channels = _check_channels("key_channels", key_channels)
+    self._value_channels = _check_channels("value_channels", value_channels,
+                                           allow_none=True)
+    self._output_channels = _check_channels("output_channels",
+                                            output_channels, allow_none=True)
+    if activation not in _ACTIVATIONS:
+      raise ValueError(f"activation must be one of {_ACTIVATIONS}, got "
+                       f"{activation!r}.")
+    self._activation = activation
+    self._act = _activation_fn(activation)
+    self._use_sync_bn = use_sync_bn
+    self._norm_momentum = norm_momentum
+    self._norm_epsilon = norm_epsilon
+    self._kernel_initializer = tf_keras.initializers.get(kernel_initializer)
+    self._kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+    self._bias_regularizer = tf_keras.regularizers.get(bias_regularizer)
+
+  def _conv(self, filters, name, use_bias=False):
+    return tf_keras.layers.Conv2D(
+        filters, 1, use_bias=use_bias,
+        kernel_initializer=self._kernel_initializer,
+        kernel_regularizer=self._kernel_regularizer,
+        bias_regularizer=self._bias_regularizer if use_bias else None,
+        name=name)
+
+  def _norm(self, name):
+    return tf_keras.layers.BatchNormalization(
+        momentum=self._norm_momentum, epsilon=self._norm_epsilon,
+        synchronized=self._use_sync_bn, name=name)
+
+  def build(self, input_shape):
+    input_shape = tf.TensorShape(input_shape)
+    if input_shape.rank != 4 or input_shape[-1] is None:
+      raise ValueError("ISSASelfAttentionBlock expects inputs of shape "
+                       "[batch, height, width, channels] with known "
+                       f"channels, got {input_shape}.")
+    channels = int(input_shape[-1])
+    value_channels = self._value_channels or channels
+    output_channels = self._output_channels or channels
+    k = self._key_channels
+    self.query_layers = [self._conv(k, "query_conv1"), self._norm("query_bn1"),
+                         self._conv(k, "query_conv2"), self._norm("query_bn2")]
+    self.key_layers = [self._conv(k, "key_conv1"), self._norm("key_bn1"),
+                       self._conv(k, "key_conv2"), self._norm("key_bn2")]
+    self.value_conv = self._conv(value_channels, "value_conv", use_bias=True)
+    self.output_conv = self._conv(output_channels, "output_conv")
+    self.output_norm = self._norm("output_bn")
+    super().build(input_shape)
+
+  def _project(self, layers, x, training):
+    for i in range(0, len(layers), 2):
+      x = self._act(layers[i + 1](layers[i](x), training=training))
+    return x
+
+  def call(self, inputs, training=None):
+    """Applies attention within each batch element.
+
+    Args:
+      inputs: [groups, height, width, channels].
+      training: bool; BN uses batch statistics in training.
+
+    Returns:
+      [groups, height, width, output_channels].
+    """
+    groups, height, width = (_dim(inputs, 0), _dim(inputs, 1),
+                             _dim(inputs, 2))
+    length = height * width
+    query = self._project(self.query_layers, inputs, training)
+    key = self._project(self.key_layers, inputs, training)
+    value = self.value_conv(inputs)
+    query = tf.reshape(query, [groups, length, self._key_channels])
+    key = tf.reshape(key, [groups, length, self._key_channels])
+    value = tf.reshape(value, [groups, length, value.shape[-1]])
+    logits = tf.matmul(query, key, transpose_b=True)
+    logits = tf.cast(logits, tf.float32) * (self._key_channels ** -0.5)
+    weights = tf.cast(tf.nn.softmax(logits, axis=-1), value.dtype)
+    context = tf.matmul(weights, value)
+    context = tf.reshape(context, [groups, height, width, value.shape[-1]])
+    return self._act(self.output_norm(self.output_conv(context),
+                                      training=training))
+
+  def get_config(self) -> Dict[str, Any]:
+    config = {
+        "key_channels": self._key_channels,
+        "value_channels": self._value_channels,
+        "output_channels": self._output_channels,
+        "activation": self._activation,
+        "use_sync_bn": self._use_sync_bn,
+        "norm_momentum": self._norm_momentum,
+        "norm_epsilon": self._norm_epsilon,
+        "kernel_initializer": tf_keras.initializers.serialize(
+            self._kernel_initializer),
+        "kernel_regularizer": tf_keras.regularizers.serialize(
+            self._kernel_regularizer) if self._kernel_regularizer else None,
+        "bias_regularizer": tf_keras.regularizers.serialize(
+            self._bias_regularizer) if self._bias_regularizer else None,
+    }
+    base_config = super().get_config()
+    return dict(list(base_config.items()) + list(config.items()))
+
+
+@tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
+class InterlacedSparseSelfAttention(tf_keras.layers.Layer):
+  """Long-range then short-range grouped self-attention over a 2D map.
+
+  With partition factors (P_h, P_w), Q_h = ceil(H / P_h), Q_w = ceil(W / P_w),
+  the map is zero-padded to (Q_h P_h, Q_w P_w) (half of the padding before,
+  the rest after; padded positions take part in attention unmasked, as in the
+  reference implementations) and row r = q_h P_h + p_h (columns likewise).
+  Long-range pass: one attention per (p_h, p_w) over the Q_h x Q_w positions
+  with that offset (a strided grid). Short-range pass: one attention per
+  (q_h, q_w) over its contiguous P_h x P_w cell. The padding is cropped off at
+  the end. Each pass is an `ISSASelfAttentionBlock`; cost
+  O(N^2 C / (P_h P_w) + N C P_h P_w) instead of O(N^2 C).
+  """
+
+  def __init__(self,
+               key_channels: int = 256,
+               value_channels: Optional[int] = None,
+               output_channels: Optional[int] = None,
+               partition_factors: Sequence[int] = (8, 8),
+               activation: str = "relu",
+               use_sync_bn: bool = False,
+               norm_momentum: float = 0.9,
+               norm_epsilon: float = 1e-5,
+               kernel_initializer: Any = "he_normal",
+               kernel_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
+               bias_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
+               **kwargs):
+    """Initializes the layer.
+
+    Args:
+      key_channels: query/key channels of both passes (256 in ISANet).
+      value_channels: value channels of both passes; None = the pass's input
+        channels (512 in ISANet).
+      output_channels: output channels of both passes; None = input channels.
+      partition_factors: (P_h, P_w), the cell size of the short-range pass
+        (equivalently the stride of the long-range grids).
+      activation: "relu" (default, as mmsegmentation; ISANet head counts do
+        not depend on it) or "leaky_relu" (slope 0.01, the official code).
+      use_sync_bn: synchronise BN statistics across replicas.
+      norm_momentum: BN moving-average momentum (Keras convention).
+      norm_epsilon: BN epsilon.
+      kernel_initializer: conv kernel initializer.
+      kernel_regularizer: optional regularizer of the conv kernels.
+      bias_regularizer: optional regularizer of the value conv biases.
+      **kwargs: keyword arguments of `tf_keras.layers.Layer`.
+    """
+    super().__init__(**kwargs)
+    if isinstance(partition_factors, (str, bytes)) or not isinstance(
+        partition_factors, Sequence) or len(partition_factors) != 2 or any(
+            isinstance(p, bool) or not isinstance(p, int) or p < 1
+            for p in partition_factors):
+      raise ValueError("partition_factors must be two positive ints "
+                       f"(P_h, P_w), got {partition_factors!r}.")
+    self._partition_factors = tuple(partition_factors)
+    block_config = dict(
+        key_channels=key_channels, value_channels=value_channels,
+        output_channels=output_channels, activation=activation,
+        use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
+        norm_epsilon=norm_epsilon, kernel_initializer=kernel_initializer,
+        kernel_regularizer=kernel_regularizer,
+        bias_regularizer=bias_regularizer)
+    self.long_range = ISSASelfAttentionBlock(**block_config,
+                                             name="long_range")
+    self.short_range = ISSASelfAttentionBlock(**block_config,
+                                              name="short_range")
+    self._block_config = block_config
+
+  def build(self, input_shape):
+    input_shape = tf.TensorShape(input_shape)
+    if input_shape.rank != 4 or input_shape[-1] is None:
+      raise ValueError("InterlacedSparseSelfAttention expects inputs of shape "
+                       "[batch, height, width, channels] with known "
+                       f"channels, got {input_shape}.")
+    super().build(input_shape)
+
+  def call(self, inputs, training=None):
+    """Applies ISSA.
+
+    Args:
+      inputs: [batch, height, width, channels].
+      training: bool; BN uses batch statistics in training.
+
+    Returns:
+      [batch, height, width, output_channels].
+    """
+    p_h, p_w = self._partition_factors
+    batch = _dim(inputs, 0)
+    height, width = _dim(inputs, 1), _dim(inputs, 2)
+    q_h = (height + p_h - 1) // p_h
+    q_w = (width + p_w - 1) // p_w
+    pad_h = q_h * p_h - height
+    pad_w = q_w * p_w - width
+    top, left = pad_h // 2, pad_w // 2
+    x = tf.pad(inputs, [[0, 0], [top, pad_h - top], [left, pad_w - left],
+                        [0, 0]])
+    channels = x.shape[-1]
+    # Long range: [n, Q_h, P_h, Q_w, P_w, c] -> [n P_h P_w, Q_h, Q_w, c].
+    x = tf.reshape(x, [batch, q_h, p_h, q_w, p_w, channels])
+    x = tf.transpose(x, [0, 2, 4, 1, 3, 5])
+    x = tf.reshape(x, [batch * p_h * p_w, q_h, q_w, channels])
+    x = self.long_range(x, training=training)
+    channels = x.shape[-1]
+    # Short range: [n, P_h, P_w, Q_h, Q_w, c] -> [n Q_h Q_w, P_h, P_w, c].
+    x = tf.reshape(x, [batch, p_h, p_w, q_h, q_w, channels])
+    x = tf.transpose(x, [0, 3, 4, 1, 2, 5])
+    x = tf.reshape(x, [batch * q_h * q_w, p_h, p_w, channels])
+    x = self.short_range(x, training=training)
+    # Back to the image: [n, Q_h, Q_w, P_h, P_w, c] -> [n, H', W', c].
+    x = tf.reshape(x, [batch, q_h, q_w, p_h, p_w, channels])
+    x = tf.transpose(x, [0, 1, 3, 2, 4, 5])
+    x = tf.reshape(x, [batch, q_h * p_h, q_w * p_w, channels])
+    return x[:, top:top + height, left:left + width, :]
+
+  def get_config(self) -> Dict[str, Any]:
+    config = dict(self._block_config)
+    config["partition_factors"] = list(self._partition_factors)
+    config["kernel_initializer"] = tf_keras.initializers.serialize(
+        tf_keras.initializers.get(config["kernel_initializer"]))
+    for key in ("kernel_regularizer", "bias_regularizer"):
+      if config[key] is not None:
+        config[key] = tf_keras.regularizers.serialize(
+            tf_keras.regularizers.get(config[key]))
+    base_config = super().get_config()
+    return dict(list(base_config.items()) + list(config.items()))

@@ -1,0 +1,296 @@
+"""Multi-scale convolutional attention (MSCA) and the MSCAN block of SegNeXt.
+
+SegNeXt (Guo et al., NeurIPS 2022) replaces self-attention by a product of the
+input with a map built from depthwise strip convolutions at several scales.
+"""
+
+from typing import Any, Dict, Optional, Sequence
+
+import tensorflow as tf
+import tf_keras
+
+from official.vision.modeling.layers import nn_layers
+
+
+def he_fan_out_initializer() -> tf_keras.initializers.Initializer:
+  """Returns N(0, sqrt(2 / fan_out)), the SegNeXt conv initialisation."""
+  return tf_keras.initializers.VarianceScaling(
+      scale=2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+def _check_positive_odd(name: str, value: Any) -> int:
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (
+      value % 2 == 0):
+    raise ValueError(f"{name} must be a positive odd int, got {value!r}.")
+  return value
+
+
+def _check_rate(name: str, value: Any) -> float:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+      0.0 <= value < 1.0):
+    raise ValueError(f"{name} must be a float in [0, 1), got {value!r}.")
+  return float(value)
+
+
+def _exact_gelu(x: tf.Tensor) -> tf.Tensor:
+  # SegNeXt uses PyTorch's default (erf) GELU, not the tanh approximation.
+  return tf.nn.gelu(x, approximate=False)
+
+
+@tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
+class MultiScaleConvAttention(tf_keras.layers.Layer):
+  """Multi-scale convolutional attention: `conv1x1(a + sum_k strip_k(a)) * x`.
+
+  a = depthwise `base_kernel_size` conv of x; each branch k is a depthwise 1xk
+  conv followed by a depthwise kx1 conv of a. All convolutions have a bias.
+  """
+
+  def __init__(self,
+               kernel_sizes: Sequence[int] = (7, 11, 21),
+               base_kernel_size: int = 5,
+               kernel_initializer: Any = None,
+               kernel_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
+               bias_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
+               **kwargs):
+    """Initializes the layer.
+
+    Args:
+      kernel_sizes: odd lengths k of the strip-convolution branches.
+      base_kernel_size: odd size of the square depthwise conv applied first.
+      kernel_initializer: initializer of all kernels; default
+        N(0, sqrt(2 / fan_out)).
+      kernel_regularizer: optional regularizer of the kernels.
+      bias_regularizer: optional regularizer of the biases.
+      **kwargs: keyword arguments of `tf_keras.layers.Layer`.
+    """
+    super().__init__(**kwargs)
+    if isinstance(kernel_sizes, (str, bytes)) or not isinstance(
+        kernel_sizes, Sequence) or not kernel_sizes:
+      raise ValueError("kernel_sizes must be a non-empty sequence of odd "
+                       f"ints, got {kernel_sizes!r}.")
+    self._kernel_sizes = tuple(
+        _check_positive_odd("kernel_sizes[]", k) for k in kernel_sizes)
+    self._base_kernel_size = _check_positive_odd("base_kernel_size",
+                                                 base_kernel_size)
+    self._kernel_initializer = tf_keras.initializers.get(
+        kernel_initializer or he_fan_out_initializer())
+    self._kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+    self._bias_regularizer = tf_keras.regularizers.get(bias_regularizer)
+
+  def _depthwise(self, kernel_size, name):
+    return tf_keras.layers.DepthwiseConv2D(
+        kernel_size=kernel_size, padding="same", use_bias=True,
+        depthwise_initializer=self._kernel_initializer,
+        depthwise_regularizer=self._kernel_regularizer,
+        bias_regularizer=self._bias_regularizer, name=name)
+
+  def build(self, input_shape):
+    input_shape = tf.TensorShape(input_shape)
+    if input_shape.rank != 4 or input_shape[-1] is None:
+      raise ValueError("MultiScaleConvAttention expects inputs of shape "
+                       "[batch, height, width, channels] with known channels, "
+                       f"got {input_shape}.")
+    channels = int(input_shape[-1])
+    self.base_conv = self._depthwise(self._base_kernel_size, "base_conv")
+    self.strip_convs = []
+    for k in self._kernel_sizes:
+      self.strip_convs.append(
+          (self._depthwise((1, k), f"strip{k}_1x{k}"),
+           self._depthwise((k, 1), f"strip{k}_{k}x1")))
+    self.mix_conv = tf_keras.layers.Conv2D(
+        channels, 1, use_bias=True,
+        kernel_initializer=self._kernel_initializer,
+        kernel_regularizer=self._kernel_regularizer,
+        bias_regularizer=self._bias_regularizer, name="mix_conv")
+    super().build(input_shape)
+
+  def call(self, inputs, training=None):
+    """Applies MSCA.
+
+    Args:
+      inputs: [batch, height, width, channels].
+      training: unused (no training-dependent parts).
+
+    Returns:
+      [batch, height, width, channels].
+    """
+    base = self.base_conv(inputs)
+    total = base
+    for conv_row, conv_col in self.strip_convs:
+      total = total + conv_col(conv_row(base))
+    return self.mix_conv(total) * inputs
+
+  def get_config(self) -> Dict[str, Any]:
+    config = {
+        "kernel_sizes": list(self._kernel_sizes),
+        "base_kernel_size": self._base_kernel_size,
+        "kernel_initializer": tf_keras.initializers.serialize(
+            self._kernel_initializer),
+        "kernel_regularizer": tf_keras.regularizers.serialize(
+            self._kernel_regularizer) if self._kernel_regularizer else None,
+        "bias_regularizer": tf_keras.regularizers.serialize(
+            self._bias_regularizer) if self._bias_regularizer else None,
+    }
+    base_config = super().get_config()
+    return dict(list(base_config.items()) + list(config.items()))
+
+
+@tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
+class MSCANBlock(tf_keras.layers.Layer):
+  """One MSCAN block: attention and MLP residual branches with layer scale.
+
+  x = x + DropPath(ls1 * Attn(BN(x))),  Attn(y) = conv(MSCA(GELU(conv(y)))) + y
+  x = x + DropPath(ls2 * MLP(BN(x))),   MLP = conv, dwconv3x3, GELU, drop,
+                                              conv, drop
+  """
+
+  def __init__(self,
+               mlp_ratio: float = 4.0,
+               drop_path_rate: float = 0.0,
+               dropout_rate: float = 0.0,
+               layer_scale_init_value: float = 1e-2,
+               kernel_sizes: Sequence[int] = (7, 11, 21),
+               base_kernel_size: int = 5,
+               use_sync_bn: bool = False,
+               norm_momentum: float = 0.9,
+               norm_epsilon: float = 1e-5,
+               kernel_initializer: Any = None,
+               kernel_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
+               bias_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
+               **kwargs):
+    """Initializes the block.
+
+    Args:
+      mlp_ratio: hidden width of the MLP as a multiple of the channels.
+      drop_path_rate: probability of dropping each residual branch per sample
+        in training (stochastic depth).
+      dropout_rate: dropout rate inside the MLP.
+      layer_scale_init_value: initial value of the per-channel layer scales.
+      kernel_sizes: strip lengths of MSCA.
+      base_kernel_size: square depthwise kernel size of MSCA.
+      use_sync_bn: synchronise BN statistics across replicas.
+      norm_momentum: BN moving-average momentum (Keras convention; PyTorch
+        momentum 0.1 is 0.9 here).
+      norm_epsilon: BN epsilon.
+      kernel_initializer: conv kernel initializer; default
+        N(0, sqrt(2 / fan_out)).
+      kernel_regularizer: optional regularizer of the conv kernels.
+      bias_regularizer: optional regularizer of the conv biases.
+      **kwargs: keyword arguments of `tf_keras.layers.Layer`.
+    """
+    super().__init__(**kwargs)
+    if isinstance(mlp_ratio, bool) or not isinstance(
+        mlp_ratio, (int, float)) or mlp_ratio <= 0:
+      raise ValueError(f"mlp_ratio must be a positive number, got "
+                       f"{mlp_ratio!r}.")
+    self._mlp_ratio = mlp_ratio
+    self._drop_path_rate = _check_rate("drop_path_rate", drop_path_rate)
+    self._dropout_rate = _check_rate("dropout_rate", dropout_rate)
+    self._layer_scale_init_value = float(layer_scale_init_value)
+    self._kernel_sizes = tuple(kernel_sizes)
+    self._base_kernel_size = base_kernel_size
+    self._use_sync_bn = use_sync_bn
+    self._norm_momentum = norm_momentum
+    self._norm_epsilon = norm_epsilon
+    self._kernel_initializer = tf_keras.initializers.get(
+        kernel_initializer or he_fan_out_initializer())
+    self._kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+    self._bias_regularizer = tf_keras.regularizers.get(bias_regularizer)
+
+  def _conv1x1(self, filters, name):
+    return tf_keras.layers.Conv2D(
+        filters, 1, use_bias=True,
+        kernel_initializer=self._kernel_initializer,
+        kernel_regularizer=self._kernel_regularizer,
+        bias_regularizer=self._bias_regularizer, name=name)
+
+  def _norm(self, name):
+    return tf_keras.layers.BatchNormalization(
+        momentum=self._norm_momentum, epsilon=self._norm_epsilon,
+        synchronized=self._use_sync_bn, name=name)
+
+  def build(self, input_shape):
+    input_shape = tf.TensorShape(input_shape)
+    if input_shape.rank != 4 or input_shape[-1] is None:
+      raise ValueError("MSCANBlock expects inputs of shape [batch, height, "
+                       f"width, channels] with known channels, got "
+                       f"{input_shape}.")
+    channels = int(input_shape[-1])
+    hidden = int(channels * self._mlp_ratio)
+    self.attn_norm = self._norm("attn_norm")
+    self.attn_proj_in = self._conv1x1(channels, "attn_proj_in")
+    self.msca = MultiScaleConvAttention(
+        kernel_sizes=self._kernel_sizes,
+        base_kernel_size=self._base_kernel_size,
+        kernel_initializer=self._kernel_initializer,
+        kernel_regularizer=self._kernel_regularizer,
+        bias_regularizer=self._bias_regularizer, name="msca")
+    self.attn_proj_out = self._conv1x1(channels, "attn_proj_out")
+    self.mlp_norm = self._norm("mlp_norm")
+    self.mlp_fc1 = self._conv1x1(hidden, "mlp_fc1")
+    self.mlp_dwconv = tf_keras.layers.DepthwiseConv2D(
+        3, padding="same", use_bias=True,
+        depthwise_initializer=self._kernel_initializer,
+        depthwise_regularizer=self._kernel_regularizer,
+        bias_regularizer=self._bias_regularizer, name="mlp_dwconv")
+    self.mlp_fc2 = self._conv1x1(channels, "mlp_fc2")
+    self.mlp_dropout = tf_keras.layers.Dropout(self._dropout_rate)
+    self.drop_path = nn_layers.StochasticDepth(self._drop_path_rate)
+    scale_init = tf_keras.initializers.Constant(self._layer_scale_init_value)
+    self.attn_layer_scale = self.add_weight(
+        "attn_layer_scale", shape=[channels], initializer=scale_init,
+        trainable=True)
+    self.mlp_layer_scale = self.add_weight(
+        "mlp_layer_scale", shape=[channels], initializer=scale_init,
+        trainable=True)
+    super().build(input_shape)
+
+  def call(self, inputs, training=None):
+    """Applies the block.
+
+    Args:
+      inputs: [batch, height, width, channels].
+      training: bool; BN batch statistics, dropout and drop path in training.
+
+    Returns:
+      [batch, height, width, channels].
+    """
+    y = self.attn_norm(inputs, training=training)
+    shortcut = y
+    y = _exact_gelu(self.attn_proj_in(y))
+    y = self.msca(y)
+    y = self.attn_proj_out(y) + shortcut
+    x = inputs + self.drop_path(
+        tf.cast(self.attn_layer_scale, y.dtype) * y, training=training)
+
+    y = self.mlp_norm(x, training=training)
+    y = _exact_gelu(self.mlp_dwconv(self.mlp_fc1(y)))
+    y = self.mlp_dropout(y, training=training)
+    y = self.mlp_dropout(self.mlp_fc2(y), training=training)
+    return x + self.drop_path(
+        tf.cast(self.mlp_layer_scale, y.dtype) * y, training=training)
+
+  def get_config(self) -> Dict[str, Any]:
+    config = {
+        "mlp_ratio": self._mlp_ratio,
+        "drop_path_rate": self._drop_path_rate,
+        "dropout_rate": self._dropout_rate,
+        "layer_scale_init_value": self._layer_scale_init_value,
+        "kernel_sizes": list(self._kernel_sizes),
+        "base_kernel_size": self._base_kernel_size,
+        "use_sync_bn": self._use_sync_bn,
+        "norm_momentum": self._norm_momentum,
+        "norm_epsilon": self._norm_epsilon,
+        "kernel_initializer": tf_keras.initializers.serialize(
+            self._kernel_initializer),
+        "kernel_regularizer": tf_keras.regularizers.serialize(
+            self._kernel_regularizer) if self._kernel_regularizer else None,
+        "bias_regularizer": tf_keras.regularizers.serialize(
+            self._bias_regularizer) if self._bias_regularizer else None,
+    }
+    base_config = super().get_config()
+    return dict(list(base_config.items()) + list(config.items()))

@@ -1,0 +1,1 @@
+"""Backbones, decoders, heads and full models; the zoo lives in `registry`."""

@@ -1,0 +1,76 @@
+"""The model zoo: maps a model name to a builder and its default arguments."""
+
+import dataclasses
+from typing import Any, Callable, Dict, List
+
+import tf_keras
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+  """One zoo entry: how to build the model and with which defaults."""
+  name: str
+  builder: Callable[..., tf_keras.Model]
+  defaults: Dict[str, Any]
+  task: str  # "classification", "panoptic" or "semantic".
+  description: str
+
+
+_REGISTRY: Dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, builder: Callable[..., tf_keras.Model], *,
+                   task: str, description: str = "", **defaults) -> None:
+  """Registers `builder(**defaults)` under `name`.
+
+  Args:
+    name: zoo name, e.g. "axial_resnet_50l".
+    builder: a callable returning a tf_keras.Model given keyword arguments.
+    task: what the model predicts: "classification", "panoptic", "semantic".
+    description: one line shown by `list_models(verbose=True)`.
+    **defaults: keyword arguments passed to `builder` unless overridden.
+  """
+  if name in _REGISTRY:
+    raise ValueError(f"Model name {name!r} is already registered.")
+  if task not in ("classification", "panoptic", "semantic"):
+    raise ValueError(f"task must be classification, panoptic or semantic, "
+                     f"got {task!r} for model {name!r}.")
+  _REGISTRY[name] = ModelEntry(name, builder, dict(defaults), task,
+                               description)
+
+
+def _load_all():
+  # Importing the modules fills the registry (each registers its models).
+  from axial_deeplab_tf.modeling import zoo  # pylint: disable=g-import-not-at-top,unused-import
+
+
+def list_models(task: str = None) -> List[str]:
+  """Returns the sorted zoo names, optionally only those of one task."""
+  _load_all()
+  return sorted(n for n, e in _REGISTRY.items() if task in (None, e.task))
+
+
+def get_entry(name: str) -> ModelEntry:
+  """Returns the zoo entry of `name`; ValueError naming the choices if unknown."""
+  _load_all()
+  if name not in _REGISTRY:
+    raise ValueError(f"Unknown model name {name!r}; expected one of "
+                     f"{sorted(_REGISTRY)}.")
+  return _REGISTRY[name]
+
+
+def build(name: str, **overrides) -> tf_keras.Model:
+  """Builds zoo model `name` with its defaults updated by `overrides`.
+
+  Args:
+    name: a name from `list_models()`.
+    **overrides: builder arguments, e.g. num_classes=133,
+      input_size=(224, 224).
+
+  Returns:
+    A tf_keras.Model.
+  """
+  entry = get_entry(name)
+  kwargs = dict(entry.defaults)
+  kwargs.update(overrides)
+  return entry.builder(**kwargs)

@@ -1,0 +1,303 @@
+"""Panoptic-DeepLab post-processing in pure TensorFlow.
+
+From the three predictions of the model (semantic scores, center heatmap,
+center offsets) to a panoptic map (Cheng et al., Panoptic-DeepLab, CVPR
+2020):
+  1. semantic = argmax of the semantic scores;
+  2. centers = heatmap pixels above `center_threshold` that are the maximum
+     of their `nms_kernel` x `nms_kernel` window, best `keep_k_centers`;
+  3. every pixel of a thing class joins the center nearest to
+     (pixel + offset);
+  4. each instance takes the majority class of its pixels and an id
+     class * label_divisor + n, n counting the instances of a class from 1
+     in order of decreasing center score; stuff classes covering fewer than
+     `stuff_area_limit` pixels of an image, and thing pixels without any
+     center, become void (ignore_label * label_divisor).
+
+Shapes are static in the number of centers (`keep_k_centers` slots, unused
+slots masked), so it runs under tf.function with unknown batch, height and
+width, under XLA (jit_compile=True), and inside a SavedModel.
+"""
+
+from typing import Dict, Mapping, Sequence
+
+import tensorflow as tf
+
+from axial_deeplab_tf.data.targets import check_thing_class_ids
+from axial_deeplab_tf.data.targets import is_thing_class
+
+# Centers compared with the pixels per step when grouping: one step holds a
+# [batch, height * width, chunk] distance tensor.
+_GROUPING_CENTER_CHUNK = 16
+
+
+class PanopticDeepLabPostProcessor:
+  """Turns Panoptic-DeepLab outputs into panoptic, semantic, instance maps."""
+
+  def __init__(self,
+               thing_class_ids: Sequence[int],
+               num_classes: int,
+               label_divisor: int = 256,
+               ignore_label: int = 255,
+               center_threshold: float = 0.1,
+               nms_kernel: int = 7,
+               keep_k_centers: int = 200,
+               stuff_area_limit: int = 4096):
+    """Initializes the post-processor.
+
+    Args:
+      thing_class_ids: semantic ids of the thing classes, each < num_classes.
+      num_classes: number of semantic classes (channels of the semantic
+        prediction).
+      label_divisor: panoptic = class * label_divisor + instance.
+      ignore_label: class id of void; void pixels get
+        ignore_label * label_divisor.
+      center_threshold: heatmap values must exceed this to be a center.
+      nms_kernel: odd window size of the max-pool non-maximum suppression.
+      keep_k_centers: number of center slots per image (the top-K scores).
+      stuff_area_limit: stuff classes with fewer pixels than this in an image
+        become void.
+
+    Raises:
+      ValueError: on an invalid argument.
+    """
+    if not isinstance(num_classes, int) or num_classes < 1:
+      raise ValueError(f"num_classes must be a positive int, got "
+                       f"{num_classes!r}.")
+    self.thing_class_ids = check_thing_class_ids(thing_class_ids, ignore_label)
+    if max(self.thing_class_ids) >= num_classes:
+      raise ValueError(f"thing_class_ids must be < num_classes={num_classes}, "
+                       f"got {list(self.thing_class_ids)}.")
+    if not isinstance(label_divisor, int) or label_divisor < 2:
+      raise ValueError(f"label_divisor must be an int >= 2, got "
+                       f"{label_divisor!r}.")
+    if not isinstance(nms_kernel, int) or nms_kernel < 1 or nms_kernel % 2 == 0:
+      raise ValueError(f"nms_kernel must be a positive odd int, got "
+                       f"{nms_kernel!r}.")
+    if not isinstance(keep_k_centers, int) or keep_k_centers < 1:
+      raise ValueError(f"keep_k_centers must be a positive int, got "
+                       f"{keep_k_centers!r}.")
+    if keep_k_centers >= label_divisor:
+      # A class could then get an instance number that spills into the next
+      # class id.
+      raise ValueError(f"keep_k_centers={keep_k_centers} must be smaller than "
+                       f"label_divisor={label_divisor}.")
+    if not isinstance(stuff_area_limit, int) or stuff_area_limit < 0:
+      raise ValueError(f"stuff_area_limit must be a non-negative int, got "
+                       f"{stuff_area_limit!r}.")
+    if not isinstance(ignore_label, int) or ignore_label < 0:
+      raise ValueError(f"ignore_label must be a non-negative int, got "
+                       f"{ignore_label!r}.")
+    if (ignore_label + 1) * label_divisor > 2**31 - 1 or (
+        num_classes * label_divisor > 2**31 - 1):
+      raise ValueError(f"Panoptic ids overflow int32 with label_divisor="
+                       f"{label_divisor}, num_classes={num_classes}, "
+                       f"ignore_label={ignore_label}.")
+    self.num_classes = num_classes
+    self.label_divisor = label_divisor
+    self.ignore_label = ignore_label
+    self.center_threshold = float(center_threshold)
+    self.nms_kernel = nms_kernel
+    self.keep_k_centers = keep_k_centers
+    self.stuff_area_limit = stuff_area_limit
+
+  def get_config(self) -> Dict[str, object]:
+    return {
+        "thing_class_ids": list(self.thing_class_ids),
+        "num_classes": self.num_classes,
+        "label_divisor": self.label_divisor,
+        "ignore_label": self.ignore_label,
+        "center_threshold": self.center_threshold,
+        "nms_kernel": self.nms_kernel,
+        "keep_k_centers": self.keep_k_centers,
+        "stuff_area_limit": self.stuff_area_limit,
+    }
+
+  def _check_outputs(self, outputs: Mapping[str, tf.Tensor]):
+    """Validates the output dict; returns (semantic, heatmap, offsets)."""
+    if not isinstance(outputs, Mapping):
+      raise ValueError(f"outputs must be a dict of tensors, got "
+                       f"{type(outputs).__name__}.")
+    if "semantic_probs" in outputs:
+      semantic_key = "semantic_probs"
+    elif "semantic_logits" in outputs:
+      semantic_key = "semantic_logits"
+    else:
+      raise ValueError(f"outputs needs 'semantic_probs' or 'semantic_logits', "
+                       f"got keys {sorted(outputs)}.")
+    for key in ("center_heatmap", "offset_map"):
+      if key not in outputs:
+        raise ValueError(f"outputs lacks key {key!r}; got keys "
+                         f"{sorted(outputs)}.")
+    expected = {semantic_key: self.num_classes, "center_heatmap": 1,
+                "offset_map": 2}
+    tensors = {}
+    for key, channels in expected.items():
+      tensor = tf.convert_to_tensor(outputs[key])
+      if not tensor.dtype.is_floating:
+        raise ValueError(f"outputs[{key!r}] must be a float tensor, got dtype "
+                         f"{tensor.dtype.name}.")
+      if tensor.shape.rank != 4:
+        raise ValueError(f"outputs[{key!r}] must be [batch, height, width, "
+                         f"{channels}], got shape {tensor.shape}.")
+      if tensor.shape[-1] is not None and tensor.shape[-1] != channels:
+        raise ValueError(f"outputs[{key!r}] must have {channels} channels, got"
+                         f" shape {tensor.shape}.")
+      tensors[key] = tf.cast(tensor, tf.float32)
+    shapes = [t.shape[:3] for t in tensors.values()]
+    for shape in shapes[1:]:
+      if not shape.is_compatible_with(shapes[0]):
+        raise ValueError(f"outputs must share [batch, height, width], got "
+                         f"{ {k: t.shape for k, t in tensors.items()} }.")
+    return (tensors[semantic_key], tensors["center_heatmap"],
+            tensors["offset_map"])
+
+  def __call__(self, outputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Post-processes a batch.
+
+    Args:
+      outputs: dict with `semantic_probs` or `semantic_logits` [batch, height,
+        width, num_classes], `center_heatmap` [batch, height, width, 1] and
+        `offset_map` [batch, height, width, 2] ((dy, dx) = center - pixel).
+
+    Returns:
+      A dict:
+        panoptic_pred: int32 [batch, height, width].
+        semantic_pred: int32 [batch, height, width], argmax class.
+        instance_pred: int32 [batch, height, width], 1 + the slot of the
+          center a thing pixel was grouped with, 0 elsewhere.
+        instance_scores: float32 [batch, K], heatmap value of each center
+          slot, 0 for empty slots.
+        instance_centers: int32 [batch, K, 2], (y, x) of each center slot, -1
+          for empty slots.
+
+    Raises:
+      ValueError: on missing keys, wrong ranks, channels or dtypes.
+    """
+    semantic_scores, heatmap, offsets = self._check_outputs(outputs)
+    shape = tf.shape(heatmap)
+    batch, height, width = shape[0], shape[1], shape[2]
+    num_pixels = height * width
+    k = self.keep_k_centers
+
+    semantic = tf.argmax(semantic_scores, axis=-1, output_type=tf.int32)
+
+    # Centers: threshold, max-pool NMS, top-K into K fixed slots.
+    heat = heatmap[..., 0]
+    pooled = tf.nn.max_pool2d(heatmap, ksize=self.nms_kernel, strides=1,
+                              padding="SAME")[..., 0]
+    is_peak = tf.logical_and(tf.equal(heat, pooled),
+                             heat > self.center_threshold)
+    neg_inf = tf.constant(float("-inf"), tf.float32)
+    candidates = tf.reshape(tf.where(is_peak, heat, neg_inf), [batch, -1])
+    # Images with fewer than K pixels still fill K slots.
+    candidates = tf.concat([candidates, tf.fill([batch, k], neg_inf)], axis=1)
+    scores, flat_index = tf.math.top_k(candidates, k=k, sorted=True)
+    valid = scores > neg_inf
+    center_y = tf.math.floordiv(flat_index, width)
+    center_x = tf.math.floormod(flat_index, width)
+    centers = tf.stack([center_y, center_x], axis=-1)
+
+    # Grouping: every pixel to the nearest center of (pixel + offset).
+    ys = tf.cast(tf.range(height)[:, tf.newaxis], tf.float32)
+    xs = tf.cast(tf.range(width)[tf.newaxis, :], tf.float32)
+    target_y = tf.reshape(ys + offsets[..., 0], [batch, -1])
+    target_x = tf.reshape(xs + offsets[..., 1], [batch, -1])
+    slot, has_center = self._nearest_center(
+        target_y, target_x, tf.cast(center_y, tf.float32),
+        tf.cast(center_x, tf.float32), valid)
+
+    flat_semantic = tf.reshape(semantic, [batch, -1])
+    is_thing = is_thing_class(flat_semantic, self.thing_class_ids)
+    in_instance = tf.logical_and(is_thing, has_center)
+    # Slot k collects every pixel outside instances.
+    pixel_slot = tf.where(in_instance, slot, k)
+
+    # Majority vote of the class of each slot from per-(slot, class) counts.
+    batch_index = tf.range(batch)[:, tf.newaxis]
+    nc = self.num_classes
+    votes = tf.math.unsorted_segment_sum(
+        tf.ones_like(flat_semantic),
+        (batch_index * (k + 1) + pixel_slot) * nc + flat_semantic,
+        batch * (k + 1) * nc)
+    votes = tf.reshape(votes, [batch, k + 1, nc])[:, :k]
+    slot_class = tf.argmax(votes, axis=-1, output_type=tf.int32)
+    slot_used = tf.reduce_sum(votes, axis=-1) > 0
+    # Per-class running count over slots in score order gives 1, 2, ... .
+    class_one_hot = tf.one_hot(slot_class, nc, dtype=tf.int32) * tf.cast(
+        slot_used, tf.int32)[..., tf.newaxis]
+    slot_number = tf.reduce_sum(
+        tf.cumsum(class_one_hot, axis=1) * class_one_hot, axis=-1)
+    void_id = self.ignore_label * self.label_divisor
+    slot_panoptic = tf.where(slot_used,
+                             slot_class * self.label_divisor + slot_number,
+                             void_id)
+    slot_panoptic = tf.concat(
+        [slot_panoptic, tf.fill([batch, 1], void_id)], axis=1)
+    thing_panoptic = tf.gather(slot_panoptic, pixel_slot, batch_dims=1)
+
+    # Stuff: whole-class segments, void when too small.
+    is_stuff = tf.logical_not(is_thing)
+    stuff_area = tf.math.unsorted_segment_sum(
+        tf.cast(is_stuff, tf.int32), batch_index * nc + flat_semantic,
+        batch * nc)
+    stuff_area = tf.reshape(stuff_area, [batch, nc])
+    pixel_stuff_area = tf.gather(stuff_area, flat_semantic, batch_dims=1)
+    stuff_panoptic = tf.where(pixel_stuff_area >= self.stuff_area_limit,
+                              flat_semantic * self.label_divisor, void_id)
+
+    panoptic = tf.where(is_thing, thing_panoptic, stuff_panoptic)
+    instance = tf.where(in_instance, slot + 1, 0)
+    image_shape = tf.stack([batch, height, width])
+    return {
+        "panoptic_pred": tf.reshape(panoptic, image_shape),
+        "semantic_pred": semantic,
+        "instance_pred": tf.reshape(instance, image_shape),
+        "instance_scores": tf.where(valid, scores, 0.0),
+        "instance_centers": tf.where(valid[..., tf.newaxis], centers, -1),
+    }
+
+  def _nearest_center(self, target_y, target_x, center_y, center_x, valid):
+    """Index of the nearest valid center of each pixel target.
+
+    Args:
+      target_y, target_x: float32 [batch, num_pixels], pixel + offset.
+      center_y, center_x: float32 [batch, K].
+      valid: bool [batch, K].
+
+    Returns:
+      (slot int32 [batch, num_pixels], has_center bool [batch, num_pixels]);
+      ties go to the lower slot, i.e. the higher score.
+    """
+    k = self.keep_k_centers
+    chunk = min(_GROUPING_CENTER_CHUNK, k)
+    num_chunks = -(-k // chunk)
+    pad = num_chunks * chunk - k
+    batch = tf.shape(target_y)[0]
+
+    def chunked(t, value):
+      t = tf.pad(t, [[0, 0], [0, pad]], constant_values=value)
+      return tf.transpose(tf.reshape(t, [batch, num_chunks, chunk]), [1, 0, 2])
+
+    cy = chunked(center_y, 0.0)
+    cx = chunked(center_x, 0.0)
+    ok = chunked(valid, False)
+    inf = tf.constant(float("inf"), tf.float32)
+
+    def body(i, best_dist, best_slot):
+      sq_dist = (tf.square(target_y[..., tf.newaxis] - cy[i][:, tf.newaxis]) +
+                 tf.square(target_x[..., tf.newaxis] - cx[i][:, tf.newaxis]))
+      sq_dist = tf.where(ok[i][:, tf.newaxis], sq_dist, inf)
+      chunk_dist = tf.reduce_min(sq_dist, axis=-1)
+      chunk_slot = tf.argmin(sq_dist, axis=-1, output_type=tf.int32) + i * chunk
+      better = chunk_dist < best_dist
+      return (i + 1, tf.where(better, chunk_dist, best_dist),
+              tf.where(better, chunk_slot, best_slot))
+
+    init_dist = tf.fill(tf.shape(target_y), inf)
+    _, best_dist, best_slot = tf.while_loop(
+        lambda i, *_: i < num_chunks, body,
+        (tf.constant(0), init_dist, tf.zeros_like(target_y, tf.int32)),
+        parallel_iterations=1)
+    # A NaN offset never compares below inf and leaves the pixel unassigned.
+    return best_slot, best_dist < inf
