@@ -55,7 +55,7 @@ def rgb2id(rgb: np.ndarray) -> np.ndarray:
 
 
 def id2rgb(segment_ids: np.ndarray) -> np.ndarray:
-  """Encodes segment ids `[height, width]` as a uint8 `[height, width, 3]` image."""
+  """Encodes `[height, width]` segment ids as uint8 `[height, width, 3]` RGB."""
   ids = np.asarray(segment_ids)
   if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
     raise ValueError(
@@ -146,19 +146,19 @@ def panoptic_to_coco(
     raise ValueError(
         f"panoptic ids up to {panoptic[~void].max()} do not fit in the 24-bit "
         "COCO panoptic PNG (segment id = panoptic id + 1).")
-  segment_ids, inverse, areas = np.unique(
-      segment_map.ravel(), return_inverse=True, return_counts=True)
-  rows = np.repeat(np.arange(panoptic.shape[0]), panoptic.shape[1])
-  cols = np.tile(np.arange(panoptic.shape[1]), panoptic.shape[0])
-  n = segment_ids.size
-  y_min = np.full(n, np.iinfo(np.int64).max)
-  x_min = np.full(n, np.iinfo(np.int64).max)
-  y_max = np.full(n, -1)
-  x_max = np.full(n, -1)
-  np.minimum.at(y_min, inverse, rows)
-  np.minimum.at(x_min, inverse, cols)
-  np.maximum.at(y_max, inverse, rows)
-  np.maximum.at(x_max, inverse, cols)
+  # One stable sort of the row-major ids groups every segment's pixels in
+  # increasing position: rows come out sorted, columns need a reduction.
+  flat = segment_map.ravel()
+  order = np.argsort(flat, kind="stable")
+  sorted_ids = flat[order]
+  begins = np.concatenate([[0], np.flatnonzero(np.diff(sorted_ids)) + 1])
+  segment_ids = sorted_ids[begins]
+  areas = np.diff(np.concatenate([begins, [flat.size]]))
+  rows, cols = np.divmod(order, panoptic.shape[1])
+  y_min = rows[begins]
+  y_max = rows[begins + areas - 1]
+  x_min = np.minimum.reduceat(cols, begins)
+  x_max = np.maximum.reduceat(cols, begins)
   segments_info = []
   for k, segment_id in enumerate(segment_ids):
     if segment_id == 0:

@@ -31,12 +31,36 @@ _STAT_NAMES = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large",
 
 def _encode_segments(panoptic: np.ndarray,
                      segment_ids: np.ndarray) -> List[Dict[str, Any]]:
-  """Run-length encodes the masks of `segment_ids` in a `[H, W]` id map."""
-  if segment_ids.size == 0:
-    return []
-  masks = np.asfortranarray(
-      (panoptic[:, :, np.newaxis] == segment_ids).astype(np.uint8))
-  return mask_api.encode(masks)
+  """COCO compressed RLEs of the masks of `segment_ids` in a `[H, W]` id map.
+
+  COCO RLE counts alternate background/foreground run lengths over the
+  column-major pixel order. One stable sort of the column-major ids gives the
+  sorted pixel positions of every segment; the runs follow from the gaps, so
+  no `[H, W]` mask is built per segment.
+  """
+  height, width = panoptic.shape
+  total = height * width
+  flat = panoptic.ravel(order="F")
+  order = np.argsort(flat, kind="stable")
+  sorted_ids = flat[order]
+  begins = np.searchsorted(sorted_ids, segment_ids, side="left")
+  ends = np.searchsorted(sorted_ids, segment_ids, side="right")
+  rles = []
+  for begin, end in zip(begins, ends):
+    positions = order[begin:end]
+    breaks = np.flatnonzero(np.diff(positions) != 1)
+    run_starts = np.concatenate([positions[:1], positions[breaks + 1]])
+    run_ends = np.concatenate([positions[breaks], positions[-1:]]) + 1
+    previous_ends = np.concatenate([[0], run_ends[:-1]])
+    counts = np.empty(2 * run_starts.size + 1, dtype=np.int64)
+    counts[0:-1:2] = run_starts - previous_ends
+    counts[1::2] = run_ends - run_starts
+    counts[-1] = total - run_ends[-1]
+    if counts[-1] == 0:
+      counts = counts[:-1]
+    rles.append(mask_api.frPyObjects(
+        {"size": [height, width], "counts": counts.tolist()}, height, width))
+  return rles
 
 
 class InstanceAP:
@@ -191,7 +215,12 @@ class InstanceAP:
   ) -> None:
     """Appends the images of other metrics or `get_state()` dicts.
 
+    Args:
+      others: an `InstanceAP`, a `get_state()` dict (picklable, for sending
+        between hosts), or a sequence of these, for the same classes.
+
     Raises:
+      ValueError: an `InstanceAP` configured for other classes.
       TypeError: an object that is neither an InstanceAP nor a state dict.
     """
     if isinstance(others, (InstanceAP, Mapping)):
@@ -199,6 +228,14 @@ class InstanceAP:
     merged = []
     for i, other in enumerate(others):
       if isinstance(other, InstanceAP):
+        if (other.num_classes != self.num_classes or
+            other.label_divisor != self.label_divisor or
+            not np.array_equal(other.thing_classes, self.thing_classes)):
+          raise ValueError(
+              f"others[{i}] has num_classes={other.num_classes}, "
+              f"label_divisor={other.label_divisor}, thing_classes="
+              f"{other.thing_classes.tolist()}; expected {self.num_classes}, "
+              f"{self.label_divisor}, {self.thing_classes.tolist()}.")
         other = other.get_state()
       if not isinstance(other, Mapping) or "images" not in other:
         raise TypeError(

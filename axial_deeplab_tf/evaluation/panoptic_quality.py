@@ -72,7 +72,13 @@ def as_label_batch(value: Any, name: str) -> np.ndarray:
       raise TypeError(
           f"{name} must be a numpy array or an eager tensor; got {value!r}, "
           "which cannot be converted to numpy.") from e
-  array = np.asarray(value)
+  try:
+    array = np.asarray(value)
+  except NotImplementedError as e:  # symbolic tensors refuse conversion
+    raise TypeError(
+        f"{name} must be a numpy array or an eager tensor; got {value!r}, "
+        "which cannot be converted to numpy (run metrics outside "
+        "tf.function).") from e
   if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
     raise ValueError(
         f"{name} must be an integer label map; got dtype {array.dtype}.")
@@ -130,7 +136,8 @@ def check_label_args(num_classes: int, ignored_label: int,
   """Raises ValueError unless the label-encoding arguments are consistent."""
   if isinstance(num_classes, bool) or not isinstance(
       num_classes, (int, np.integer)) or num_classes < 1:
-    raise ValueError(f"num_classes must be a positive int; got {num_classes!r}.")
+    raise ValueError(
+        f"num_classes must be a positive int; got {num_classes!r}.")
   if isinstance(ignored_label, bool) or not isinstance(
       ignored_label, (int, np.integer)) or ignored_label < 0:
     raise ValueError(

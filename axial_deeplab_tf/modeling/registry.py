@@ -19,24 +19,25 @@ class ModelEntry:
 _REGISTRY: Dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, builder: Callable[..., tf_keras.Model], *,
-                   task: str, description: str = "", **defaults) -> None:
+def register_model(model_name: str,
+                   builder: Callable[..., tf_keras.Model], *, task: str,
+                   description: str = "", **defaults) -> None:
   """Registers `builder(**defaults)` under `name`.
 
   Args:
-    name: zoo name, e.g. "axial_resnet_50l".
+    model_name: zoo name, e.g. "axial_resnet_50l".
     builder: a callable returning a tf_keras.Model given keyword arguments.
     task: what the model predicts: "classification", "panoptic", "semantic".
     description: one line shown by `list_models(verbose=True)`.
     **defaults: keyword arguments passed to `builder` unless overridden.
   """
-  if name in _REGISTRY:
-    raise ValueError(f"Model name {name!r} is already registered.")
+  if model_name in _REGISTRY:
+    raise ValueError(f"Model name {model_name!r} is already registered.")
   if task not in ("classification", "panoptic", "semantic"):
     raise ValueError(f"task must be classification, panoptic or semantic, "
-                     f"got {task!r} for model {name!r}.")
-  _REGISTRY[name] = ModelEntry(name, builder, dict(defaults), task,
-                               description)
+                     f"got {task!r} for model {model_name!r}.")
+  _REGISTRY[model_name] = ModelEntry(model_name, builder, dict(defaults),
+                                     task, description)
 
 
 def _load_all():

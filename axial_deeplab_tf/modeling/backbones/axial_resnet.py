@@ -1,0 +1,253 @@
+"""Axial-ResNet backbones and classifiers (Axial-DeepLab paper, section 4.1).
+
+A ResNet bottleneck network whose 3x3 convolutions are replaced by
+position-sensitive axial attention (`AxialBlock`). Stage s (2..5) has block
+width f = base_width[s] * width_multiplier and 4f output channels; the
+first block of stages 3-5 attends at the previous stage's resolution and then
+downsamples.
+
+Stems:
+  * "conv": 7x7 stride-2 conv (64 * width_multiplier channels) + BN + ReLU +
+    3x3 stride-2 max pool (the conv-stem Axial-ResNets of the paper's
+    ImageNet results).
+  * "inception": three 3x3 convs (64 stride 2, 64, 128) + BN + ReLU, then a
+    3x3 stride-2 max pool (the Panoptic-DeepLab stem used by Axial-DeepLab).
+  * "axial": three axial bottleneck blocks at the image resolution (the first
+    with stride 2, output 64 * width_multiplier channels) then a 3x3 stride-2
+    max pool (the stand-alone / "full" Axial-ResNet).
+
+Spans: `span=None` gives global attention whose relative tables cover the
+feature size of `input_size` at each block (56/28/14/7 at 224x224);
+`span=k` gives local attention with span k everywhere (any input size).
+"""
+
+from typing import Dict, Optional, Sequence, Tuple
+
+import tensorflow as tf
+import tf_keras
+
+from axial_deeplab_tf.layers.axial_attention import AxialBlock
+
+BASE_WIDTHS = (64, 128, 256, 512)
+LAYOUTS = {26: (1, 2, 4, 1), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+def _ceil_div(a, b):
+  return None if a is None else -(-a // b)
+
+
+def _bn(momentum, epsilon, sync, name):
+  return tf_keras.layers.BatchNormalization(
+      momentum=momentum, epsilon=epsilon, synchronized=sync, name=name)
+
+
+def build_axial_resnet_backbone(
+    input_size: Optional[Tuple[Optional[int], Optional[int]]] = (224, 224),
+    depth: int = 50,
+    width_multiplier: float = 1.0,
+    stem: str = "conv",
+    span: Optional[int] = None,
+    stem_span: int = 15,
+    output_stride: int = 32,
+    attention_type: str = "axial",
+    kernel_size: int = 7,
+    block_filters: Optional[Sequence[int]] = None,
+    expansion: int = 4,
+    num_heads: int = 8,
+    use_query_positional: bool = True,
+    use_key_positional: bool = True,
+    use_value_positional: bool = True,
+    drop_path_rate: float = 0.0,
+    norm_momentum: float = 0.99,
+    norm_epsilon: float = 1e-3,
+    use_sync_bn: bool = False,
+    recompute_grad: bool = False,
+    kernel_regularizer=None,
+    name: str = "axial_resnet") -> tf_keras.Model:
+  """Builds an Axial-ResNet backbone.
+
+  Args:
+    input_size: (height, width) the global spans are sized for; entries may
+      be None only with a local span.
+    depth: 26, 50 or 101 (block layout).
+    width_multiplier: S 0.5, M 0.75, L 1.0, XL 2.0.
+    stem: "conv", "inception" or "axial" (see module docstring).
+    span: None for global attention, else an odd local span for all blocks.
+    stem_span: local span of the "axial" stem blocks.
+    output_stride: 32, or 16 to remove the stride of the last stage.
+    attention_type: "axial", "local" (SASA windows) or "global".
+    kernel_size: window of "local" attention.
+    block_filters: per-stage block widths f (default base widths times the
+      width multiplier).
+    expansion: output channels per block = expansion * f.
+    num_heads: attention heads.
+    use_query_positional, use_key_positional, use_value_positional: the
+      positional terms of the attention.
+    drop_path_rate: final stochastic-depth rate, linear over blocks.
+    norm_momentum, norm_epsilon, use_sync_bn: batch norm settings.
+    recompute_grad: recompute attention maps in the backward pass.
+    kernel_regularizer: for convolutions.
+    name: model name.
+
+  Returns:
+    A tf_keras.Model mapping [batch, h, w, 3] float images (already
+    normalised) to a dict of endpoints "stem" (stride 4 before stage 2),
+    "res2".."res5" ([batch, h/stride, w/stride, 4f]).
+  """
+  if depth not in LAYOUTS:
+    raise ValueError(f"depth must be one of {sorted(LAYOUTS)}, got {depth!r}.")
+  if stem not in ("conv", "inception", "axial"):
+    raise ValueError(f"stem must be 'conv', 'inception' or 'axial', got "
+                     f"{stem!r}.")
+  if output_stride not in (16, 32):
+    raise ValueError(f"output_stride must be 16 or 32, got {output_stride!r}.")
+  if width_multiplier <= 0:
+    raise ValueError(f"width_multiplier must be positive, got "
+                     f"{width_multiplier!r}.")
+  if input_size is None:
+    input_size = (None, None)
+  height, width = input_size
+  if span is None and attention_type == "axial" and (height is None or
+                                                     width is None):
+    raise ValueError("Global attention (span=None) needs a known input_size "
+                     f"(height, width); got {input_size!r}. Use a local span "
+                     "for inputs of any size.")
+  layout = LAYOUTS[depth]
+  if block_filters is None:
+    block_filters = [int(round(w * width_multiplier)) for w in BASE_WIDTHS]
+  total_blocks = sum(layout)
+  bn = dict(momentum=norm_momentum, epsilon=norm_epsilon, sync=use_sync_bn)
+  conv = dict(use_bias=False, kernel_initializer="he_normal",
+              kernel_regularizer=kernel_regularizer)
+  block_common = dict(
+      num_heads=num_heads, attention_type=attention_type,
+      kernel_size=kernel_size, use_query_positional=use_query_positional,
+      use_key_positional=use_key_positional,
+      use_value_positional=use_value_positional, expansion=expansion,
+      kernel_regularizer=kernel_regularizer, norm_momentum=norm_momentum,
+      norm_epsilon=norm_epsilon, use_sync_bn=use_sync_bn,
+      recompute_grad=recompute_grad)
+
+  inputs = tf_keras.Input(shape=(height, width, 3), name="images")
+  x = inputs
+  stem_channels = int(round(64 * width_multiplier))
+  if stem == "conv":
+    x = tf_keras.layers.Conv2D(stem_channels, 7, strides=2, padding="same",
+                               name="stem_conv", **conv)(x)
+    x = _bn(name="stem_bn", **bn)(x)
+    x = tf_keras.layers.ReLU(name="stem_relu")(x)
+  elif stem == "inception":
+    for i, (filters, strides) in enumerate([(64, 2), (64, 1), (128, 1)]):
+      x = tf_keras.layers.Conv2D(filters, 3, strides=strides, padding="same",
+                                 name=f"stem_conv{i + 1}", **conv)(x)
+      x = _bn(name=f"stem_bn{i + 1}", **bn)(x)
+      x = tf_keras.layers.ReLU(name=f"stem_relu{i + 1}")(x)
+  else:
+    stem_filters = max(stem_channels // expansion, num_heads)
+    for i in range(3):
+      x = AxialBlock(
+          filters=stem_filters, strides=2 if i == 0 else 1, span=stem_span,
+          name=f"stem_block{i + 1}",
+          **dict(block_common, attention_type="axial"))(x)
+  x = tf_keras.layers.MaxPool2D(3, strides=2, padding="same",
+                                name="stem_pool")(x)
+  endpoints = {"stem": x}
+  current_h, current_w = _ceil_div(height, 4), _ceil_div(width, 4)
+  block_index = 0
+  for stage, (num_blocks, filters) in enumerate(zip(layout, block_filters)):
+    stage_stride = 1 if stage == 0 else 2
+    if stage == 3 and output_stride == 16:
+      stage_stride = 1
+    for i in range(num_blocks):
+      strides = stage_stride if i == 0 else 1
+      rate = drop_path_rate * block_index / max(total_blocks - 1, 1)
+      block_span = span
+      max_length = None
+      if span is None and attention_type == "axial":
+        max_length = (current_h, current_w)
+      x = AxialBlock(
+          filters=filters, strides=strides, span=block_span,
+          max_length=max_length, drop_path_rate=rate,
+          name=f"res{stage + 2}_block{i + 1}", **block_common)(x)
+      if strides > 1:
+        current_h = _ceil_div(current_h, strides)
+        current_w = _ceil_div(current_w, strides)
+      block_index += 1
+    endpoints[f"res{stage + 2}"] = x
+  return tf_keras.Model(inputs, endpoints, name=name)
+
+
+@tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
+class ImageClassifier(tf_keras.Model):
+  """A backbone, global average pooling and a dense classifier.
+
+  Input: [batch, h, w, 3] images in [0, 255] (normalised inside as
+  x / 127.5 - 1). Output: {"logits": [batch, num_classes]}.
+  """
+
+  def __init__(self, backbone: tf_keras.Model, num_classes: int,
+               endpoint: str = "res5", dropout_rate: float = 0.0,
+               normalize_input: bool = True, **kwargs):
+    super().__init__(**kwargs)
+    if not isinstance(num_classes, int) or num_classes <= 0:
+      raise ValueError(f"num_classes must be a positive int, got "
+                       f"{num_classes!r}.")
+    self.backbone = backbone
+    self._num_classes = num_classes
+    self._endpoint = endpoint
+    self._normalize_input = normalize_input
+    self._dropout_rate = dropout_rate
+    self._pool = tf_keras.layers.GlobalAveragePooling2D()
+    self._dropout = tf_keras.layers.Dropout(dropout_rate)
+    self._fc = tf_keras.layers.Dense(num_classes, name="fc")
+
+  def call(self, images, training=None):
+    x = tf.cast(images, self.compute_dtype)
+    if self._normalize_input:
+      x = x / 127.5 - 1.0
+    features = self.backbone(x, training=training)[self._endpoint]
+    x = self._dropout(self._pool(features), training=training)
+    return {"logits": tf.cast(self._fc(x), tf.float32)}
+
+  @property
+  def checkpoint_items(self) -> Dict[str, tf.Module]:
+    return {"backbone": self.backbone}
+
+
+def build_axial_resnet_classifier(num_classes: int = 1000,
+                                  input_size=(224, 224),
+                                  dropout_rate: float = 0.0,
+                                  **backbone_kwargs) -> tf_keras.Model:
+  """Builds an Axial-ResNet ImageNet-style classifier.
+
+  Args:
+    num_classes: classifier outputs.
+    input_size: (height, width); sets the global spans.
+    dropout_rate: dropout before the classifier.
+    **backbone_kwargs: `build_axial_resnet_backbone` arguments.
+
+  Returns:
+    An ImageClassifier.
+  """
+  backbone = build_axial_resnet_backbone(input_size=input_size,
+                                         **backbone_kwargs)
+  model = ImageClassifier(backbone, num_classes, dropout_rate=dropout_rate,
+                          name=backbone_kwargs.get("name", "axial_resnet"))
+  h, w = input_size if input_size is not None else (None, None)
+  model(tf_keras.Input((h, w, 3)))
+  return model
+
+
+def build_resnet50_classifier(num_classes: int = 1000, input_size=(224, 224),
+                              **unused) -> tf_keras.Model:
+  """The convolutional ResNet-50 baseline (tf_keras.applications, no weights)."""
+  del unused
+  h, w = input_size if input_size is not None else (None, None)
+  backbone = tf_keras.applications.ResNet50(
+      include_top=False, weights=None, input_shape=(h, w, 3))
+  features = tf_keras.Model(backbone.input, {"res5": backbone.output},
+                            name="resnet50")
+  model = ImageClassifier(features, num_classes, normalize_input=True,
+                          name="resnet_50")
+  model(tf_keras.Input((h, w, 3)))
+  return model
