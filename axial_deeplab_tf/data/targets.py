@@ -169,23 +169,27 @@ class PanopticTargetGenerator:
     elif rank != 2:
       raise ValueError(f"panoptic_label must be [height, width] or [height, "
                        f"width, 1], got shape {label.shape}.")
-    if label.dtype in (tf.int64, tf.uint32):
-      if tf.executing_eagerly():
-        if int(tf.size(label)) > 0 and int(tf.reduce_max(label)) > 2**31 - 1:
-          raise ValueError("panoptic_label has ids above the int32 range.")
-    label = tf.cast(label, tf.int32)
+    wide = label.dtype in (tf.int64, tf.uint32)
     if tf.executing_eagerly():
       if int(tf.size(label)) > 0:
         minimum = int(tf.reduce_min(label))
+        maximum = int(tf.reduce_max(label))
         if minimum < 0:
           raise ValueError(f"panoptic_label must be non-negative, got minimum "
                            f"{minimum}.")
-    else:
-      # Values are only known at run time in a graph: fail there, loudly.
-      check = tf.debugging.assert_non_negative(
-          label, message="panoptic_label must be non-negative")
-      with tf.control_dependencies([check]):
-        label = tf.identity(label)
+        if maximum > 2**31 - 1:
+          raise ValueError(f"panoptic_label ids must fit in int32, got maximum "
+                           f"{maximum}.")
+      return tf.cast(label, tf.int32)
+    # Values are only known at run time in a graph: fail there, loudly.
+    checks = [tf.debugging.assert_non_negative(
+        label, message="panoptic_label must be non-negative")]
+    if wide:
+      checks.append(tf.debugging.assert_less_equal(
+          label, tf.cast(2**31 - 1, label.dtype),
+          message="panoptic_label ids must fit in int32"))
+    with tf.control_dependencies(checks):
+      label = tf.cast(label, tf.int32)
     return label
 
   def __call__(self, panoptic_label) -> Dict[str, tf.Tensor]:
@@ -294,20 +298,20 @@ class PanopticTargetGenerator:
     num = tf.shape(center_y)[0]
     num_chunks = (num + chunk - 1) // chunk
     pad = num_chunks * chunk - num
-    cy = tf.pad(tf.cast(center_y, tf.float32), [[0, pad]])
-    cx = tf.pad(tf.cast(center_x, tf.float32), [[0, pad]])
-    valid = tf.pad(is_center, [[0, pad]])
-    cy = tf.reshape(cy, [num_chunks, chunk, 1, 1])
-    cx = tf.reshape(cx, [num_chunks, chunk, 1, 1])
-    valid = tf.reshape(valid, [num_chunks, chunk, 1, 1])
+    inf = tf.constant(float("inf"), tf.float32)
+    # Non-centers and padding sit at infinity: their distance is inf.
+    cy = tf.where(is_center, tf.cast(center_y, tf.float32), inf)
+    cx = tf.where(is_center, tf.cast(center_x, tf.float32), inf)
+    cy = tf.reshape(tf.pad(cy, [[0, pad]], constant_values=inf),
+                    [num_chunks, chunk, 1, 1])
+    cx = tf.reshape(tf.pad(cx, [[0, pad]], constant_values=inf),
+                    [num_chunks, chunk, 1, 1])
     ys = tf.reshape(tf.range(height, dtype=tf.float32), [1, -1, 1])
     xs = tf.reshape(tf.range(width, dtype=tf.float32), [1, 1, -1])
-    inf = tf.constant(float("inf"), tf.float32)
 
     def body(i, min_sq_dist):
       # Squared integer distances stay exact in float32 below 2**24.
       sq_dist = tf.square(ys - cy[i]) + tf.square(xs - cx[i])
-      sq_dist = tf.where(valid[i], sq_dist, inf)
       return i + 1, tf.minimum(min_sq_dist, tf.reduce_min(sq_dist, axis=0))
 
     _, min_sq_dist = tf.while_loop(

@@ -9,6 +9,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import tensorflow as tf
 import tf_keras
 
+from official.modeling import tf_utils
+
 from axial_deeplab_tf.layers import msca
 
 
@@ -117,6 +119,9 @@ class NMF2D(tf_keras.layers.Layer):
     Returns:
       float32 [B * S, D, R], non-negative, unit L2 norm over D.
     """
+    if not self.built:
+      raise ValueError("NMF2D.sample_bases needs the channel count: call or "
+                       "build the layer first.")
     shape = [self._num_channel_groups, self._group_channels, self._rank]
     if self._seed is None:
       bases = tf.random.uniform([batch_size] + shape, dtype=tf.float32)
@@ -292,12 +297,14 @@ class Hamburger(tf_keras.layers.Layer):
                        f"channels ({channels}).")
     self.lower_bread = tf_keras.layers.Conv2D(
         channels, 1, use_bias=True,
-        kernel_initializer=self._kernel_initializer,
+        kernel_initializer=tf_utils.clone_initializer(
+            self._kernel_initializer),
         kernel_regularizer=self._kernel_regularizer,
         bias_regularizer=self._bias_regularizer, name="lower_bread")
     self.upper_bread = tf_keras.layers.Conv2D(
         channels, 1, use_bias=False,
-        kernel_initializer=self._kernel_initializer,
+        kernel_initializer=tf_utils.clone_initializer(
+            self._kernel_initializer),
         kernel_regularizer=self._kernel_regularizer, name="upper_bread")
     self.upper_norm = _group_norm(self._norm_groups, self._norm_epsilon,
                                   "upper_norm")
@@ -429,7 +436,8 @@ class LightHamHead(tf_keras.layers.Layer):
     def conv(filters, name, use_bias=False, initializer=None):
       return tf_keras.layers.Conv2D(
           filters, 1, use_bias=use_bias,
-          kernel_initializer=initializer or self._kernel_initializer,
+          kernel_initializer=initializer or tf_utils.clone_initializer(
+              self._kernel_initializer),
           kernel_regularizer=self._kernel_regularizer,
           bias_regularizer=self._bias_regularizer if use_bias else None,
           name=name)
@@ -439,7 +447,8 @@ class LightHamHead(tf_keras.layers.Layer):
     self.hamburger = Hamburger(
         **self._nmf_config, norm_groups=norm_groups,
         norm_epsilon=norm_epsilon,
-        kernel_initializer=self._kernel_initializer,
+        kernel_initializer=tf_utils.clone_initializer(
+            self._kernel_initializer),
         kernel_regularizer=self._kernel_regularizer,
         bias_regularizer=self._bias_regularizer, name="hamburger")
     self.align_conv = conv(channels, "align_conv")

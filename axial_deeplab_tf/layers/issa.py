@@ -13,6 +13,8 @@ from typing import Any, Dict, Optional, Sequence
 import tensorflow as tf
 import tf_keras
 
+from official.modeling import tf_utils
+
 
 _ACTIVATIONS = ("relu", "leaky_relu")
 
@@ -102,7 +104,8 @@ class ISSASelfAttentionBlock(tf_keras.layers.Layer):
   def _conv(self, filters, name, use_bias=False):
     return tf_keras.layers.Conv2D(
         filters, 1, use_bias=use_bias,
-        kernel_initializer=self._kernel_initializer,
+        kernel_initializer=tf_utils.clone_initializer(
+            self._kernel_initializer),
         kernel_regularizer=self._kernel_regularizer,
         bias_regularizer=self._bias_regularizer if use_bias else None,
         name=name)

@@ -9,6 +9,8 @@ from typing import Any, Dict, Optional, Sequence
 import tensorflow as tf
 import tf_keras
 
+from official.modeling import tf_utils
+
 from official.vision.modeling.layers import nn_layers
 
 
@@ -82,7 +84,8 @@ class MultiScaleConvAttention(tf_keras.layers.Layer):
   def _depthwise(self, kernel_size, name):
     return tf_keras.layers.DepthwiseConv2D(
         kernel_size=kernel_size, padding="same", use_bias=True,
-        depthwise_initializer=self._kernel_initializer,
+        depthwise_initializer=tf_utils.clone_initializer(
+            self._kernel_initializer),
         depthwise_regularizer=self._kernel_regularizer,
         bias_regularizer=self._bias_regularizer, name=name)
 
@@ -101,7 +104,8 @@ class MultiScaleConvAttention(tf_keras.layers.Layer):
            self._depthwise((k, 1), f"strip{k}_{k}x1")))
     self.mix_conv = tf_keras.layers.Conv2D(
         channels, 1, use_bias=True,
-        kernel_initializer=self._kernel_initializer,
+        kernel_initializer=tf_utils.clone_initializer(
+            self._kernel_initializer),
         kernel_regularizer=self._kernel_regularizer,
         bias_regularizer=self._bias_regularizer, name="mix_conv")
     super().build(input_shape)
@@ -204,7 +208,8 @@ class MSCANBlock(tf_keras.layers.Layer):
   def _conv1x1(self, filters, name):
     return tf_keras.layers.Conv2D(
         filters, 1, use_bias=True,
-        kernel_initializer=self._kernel_initializer,
+        kernel_initializer=tf_utils.clone_initializer(
+            self._kernel_initializer),
         kernel_regularizer=self._kernel_regularizer,
         bias_regularizer=self._bias_regularizer, name=name)
 
@@ -226,7 +231,8 @@ class MSCANBlock(tf_keras.layers.Layer):
     self.msca = MultiScaleConvAttention(
         kernel_sizes=self._kernel_sizes,
         base_kernel_size=self._base_kernel_size,
-        kernel_initializer=self._kernel_initializer,
+        kernel_initializer=tf_utils.clone_initializer(
+            self._kernel_initializer),
         kernel_regularizer=self._kernel_regularizer,
         bias_regularizer=self._bias_regularizer, name="msca")
     self.attn_proj_out = self._conv1x1(channels, "attn_proj_out")
@@ -234,7 +240,8 @@ class MSCANBlock(tf_keras.layers.Layer):
     self.mlp_fc1 = self._conv1x1(hidden, "mlp_fc1")
     self.mlp_dwconv = tf_keras.layers.DepthwiseConv2D(
         3, padding="same", use_bias=True,
-        depthwise_initializer=self._kernel_initializer,
+        depthwise_initializer=tf_utils.clone_initializer(
+            self._kernel_initializer),
         depthwise_regularizer=self._kernel_regularizer,
         bias_regularizer=self._bias_regularizer, name="mlp_dwconv")
     self.mlp_fc2 = self._conv1x1(channels, "mlp_fc2")

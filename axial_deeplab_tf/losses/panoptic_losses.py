@@ -11,7 +11,7 @@ strategy divide by the number of replicas before summing gradients, as
 Model Garden tasks do.
 """
 
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping
 
 import tensorflow as tf
 

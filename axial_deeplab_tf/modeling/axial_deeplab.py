@@ -305,6 +305,7 @@ def build_axial_deeplab(num_classes: int = 133,
                         semantic_channels: int = 256,
                         instance_channels: int = 128,
                         context_channels: int = 256,
+                        stem_channels: Sequence[int] = (64, 64, 128),
                         drop_path_rate: float = 0.0,
                         norm_momentum: float = 0.99,
                         norm_epsilon: float = 1e-3,
@@ -324,6 +325,7 @@ def build_axial_deeplab(num_classes: int = 133,
     axial_decoder: the appendix-B single axial decoder.
     semantic_channels, instance_channels: decoder channels.
     context_channels: channels of the 1x1 projection replacing ASPP.
+    stem_channels: channels of the three stem convolutions.
     drop_path_rate: final stochastic-depth rate of the backbone.
     norm_momentum, norm_epsilon, use_sync_bn: batch norm settings.
     recompute_grad: recompute attention maps in the backward pass.
@@ -338,7 +340,8 @@ def build_axial_deeplab(num_classes: int = 133,
               use_sync_bn=use_sync_bn)
   backbone = axial_resnet.build_axial_resnet_backbone(
       input_size=None, depth=depth, width_multiplier=width_multiplier,
-      stem="inception", span=span, output_stride=16,
+      stem="inception", stem_channels=stem_channels, span=span,
+      output_stride=16,
       drop_path_rate=drop_path_rate, recompute_grad=recompute_grad,
       kernel_regularizer=kernel_regularizer, name="backbone", **norm)
   decoder = dict(high_key="res5", low_keys=("res3", "res2"),

@@ -150,7 +150,7 @@ class PanopticDeepLabPostProcessor:
         raise ValueError(f"outputs must share [batch, height, width], got "
                          f"{ {k: t.shape for k, t in tensors.items()} }.")
     return (tensors[semantic_key], tensors["center_heatmap"],
-            tensors["offset_map"])
+            tensors["offset_map"], semantic_key == "semantic_probs")
 
   def __call__(self, outputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     """Post-processes a batch.
@@ -170,21 +170,30 @@ class PanopticDeepLabPostProcessor:
           slot, 0 for empty slots.
         instance_centers: int32 [batch, K, 2], (y, x) of each center slot, -1
           for empty slots.
+        instance_panoptic_ids: int32 [batch, K], panoptic id given to the
+          pixels of each slot, -1 for slots without pixels.
+        instance_class_scores: float32 [batch, K], mean semantic probability
+          of the slot's class over its pixels, 0 for slots without pixels.
+          (A mask-AP score is instance_scores * instance_class_scores.)
 
     Raises:
       ValueError: on missing keys, wrong ranks, channels or dtypes.
     """
-    semantic_scores, heatmap, offsets = self._check_outputs(outputs)
+    semantic_scores, heatmap, offsets, are_probs = self._check_outputs(
+        outputs)
     shape = tf.shape(heatmap)
     batch, height, width = shape[0], shape[1], shape[2]
-    num_pixels = height * width
     k = self.keep_k_centers
 
     semantic = tf.argmax(semantic_scores, axis=-1, output_type=tf.int32)
 
     # Centers: threshold, max-pool NMS, top-K into K fixed slots.
     heat = heatmap[..., 0]
-    pooled = tf.nn.max_pool2d(heatmap, ksize=self.nms_kernel, strides=1,
+    # A square max-pool equals a column pass then a row pass, at 2k instead
+    # of k*k comparisons per pixel.
+    pooled = tf.nn.max_pool2d(heatmap, ksize=[self.nms_kernel, 1], strides=1,
+                              padding="SAME")
+    pooled = tf.nn.max_pool2d(pooled, ksize=[1, self.nms_kernel], strides=1,
                               padding="SAME")[..., 0]
     is_peak = tf.logical_and(tf.equal(heat, pooled),
                              heat > self.center_threshold)
@@ -236,6 +245,22 @@ class PanopticDeepLabPostProcessor:
         [slot_panoptic, tf.fill([batch, 1], void_id)], axis=1)
     thing_panoptic = tf.gather(slot_panoptic, pixel_slot, batch_dims=1)
 
+    # Mean probability of each instance's class over its pixels (the
+    # semantic half of the instance score used for mask AP).
+    pixel_class = tf.gather(
+        tf.concat([slot_class, tf.zeros([batch, 1], tf.int32)], axis=1),
+        pixel_slot, batch_dims=1)
+    flat_scores = tf.reshape(semantic_scores, [batch, -1, nc])
+    picked = tf.gather(flat_scores, pixel_class, batch_dims=2)
+    if not are_probs:
+      picked = tf.exp(picked - tf.reduce_logsumexp(flat_scores, axis=-1))
+    prob_sum = tf.math.unsorted_segment_sum(
+        tf.where(in_instance, picked, 0.0),
+        batch_index * (k + 1) + pixel_slot, batch * (k + 1))
+    prob_sum = tf.reshape(prob_sum, [batch, k + 1])[:, :k]
+    class_scores = tf.math.divide_no_nan(
+        prob_sum, tf.cast(tf.reduce_sum(votes, axis=-1), tf.float32))
+
     # Stuff: whole-class segments, void when too small.
     is_stuff = tf.logical_not(is_thing)
     stuff_area = tf.math.unsorted_segment_sum(
@@ -254,6 +279,8 @@ class PanopticDeepLabPostProcessor:
         "semantic_pred": semantic,
         "instance_pred": tf.reshape(instance, image_shape),
         "instance_scores": tf.where(valid, scores, 0.0),
+        "instance_panoptic_ids": tf.where(slot_used, slot_panoptic[:, :k], -1),
+        "instance_class_scores": class_scores,
         "instance_centers": tf.where(valid[..., tf.newaxis], centers, -1),
     }
 
@@ -288,15 +315,20 @@ class PanopticDeepLabPostProcessor:
       sq_dist = (tf.square(target_y[..., tf.newaxis] - cy[i][:, tf.newaxis]) +
                  tf.square(target_x[..., tf.newaxis] - cx[i][:, tf.newaxis]))
       sq_dist = tf.where(ok[i][:, tf.newaxis], sq_dist, inf)
-      chunk_dist = tf.reduce_min(sq_dist, axis=-1)
-      chunk_slot = tf.argmin(sq_dist, axis=-1, output_type=tf.int32) + i * chunk
+      arg = tf.argmin(sq_dist, axis=-1, output_type=tf.int32)
+      chunk_dist = tf.gather(sq_dist, arg, batch_dims=2)
       better = chunk_dist < best_dist
       return (i + 1, tf.where(better, chunk_dist, best_dist),
-              tf.where(better, chunk_slot, best_slot))
+              tf.where(better, arg + i * chunk, best_slot))
 
+    # Valid slots come first (scores are sorted), so chunks past the largest
+    # number of centers of any image hold nothing and are skipped.
+    num_valid = tf.reduce_max(tf.concat(
+        [[0], tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)], axis=0))
+    needed_chunks = tf.minimum((num_valid + chunk - 1) // chunk, num_chunks)
     init_dist = tf.fill(tf.shape(target_y), inf)
     _, best_dist, best_slot = tf.while_loop(
-        lambda i, *_: i < num_chunks, body,
+        lambda i, *_: i < needed_chunks, body,
         (tf.constant(0), init_dist, tf.zeros_like(target_y, tf.int32)),
         parallel_iterations=1)
     # A NaN offset never compares below inf and leaves the pixel unassigned.

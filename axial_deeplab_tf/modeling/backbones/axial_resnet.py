@@ -48,6 +48,7 @@ def build_axial_resnet_backbone(
     stem: str = "conv",
     span: Optional[int] = None,
     stem_span: int = 15,
+    stem_channels: Sequence[int] = (64, 64, 128),
     output_stride: int = 32,
     attention_type: str = "axial",
     kernel_size: int = 7,
@@ -74,6 +75,7 @@ def build_axial_resnet_backbone(
     stem: "conv", "inception" or "axial" (see module docstring).
     span: None for global attention, else an odd local span for all blocks.
     stem_span: local span of the "axial" stem blocks.
+    stem_channels: channels of the three "inception" stem convolutions.
     output_stride: 32, or 16 to remove the stride of the last stage.
     attention_type: "axial", "local" (SASA windows) or "global".
     kernel_size: window of "local" attention.
@@ -130,20 +132,23 @@ def build_axial_resnet_backbone(
 
   inputs = tf_keras.Input(shape=(height, width, 3), name="images")
   x = inputs
-  stem_channels = int(round(64 * width_multiplier))
+  stem_width = int(round(64 * width_multiplier))
   if stem == "conv":
-    x = tf_keras.layers.Conv2D(stem_channels, 7, strides=2, padding="same",
+    x = tf_keras.layers.Conv2D(stem_width, 7, strides=2, padding="same",
                                name="stem_conv", **conv)(x)
     x = _bn(name="stem_bn", **bn)(x)
     x = tf_keras.layers.ReLU(name="stem_relu")(x)
   elif stem == "inception":
-    for i, (filters, strides) in enumerate([(64, 2), (64, 1), (128, 1)]):
+    if len(stem_channels) != 3:
+      raise ValueError(f"stem_channels must have 3 entries, got "
+                       f"{stem_channels!r}.")
+    for i, (filters, strides) in enumerate(zip(stem_channels, (2, 1, 1))):
       x = tf_keras.layers.Conv2D(filters, 3, strides=strides, padding="same",
                                  name=f"stem_conv{i + 1}", **conv)(x)
       x = _bn(name=f"stem_bn{i + 1}", **bn)(x)
       x = tf_keras.layers.ReLU(name=f"stem_relu{i + 1}")(x)
   else:
-    stem_filters = max(stem_channels // expansion, num_heads)
+    stem_filters = max(stem_width // expansion, num_heads)
     for i in range(3):
       x = AxialBlock(
           filters=stem_filters, strides=2 if i == 0 else 1, span=stem_span,

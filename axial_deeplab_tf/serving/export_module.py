@@ -1,0 +1,906 @@
+"""SavedModel export of the zoo models: signatures, in-graph pre/post-processing.
+
+Built on Model Garden's `official.core.export_base.ExportModule`. One module
+per task:
+
+  * panoptic (Axial-DeepLab, Panoptic-DeepLab): model (optionally multi-scale
+    and flipped), then the pure-TF Panoptic-DeepLab post-processor;
+  * semantic (SegNeXt, ISANet): per-pixel class probabilities and argmax;
+  * classification (Axial-ResNet): logits, probabilities, top class.
+
+Signatures (keys of `SIGNATURE_NAMES`):
+
+  * `serving_default` ("image_tensor"): `images`, uint8
+    [batch, height, width, 3] of any height, width and batch size. The spec
+    is saved with unknown rank so that a wrong rank or channel count reaches
+    the graph's own check and fails with a readable message instead of a
+    kernel crash; the dtype (uint8) is enforced by the signature.
+  * `serve_image_bytes` ("image_bytes"): `encoded_images`, a [batch] string
+    tensor of JPEG/PNG/GIF/BMP files.
+  * `serve_tf_example` ("tf_example"): `serialized_examples`, a [batch]
+    string tensor of tf.train.Example protos holding the encoded image under
+    `image/encoded` (the project's TFRecord schema).
+
+Encoded images of one request may differ in size. When all have the same
+size they run as one batch (the result equals `serving_default` on the
+stacked images); otherwise each image runs on its own at its own size and
+the per-pixel outputs are padded at the bottom and right to the largest
+height and width of the request: int32 maps with -1, float maps with 0. The
+`image_size` output ([batch, 2] int32, (height, width)) tells each image's
+valid region. Every signature returns `image_size`.
+
+Panoptic outputs (all at the input resolution):
+  panoptic_pred   int32 [b, h, w]  semantic * label_divisor + instance;
+                                   void pixels ignore_label * label_divisor.
+  semantic_pred   int32 [b, h, w]  argmax class.
+  instance_pred   int32 [b, h, w]  1 + center slot of thing pixels, else 0.
+  semantic_probs  float32 [b, h, w, num_classes]  softmax (mean over the
+                                   test-time augmentations when used).
+  center_heatmap  float32 [b, h, w, 1]  the model's raw center heatmap (it
+                                   has no sigmoid: trained by MSE towards
+                                   Gaussians of peak 1); mean over TTA.
+  offset_map      float32 [b, h, w, 2]  (dy, dx) in input pixels from each
+                                   pixel to its instance center.
+  instance_scores float32 [b, K]   heatmap value of each center slot, 0 for
+                                   empty slots (K = keep_k_centers).
+  instance_centers int32 [b, K, 2] (y, x) of each center slot, -1 if empty.
+Semantic outputs: semantic_pred, semantic_probs. Classification outputs:
+logits, probabilities [b, num_classes] float32, classes [b] int32.
+
+Only the model's variables are saved with the serving functions (not the
+Keras objects), so `tf.saved_model.load` needs nothing but TensorFlow, and
+saving does not trace every Keras layer again. A JSON description of the
+export (task, classes, post-processing settings, dataset metadata) is
+written to `assets.extra/axial_deeplab_serving.json` inside the export.
+"""
+
+import ast
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import tensorflow as tf
+import tf_keras
+
+from official.core import export_base
+
+from axial_deeplab_tf.data import metadata as metadata_lib
+from axial_deeplab_tf.data import tfrecord_schema
+from axial_deeplab_tf.ops import post_processing
+from axial_deeplab_tf.ops import test_time_augmentation
+
+TASKS = ("panoptic", "semantic", "classification")
+DTYPES = ("float32", "bfloat16")
+
+# Function key (Model Garden's naming) -> signature name in the SavedModel.
+SIGNATURE_NAMES = {
+    "image_tensor": tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY,
+    "image_bytes": "serve_image_bytes",
+    "tf_example": "serve_tf_example",
+}
+INPUT_NAMES = {
+    "image_tensor": "images",
+    "image_bytes": "encoded_images",
+    "tf_example": "serialized_examples",
+}
+SERVING_CONFIG_FILENAME = "axial_deeplab_serving.json"
+SERVING_CONFIG_DIR = "assets.extra"
+SERVING_CONFIG_VERSION = 1
+
+# Padding of per-pixel outputs when encoded images differ in size.
+INT_PAD_VALUE = -1
+FLOAT_PAD_VALUE = 0.0
+
+_PANOPTIC_KEYS = ("panoptic_pred", "semantic_pred", "instance_pred",
+                  "semantic_probs", "center_heatmap", "offset_map",
+                  "instance_scores", "instance_centers")
+_SEMANTIC_KEYS = ("semantic_pred", "semantic_probs")
+_CLASSIFICATION_KEYS = ("logits", "probabilities", "classes")
+# Outputs with [batch, height, width, ...] layout (padded per image).
+_PIXEL_KEYS = ("panoptic_pred", "semantic_pred", "instance_pred",
+               "semantic_probs", "center_heatmap", "offset_map")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingParams:
+  """What the exported signatures compute.
+
+  Attributes:
+    task: "panoptic", "semantic" or "classification".
+    scales: test-time input scales (panoptic and semantic); (1.0,) runs the
+      model once on the input as is.
+    flip: also run every scale on the left-right mirrored image and average.
+    dtype: compute dtype the model was built with: "float32" or "bfloat16"
+      (build under `compute_dtype_scope("bfloat16")`). Outputs are float32.
+    input_size: classification only: (height, width) the images are resized
+      to (bilinear) before the model; None feeds them as they are.
+    image_feature_key: tf.train.Example key of the encoded image.
+  """
+  task: str
+  scales: Tuple[float, ...] = (1.0,)
+  flip: bool = False
+  dtype: str = "float32"
+  input_size: Optional[Tuple[int, int]] = None
+  image_feature_key: str = tfrecord_schema.IMAGE_ENCODED
+
+  def __post_init__(self):
+    if self.task not in TASKS:
+      raise ValueError(f"task must be one of {TASKS}, got {self.task!r}.")
+    try:
+      scales = tuple(float(s) for s in self.scales)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"scales must be a sequence of positive numbers, got "
+                       f"{self.scales!r}.") from e
+    if not scales or any(not s > 0 for s in scales):
+      raise ValueError(f"scales must be a non-empty sequence of positive "
+                       f"numbers, got {self.scales!r}.")
+    object.__setattr__(self, "scales", scales)
+    if not isinstance(self.flip, bool):
+      raise TypeError(f"flip must be a bool, got {self.flip!r}.")
+    if self.dtype not in DTYPES:
+      raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}.")
+    if self.task == "classification":
+      if scales != (1.0,) or self.flip:
+        raise ValueError(f"Test-time augmentation (scales={scales}, flip="
+                         f"{self.flip}) is for panoptic and semantic models, "
+                         f"not classification.")
+    if self.input_size is not None:
+      if self.task != "classification":
+        raise ValueError(f"input_size is for classification models (images "
+                         f"are resized to it); a {self.task} model takes "
+                         f"any size. Got input_size={self.input_size!r}.")
+      try:
+        size = tuple(int(v) for v in self.input_size)
+      except (TypeError, ValueError) as e:
+        raise ValueError(f"input_size must be (height, width), got "
+                         f"{self.input_size!r}.") from e
+      if len(size) != 2 or min(size) <= 0:
+        raise ValueError(f"input_size must be two positive ints, got "
+                         f"{self.input_size!r}.")
+      object.__setattr__(self, "input_size", size)
+    if not isinstance(self.image_feature_key, str) or not (
+        self.image_feature_key):
+      raise ValueError(f"image_feature_key must be a non-empty str, got "
+                       f"{self.image_feature_key!r}.")
+
+  @property
+  def uses_test_time_augmentation(self) -> bool:
+    return self.scales != (1.0,) or self.flip
+
+  def to_dict(self) -> Dict[str, Any]:
+    return {
+        "task": self.task,
+        "scales": list(self.scales),
+        "flip": self.flip,
+        "dtype": self.dtype,
+        "input_size": list(self.input_size) if self.input_size else None,
+        "image_feature_key": self.image_feature_key,
+    }
+
+
+@contextlib.contextmanager
+def compute_dtype_scope(dtype: str):
+  """Builds models inside with compute dtype `dtype` (float32 variables).
+
+  Args:
+    dtype: "float32" or "bfloat16" (the "mixed_bfloat16" Keras policy).
+
+  Yields:
+    Nothing; the previous global Keras policy is restored on exit.
+  """
+  if dtype not in DTYPES:
+    raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}.")
+  previous = tf_keras.mixed_precision.global_policy()
+  tf_keras.mixed_precision.set_global_policy(
+      "float32" if dtype == "float32" else "mixed_bfloat16")
+  try:
+    yield
+  finally:
+    tf_keras.mixed_precision.set_global_policy(previous)
+
+
+def check_images(images: tf.Tensor) -> tf.Tensor:
+  """Checks serving images and returns them as uint8 [batch, h, w, 3].
+
+  Static properties (dtype, known rank or channels) are checked in Python
+  and raise; the rest is checked when the graph runs: a tensor that is not
+  [batch >= 1, height >= 1, width >= 1, 3] fails with InvalidArgumentError
+  naming the expected and the received shape before any model op runs.
+
+  Args:
+    images: uint8 tensor, rank 4 with 3 channels.
+
+  Returns:
+    The images with static shape [None, None, None, 3] (or more specific).
+
+  Raises:
+    TypeError: images not a uint8 tensor.
+    ValueError: statically known rank other than 4 or channels other than 3.
+  """
+  if not isinstance(images, (tf.Tensor, tf.Variable)) or not hasattr(
+      images, "dtype"):
+    images = tf.convert_to_tensor(images)
+  if images.dtype != tf.uint8:
+    raise TypeError(f"images must be a uint8 tensor [batch, height, width, 3]"
+                    f" with values 0..255, got dtype {images.dtype.name}.")
+  rank = images.shape.rank
+  if rank is not None and rank != 4:
+    raise ValueError(f"images must be [batch, height, width, 3], got shape "
+                     f"{images.shape} (rank {rank}).")
+  if rank == 4 and images.shape[-1] is not None and images.shape[-1] != 3:
+    raise ValueError(f"images must have 3 (RGB) channels, got shape "
+                     f"{images.shape}.")
+  # Index a padded shape so that a wrong rank cannot break the check itself.
+  shape = tf.concat([tf.shape(images), tf.zeros([4], tf.int32)], axis=0)
+  ok = tf.reduce_all([
+      tf.equal(tf.rank(images), 4), tf.equal(shape[3], 3), shape[0] >= 1,
+      shape[1] >= 1, shape[2] >= 1
+  ])
+  check = tf.debugging.Assert(ok, [
+      "images must be uint8 [batch >= 1, height >= 1, width >= 1, 3]; got "
+      "shape", tf.shape(images)], summarize=8)
+  # The model ops depend on the reshape, so nothing runs before the check.
+  with tf.control_dependencies([check]):
+    checked = tf.reshape(images, tf.stack([-1, shape[1], shape[2], 3]))
+  if rank == 4:
+    checked.set_shape(images.shape)
+  return checked
+
+
+def _resize_to(x, size, method="bilinear"):
+  return tf.image.resize(x, size, method=method)
+
+
+class ImageExportModule(export_base.ExportModule):
+  """Model Garden export module shared by the three tasks.
+
+  Subclasses implement `serve(images)` on checked uint8 [b, h, w, 3] images
+  and list their output keys in `output_keys`.
+  """
+
+  output_keys: Tuple[str, ...] = ()
+
+  def __init__(self, params: ServingParams, model: tf_keras.Model):
+    """Creates the module.
+
+    Args:
+      params: ServingParams.
+      model: a built tf_keras model of params.task taking [b, h, w, 3] images
+        in [0, 255].
+
+    Raises:
+      ValueError: model compute dtype differs from params.dtype.
+    """
+    if not isinstance(params, ServingParams):
+      raise TypeError(f"params must be a ServingParams, got "
+                      f"{type(params).__name__}.")
+    if not isinstance(model, tf_keras.Model):
+      raise TypeError(f"model must be a tf_keras.Model, got "
+                      f"{type(model).__name__}.")
+    compute_dtype = tf.as_dtype(model.compute_dtype).name
+    if compute_dtype != params.dtype:
+      raise ValueError(
+          f"The model computes in {compute_dtype} but params.dtype is "
+          f"{params.dtype!r}; build the model inside "
+          f"compute_dtype_scope({params.dtype!r}).")
+    if not model.built or not model.variables:
+      raise ValueError("model must be built (call it once) before export.")
+    super().__init__(params, model, inference_step=_inference_step)
+    # Keep the Keras object out of the SavedModel object graph: saving a
+    # Keras model re-traces every layer for Keras-specific metadata, which a
+    # service that loads with plain TensorFlow never uses. Its variables are
+    # tracked through a plain list instead.
+    del self.model
+    object.__setattr__(self, "model", model)
+    self.model_variables = list(model.variables)
+    self._serve_images = tf.function(
+        self.serve, input_signature=[tf.TensorSpec([None, None, None, 3],
+                                                   tf.uint8)])
+
+  # --------------------------------------------------------------- serving
+  def serve(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    raise NotImplementedError
+
+  def _with_size(self, outputs, images):
+    outputs = dict(outputs)
+    size = tf.shape(images)[1:3]
+    outputs["image_size"] = tf.tile(size[tf.newaxis], [tf.shape(images)[0],
+                                                       1])
+    return outputs
+
+  def inference_from_image_tensors(self, images: tf.Tensor
+                                  ) -> Dict[str, tf.Tensor]:
+    """Signature body of `serving_default`: uint8 [b, h, w, 3] images."""
+    images = check_images(images)
+    return self._with_size(self._serve_images(images), images)
+
+  def _decode(self, encoded: tf.Tensor) -> tf.Tensor:
+    image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8,
+                               expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+  def _serve_encoded(self, encoded: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Decodes a [n] batch of encoded images and serves them."""
+    encoded = tf.convert_to_tensor(encoded)
+    if encoded.dtype != tf.string:
+      raise TypeError(f"encoded images must be a string tensor, got dtype "
+                      f"{encoded.dtype.name}.")
+    check = tf.debugging.Assert(
+        tf.logical_and(tf.equal(tf.rank(encoded), 1),
+                       tf.size(encoded) >= 1),
+        ["encoded images must be a non-empty [batch] string tensor; got "
+         "shape", tf.shape(encoded)], summarize=8)
+    with tf.control_dependencies([check]):
+      encoded = tf.reshape(encoded, [-1])
+    count = tf.shape(encoded)[0]
+    images = tf.TensorArray(tf.uint8, size=count, infer_shape=False,
+                            element_shape=tf.TensorShape([None, None, 3]))
+    sizes = tf.TensorArray(tf.int32, size=count,
+                           element_shape=tf.TensorShape([2]))
+
+    def decode_body(i, images, sizes):
+      image = self._decode(encoded[i])
+      return i + 1, images.write(i, image), sizes.write(i,
+                                                        tf.shape(image)[:2])
+
+    _, images, sizes = tf.while_loop(lambda i, *_: i < count, decode_body,
+                                     (0, images, sizes))
+    sizes = sizes.stack()
+    same_size = tf.reduce_all(tf.equal(sizes, sizes[0]))
+
+    def batched():
+      stacked = images.stack()
+      stacked.set_shape([None, None, None, 3])
+      return self._serve_images(stacked)
+
+    def one_by_one():
+      max_size = tf.reduce_max(sizes, axis=0)
+      specs = {k: tf.TensorSpec(v.shape[1:], v.dtype)
+               for k, v in self._serve_images.get_concrete_function(
+               ).structured_outputs.items()}
+
+      def serve_one(i):
+        image = images.read(i)
+        image.set_shape([None, None, 3])
+        out = self._serve_images(image[tf.newaxis])
+        padded = {}
+        for key, value in out.items():
+          value = value[0]
+          if key in _PIXEL_KEYS:
+            pad = max_size - tf.shape(value)[:2]
+            paddings = tf.concat(
+                [[[0, pad[0]], [0, pad[1]]],
+                 tf.zeros([value.shape.rank - 2, 2], tf.int32)], axis=0)
+            fill = INT_PAD_VALUE if value.dtype.is_integer else FLOAT_PAD_VALUE
+            value = tf.pad(value, paddings, constant_values=fill)
+          padded[key] = value
+        return padded
+
+      # One image at a time keeps the memory of a single forward pass.
+      return tf.map_fn(serve_one, tf.range(count), fn_output_signature=specs,
+                       parallel_iterations=1)
+
+    outputs = tf.cond(same_size, batched, one_by_one)
+    outputs["image_size"] = sizes
+    return outputs
+
+  def inference_from_image_bytes(self, encoded_images: tf.Tensor
+                                ) -> Dict[str, tf.Tensor]:
+    """Signature body of `serve_image_bytes`: [b] encoded image strings."""
+    return self._serve_encoded(encoded_images)
+
+  def inference_from_tf_example(self, serialized_examples: tf.Tensor
+                               ) -> Dict[str, tf.Tensor]:
+    """Signature body of `serve_tf_example`: [b] serialized tf.Examples."""
+    key = self.params.image_feature_key
+    parsed = tf.io.parse_example(
+        tf.reshape(serialized_examples, [-1]),
+        {key: tf.io.FixedLenFeature([], tf.string)})
+    return self._serve_encoded(parsed[key])
+
+  def get_inference_signatures(
+      self, function_keys: Mapping[str, str]) -> Dict[str, Any]:
+    """Concrete functions of the requested signatures.
+
+    Args:
+      function_keys: {function key: signature name}; function keys are
+        "image_tensor", "image_bytes", "tf_example".
+
+    Returns:
+      {signature name: concrete function}.
+    """
+    functions = {
+        "image_tensor": (self.inference_from_image_tensors,
+                         tf.TensorSpec(None, tf.uint8,
+                                       name=INPUT_NAMES["image_tensor"])),
+        "image_bytes": (self.inference_from_image_bytes,
+                        tf.TensorSpec([None], tf.string,
+                                      name=INPUT_NAMES["image_bytes"])),
+        "tf_example": (self.inference_from_tf_example,
+                       tf.TensorSpec([None], tf.string,
+                                     name=INPUT_NAMES["tf_example"])),
+    }
+    signatures = {}
+    for key, name in function_keys.items():
+      if key not in functions:
+        raise ValueError(f"Unknown signature function key {key!r}; expected "
+                         f"one of {sorted(functions)}.")
+      fn, spec = functions[key]
+      signatures[name] = tf.function(fn).get_concrete_function(spec)
+    return signatures
+
+  # -------------------------------------------------------------- metadata
+  def num_classes(self) -> int:
+    outputs = self._serve_images.get_concrete_function().structured_outputs
+    key = "probabilities" if self.params.task == "classification" else (
+        "semantic_probs")
+    return int(outputs[key].shape[-1])
+
+  def serving_config(self) -> Dict[str, Any]:
+    """JSON-ready description of what the export computes."""
+    return {
+        "format_version": SERVING_CONFIG_VERSION,
+        "task": self.params.task,
+        "params": self.params.to_dict(),
+        "num_classes": self.num_classes(),
+        "outputs": list(self.output_keys) + ["image_size"],
+        "pad_values": {"int": INT_PAD_VALUE, "float": FLOAT_PAD_VALUE},
+    }
+
+
+def _inference_step(images, model=None):
+  return model(images, training=False)
+
+
+def _semantic_tta(model_fn, images, scales, flip):
+  """Mean softmax over scales and mirroring, at the input size (float32)."""
+  size = tf.shape(images)[1:3]
+  total, passes = None, 0
+  for scale in scales:
+    scaled = images
+    if scale != 1.0:
+      scaled_size = tf.maximum(tf.cast(tf.round(
+          tf.cast(size, tf.float32) * scale), tf.int32), 1)
+      scaled = tf.cast(tf.round(_resize_to(images, scaled_size)), tf.uint8)
+    for mirrored in ((False, True) if flip else (False,)):
+      x = tf.reverse(scaled, axis=[2]) if mirrored else scaled
+      logits = tf.cast(model_fn(x)["semantic_logits"], tf.float32)
+      if mirrored:
+        logits = tf.reverse(logits, axis=[2])
+      probs = tf.nn.softmax(_resize_to(logits, size), axis=-1)
+      total = probs if total is None else total + probs
+      passes += 1
+  return total / passes
+
+
+class PanopticExportModule(ImageExportModule):
+  """Panoptic-DeepLab outputs and pure-TF post-processing."""
+
+  output_keys = _PANOPTIC_KEYS
+
+  def __init__(self, params: ServingParams, model: tf_keras.Model,
+               post_processor: post_processing.PanopticDeepLabPostProcessor):
+    """Creates the module.
+
+    Args:
+      params: ServingParams with task "panoptic".
+      model: model returning semantic_logits, center_heatmap, offset_map.
+      post_processor: a PanopticDeepLabPostProcessor.
+    """
+    if params.task != "panoptic":
+      raise ValueError(f"PanopticExportModule needs params.task 'panoptic', "
+                       f"got {params.task!r}.")
+    if not isinstance(post_processor,
+                      post_processing.PanopticDeepLabPostProcessor):
+      raise TypeError(f"post_processor must be a PanopticDeepLabPostProcessor"
+                      f", got {type(post_processor).__name__}.")
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None and num_classes != post_processor.num_classes:
+      raise ValueError(f"The model predicts {num_classes} classes but the "
+                       f"post-processor expects "
+                       f"{post_processor.num_classes}.")
+    # Set before the base class builds the tf.function over `serve`.
+    object.__setattr__(self, "_post_processor", post_processor)
+    super().__init__(params, model)
+
+  @property
+  def post_processor(self):
+    return self._post_processor
+
+  def serve(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Model and post-processing on checked uint8 [b, h, w, 3] images."""
+    if self.params.uses_test_time_augmentation:
+      outputs = test_time_augmentation.multi_scale_flip_inference(
+          self.inference_step, images, scales=self.params.scales,
+          flip=self.params.flip)
+      semantic_probs = outputs["semantic_probs"]
+    else:
+      outputs = self.inference_step(images)
+      semantic_probs = tf.nn.softmax(
+          tf.cast(outputs["semantic_logits"], tf.float32), axis=-1)
+    result = self._post_processor(outputs)
+    return {
+        "panoptic_pred": result["panoptic_pred"],
+        "semantic_pred": result["semantic_pred"],
+        "instance_pred": result["instance_pred"],
+        "semantic_probs": semantic_probs,
+        "center_heatmap": tf.cast(outputs["center_heatmap"], tf.float32),
+        "offset_map": tf.cast(outputs["offset_map"], tf.float32),
+        "instance_scores": result["instance_scores"],
+        "instance_centers": result["instance_centers"],
+    }
+
+  def serving_config(self) -> Dict[str, Any]:
+    config = super().serving_config()
+    pp = self._post_processor.get_config()
+    config["post_processor"] = pp
+    config["label_divisor"] = pp["label_divisor"]
+    config["ignore_label"] = pp["ignore_label"]
+    config["thing_class_ids"] = list(pp["thing_class_ids"])
+    return config
+
+
+class SemanticExportModule(ImageExportModule):
+  """Per-pixel class probabilities and argmax at the input size."""
+
+  output_keys = _SEMANTIC_KEYS
+
+  def serve(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Model on checked uint8 [b, h, w, 3] images."""
+    if self.params.uses_test_time_augmentation:
+      probs = _semantic_tta(self.inference_step, images, self.params.scales,
+                            self.params.flip)
+    else:
+      logits = tf.cast(self.inference_step(images)["semantic_logits"],
+                       tf.float32)
+      # Models that predict at a lower resolution are brought to the input.
+      logits = _resize_to(logits, tf.shape(images)[1:3])
+      probs = tf.nn.softmax(logits, axis=-1)
+    return {
+        "semantic_pred": tf.argmax(probs, axis=-1, output_type=tf.int32),
+        "semantic_probs": probs,
+    }
+
+
+class ClassificationExportModule(ImageExportModule):
+  """Logits, probabilities and the top class per image."""
+
+  output_keys = _CLASSIFICATION_KEYS
+
+  def serve(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Model on checked uint8 [b, h, w, 3] images (resized if asked)."""
+    x = images
+    if self.params.input_size is not None:
+      x = _resize_to(tf.cast(images, tf.float32), self.params.input_size)
+    logits = tf.cast(self.inference_step(x)["logits"], tf.float32)
+    return {
+        "logits": logits,
+        "probabilities": tf.nn.softmax(logits, axis=-1),
+        "classes": tf.argmax(logits, axis=-1, output_type=tf.int32),
+    }
+
+
+def build_export_module(
+    params: ServingParams,
+    model: tf_keras.Model,
+    post_processor: Union[None, Mapping[str, Any],
+                          post_processing.PanopticDeepLabPostProcessor] = None
+) -> ImageExportModule:
+  """Returns the export module of params.task.
+
+  Args:
+    params: ServingParams.
+    model: the built model.
+    post_processor: panoptic only: a PanopticDeepLabPostProcessor or its
+      constructor arguments (thing_class_ids, num_classes, label_divisor,
+      ignore_label, center_threshold, nms_kernel, keep_k_centers,
+      stuff_area_limit).
+
+  Raises:
+    ValueError: a post-processor missing for a panoptic model or given for
+      another task.
+  """
+  if params.task == "panoptic":
+    if post_processor is None:
+      raise ValueError("A panoptic export needs post_processor (a "
+                       "PanopticDeepLabPostProcessor or its arguments).")
+    if isinstance(post_processor, Mapping):
+      post_processor = post_processing.PanopticDeepLabPostProcessor(
+          **post_processor)
+    return PanopticExportModule(params, model, post_processor)
+  if post_processor is not None:
+    raise ValueError(f"post_processor is only for panoptic models, got one "
+                     f"for task {params.task!r}.")
+  if params.task == "semantic":
+    return SemanticExportModule(params, model)
+  return ClassificationExportModule(params, model)
+
+
+def _metadata_dict(dataset_metadata) -> Optional[Dict[str, Any]]:
+  if dataset_metadata is None:
+    return None
+  if isinstance(dataset_metadata, metadata_lib.DatasetMetadata):
+    return dataset_metadata.to_dict()
+  if isinstance(dataset_metadata, Mapping):
+    return metadata_lib.DatasetMetadata.from_dict(dataset_metadata).to_dict()
+  raise TypeError(f"dataset_metadata must be a DatasetMetadata or its dict, "
+                  f"got {type(dataset_metadata).__name__}.")
+
+
+def _check_metadata(config: Mapping[str, Any],
+                    meta: Optional[Mapping[str, Any]]) -> None:
+  """Raises if the dataset metadata contradicts the exported model."""
+  if meta is None:
+    return
+  if meta["num_classes"] != config["num_classes"]:
+    raise ValueError(f"dataset_metadata has {meta['num_classes']} classes but "
+                     f"the model predicts {config['num_classes']}.")
+  if config["task"] == "panoptic":
+    mismatched = [
+        key for key in ("label_divisor", "ignore_label")
+        if int(meta[key]) != int(config[key])
+    ]
+    if sorted(meta["thing_class_ids"]) != sorted(config["thing_class_ids"]):
+      mismatched.append("thing_class_ids")
+    if mismatched:
+      raise ValueError(
+          f"dataset_metadata and the post-processor disagree on "
+          f"{mismatched}: metadata "
+          f"{ {k: meta[k] for k in mismatched} }, post-processor "
+          f"{ {k: config[k] for k in mismatched} }.")
+
+
+def read_serving_config(export_dir: str) -> Dict[str, Any]:
+  """Reads the JSON description written beside an export.
+
+  Raises:
+    FileNotFoundError: the export has no description (not written here).
+  """
+  path = os.path.join(export_dir, SERVING_CONFIG_DIR, SERVING_CONFIG_FILENAME)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"{path} not found; {export_dir!r} was not exported by "
+        f"tools/export_saved_model.py (or is not a SavedModel directory).")
+  with open(path) as f:
+    return json.load(f)
+
+
+def export_saved_model(
+    module: ImageExportModule,
+    export_dir: str,
+    *,
+    checkpoint_path: Optional[str] = None,
+    function_keys: Sequence[str] = ("image_tensor", "image_bytes",
+                                    "tf_example"),
+    dataset_metadata=None,
+    extra_config: Optional[Mapping[str, Any]] = None,
+    overwrite: bool = False) -> str:
+  """Writes the SavedModel of `module` to `export_dir`.
+
+  The export is written to a temporary folder beside `export_dir` and moved
+  into place when complete, so a failed export leaves nothing half-written.
+
+  Args:
+    module: from `build_export_module`.
+    export_dir: output folder; must not exist (or be empty) unless overwrite.
+    checkpoint_path: optional checkpoint file or folder (latest checkpoint)
+      holding `model=` (Model Garden trainer layout); every model variable
+      must be restored from it.
+    function_keys: which signatures to write (see SIGNATURE_NAMES).
+    dataset_metadata: optional DatasetMetadata (or its dict): classes,
+      colors and original category ids, stored in the export description.
+    extra_config: more JSON-ready entries for the description (e.g. the
+      model name and builder overrides).
+    overwrite: replace an existing non-empty export_dir.
+
+  Returns:
+    export_dir.
+  """
+  function_keys = list(function_keys)
+  if not function_keys or len(set(function_keys)) != len(function_keys):
+    raise ValueError(f"function_keys must be distinct and non-empty, got "
+                     f"{function_keys}.")
+  unknown = [k for k in function_keys if k not in SIGNATURE_NAMES]
+  if unknown:
+    raise ValueError(f"Unknown function_keys {unknown}; expected some of "
+                     f"{sorted(SIGNATURE_NAMES)}.")
+  if "image_tensor" not in function_keys:
+    raise ValueError("function_keys must include 'image_tensor' (the "
+                     "serving_default signature).")
+  export_dir = os.path.abspath(export_dir)
+  if os.path.exists(export_dir) and (not os.path.isdir(export_dir) or
+                                     os.listdir(export_dir)) and not overwrite:
+    raise ValueError(f"export_dir {export_dir!r} exists and is not empty; "
+                     f"choose another folder or pass overwrite=True.")
+  if checkpoint_path is not None:
+    resolved = checkpoint_path
+    if tf.io.gfile.isdir(checkpoint_path):
+      resolved = tf.train.latest_checkpoint(checkpoint_path)
+      if not resolved:
+        raise FileNotFoundError(f"checkpoint_path {checkpoint_path!r} is a "
+                                f"folder without checkpoints.")
+    elif not tf.io.gfile.exists(resolved + ".index"):
+      raise FileNotFoundError(f"checkpoint_path {checkpoint_path!r}: no "
+                              f"checkpoint ({resolved}.index not found).")
+    checkpoint_path = resolved
+  meta = _metadata_dict(dataset_metadata)
+  config = module.serving_config()
+  _check_metadata(config, meta)
+  config["signatures"] = {
+      SIGNATURE_NAMES[k]: {"function_key": k, "input": INPUT_NAMES[k]}
+      for k in function_keys
+  }
+  config["dataset"] = meta
+  config["checkpoint_path"] = checkpoint_path
+  if extra_config:
+    config.update(dict(extra_config))
+
+  parent = os.path.dirname(export_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp_dir = tempfile.mkdtemp(prefix=".tmp_export_", dir=parent)
+  try:
+    export_base.export(
+        module, {k: SIGNATURE_NAMES[k] for k in function_keys}, tmp_dir,
+        checkpoint_path=checkpoint_path, timestamped=False)
+    extra = os.path.join(tmp_dir, SERVING_CONFIG_DIR)
+    os.makedirs(extra, exist_ok=True)
+    with open(os.path.join(extra, SERVING_CONFIG_FILENAME), "w") as f:
+      json.dump(config, f, indent=1, sort_keys=True)
+    if os.path.exists(export_dir):
+      shutil.rmtree(export_dir) if os.path.isdir(export_dir) else os.remove(
+          export_dir)
+    os.replace(tmp_dir, export_dir)
+  except BaseException:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    raise
+  return export_dir
+
+
+# ------------------------------------------------------------------ models
+def parse_overrides(assignments: Sequence[str]) -> Dict[str, Any]:
+  """Parses `key=value` builder overrides; values are Python literals.
+
+  "width_multiplier=0.125" -> 0.125, "span=None" -> None,
+  "input_size=(64, 64)" -> (64, 64); a value that is not a literal stays a
+  string ("name=tiny" -> "tiny").
+
+  Raises:
+    ValueError: an item without "=" or with an empty or repeated key.
+  """
+  overrides = {}
+  for item in assignments:
+    if "=" not in item:
+      raise ValueError(f"Override {item!r} must look like key=value.")
+    key, value = item.split("=", 1)
+    key = key.strip()
+    if not key.isidentifier():
+      raise ValueError(f"Override {item!r}: {key!r} is not a valid argument "
+                       f"name.")
+    if key in overrides:
+      raise ValueError(f"Override key {key!r} is given twice.")
+    try:
+      overrides[key] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+      overrides[key] = value.strip()
+  return overrides
+
+
+@dataclasses.dataclass
+class LoadedModel:
+  """A model ready for export with what describes it.
+
+  Attributes:
+    model: the built tf_keras model (weights restored if a checkpoint was
+      given).
+    task: "panoptic", "semantic" or "classification".
+    post_processor: the panoptic post-processor of an experiment, else None.
+    dataset_metadata: the experiment's DatasetMetadata, else None.
+    description: JSON-ready facts (model name, overrides, gin files).
+  """
+  model: tf_keras.Model
+  task: str
+  post_processor: Optional[post_processing.PanopticDeepLabPostProcessor]
+  dataset_metadata: Optional[metadata_lib.DatasetMetadata]
+  description: Dict[str, Any]
+
+
+def restore_checkpoint(model: tf_keras.Model, checkpoint_path: str) -> str:
+  """Restores every variable of `model` from a `model=` checkpoint.
+
+  Args:
+    model: the built model.
+    checkpoint_path: checkpoint prefix, or a folder (its latest checkpoint).
+
+  Returns:
+    The checkpoint prefix read.
+
+  Raises:
+    FileNotFoundError: no checkpoint there.
+    AssertionError: the checkpoint does not cover every model variable.
+  """
+  path = checkpoint_path
+  if tf.io.gfile.isdir(path):
+    path = tf.train.latest_checkpoint(path)
+    if not path:
+      raise FileNotFoundError(f"checkpoint_path {checkpoint_path!r} is a "
+                              f"folder without checkpoints.")
+  elif not tf.io.gfile.exists(path + ".index"):
+    raise FileNotFoundError(f"checkpoint_path {checkpoint_path!r}: no "
+                            f"checkpoint ({path}.index not found).")
+  status = tf.train.Checkpoint(model=model).read(path)
+  status.expect_partial().assert_existing_objects_matched()
+  return path
+
+
+def load_model(*,
+               model_name: Optional[str] = None,
+               overrides: Optional[Mapping[str, Any]] = None,
+               gin_files: Sequence[str] = (),
+               gin_params: Sequence[str] = (),
+               checkpoint_path: Optional[str] = None,
+               dtype: str = "float32") -> LoadedModel:
+  """Builds a zoo model or an experiment's model and restores its weights.
+
+  Exactly one of `model_name` (a zoo model with builder `overrides`) and
+  `gin_files` (an experiment: model, post-processor and dataset metadata
+  come from its task) must be given.
+
+  Args:
+    model_name: zoo name, e.g. "axial_deeplab_s".
+    overrides: builder arguments for model_name.
+    gin_files: experiment gin files.
+    gin_params: extra gin bindings.
+    checkpoint_path: optional checkpoint (file prefix or folder).
+    dtype: "float32" or "bfloat16" compute dtype.
+
+  Returns:
+    A LoadedModel.
+  """
+  from axial_deeplab_tf.modeling import registry  # pylint: disable=g-import-not-at-top
+  if bool(model_name) == bool(gin_files):
+    raise ValueError(f"Give exactly one of model_name and gin_files; got "
+                     f"model_name={model_name!r}, gin_files="
+                     f"{list(gin_files)}.")
+  overrides = dict(overrides or {})
+  post_processor = None
+  meta = None
+  with compute_dtype_scope(dtype):
+    if model_name:
+      if gin_params:
+        raise ValueError("gin_params need gin_files.")
+      entry = registry.get_entry(model_name)
+      try:
+        model = registry.build(model_name, **overrides)
+      except TypeError as e:
+        raise ValueError(f"overrides {overrides} do not fit model "
+                         f"{model_name!r}: {e}") from e
+      task = entry.task
+      description = {"model_name": model_name,
+                     "model_overrides": {k: repr(v)
+                                         for k, v in overrides.items()}}
+    else:
+      if overrides:
+        raise ValueError("overrides are for model_name; bind "
+                         "model_config.overrides in gin instead.")
+      from axial_deeplab_tf import tasks  # pylint: disable=g-import-not-at-top
+      experiment_config = tasks.experiment.parse_experiment(
+          list(gin_files), list(gin_params))
+      task_obj = tasks.build_task(experiment_config)
+      model = task_obj.build_model()
+      task = registry.get_entry(experiment_config.task.model.name).task
+      if task == "panoptic":
+        post_processor = task_obj.build_post_processor()
+      meta = getattr(task_obj, "metadata", None)
+      description = {"model_name": experiment_config.task.model.name,
+                     "gin_files": [os.path.abspath(p) for p in gin_files],
+                     "gin_params": list(gin_params)}
+  if checkpoint_path:
+    description["checkpoint_path"] = restore_checkpoint(model,
+                                                        checkpoint_path)
+  return LoadedModel(model=model, task=task, post_processor=post_processor,
+                     dataset_metadata=meta, description=description)

@@ -1,0 +1,115 @@
+"""Model Garden experiment configs of the segmentation and classification tasks.
+
+The gin files in gin/ fill these (see `experiment.py`); the resulting
+`ExperimentConfig` is what Model Garden's trainer, controller and actions
+read, and what is written to `model_dir/params.yaml`.
+"""
+
+import dataclasses
+from typing import Any, Dict, List, Optional
+
+from official.core import config_definitions as cfg
+from official.modeling import hyperparams
+
+from axial_deeplab_tf.optimizers import configs as optimizer_configs
+
+
+@dataclasses.dataclass
+class ModelConfig(hyperparams.Config):
+  """A zoo model: `models.build(name, num_classes=<from data>, **overrides)`."""
+  name: str = "axial_deeplab_s"
+  overrides: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class DataConfig(cfg.DataConfig):
+  """Input pipeline of one split (TFRecords written by tools/build_*)."""
+  input_path: str = ""
+  global_batch_size: int = 8
+  is_training: bool = True
+  crop_size: List[int] = dataclasses.field(default_factory=lambda: [513, 513])
+  min_scale: float = 0.5
+  max_scale: float = 1.5
+  scale_step: float = 0.0
+  flip_probability: float = 0.5
+  eval_pad_to_crop: bool = True
+  shuffle_buffer_size: int = 256
+  deterministic: bool = False
+  seed: Optional[int] = None
+  cache: bool = False
+
+
+@dataclasses.dataclass
+class LossConfig(hyperparams.Config):
+  """Panoptic-DeepLab losses and target settings."""
+  semantic_loss_weight: float = 1.0
+  center_loss_weight: float = 200.0
+  offset_loss_weight: float = 0.01
+  top_k_percent: float = 0.2
+  sigma: float = 8.0
+  small_instance_area: int = 4096
+  small_instance_weight: float = 3.0
+  auxiliary_loss_weight: float = 0.4
+  l2_weight_decay: float = 0.0
+  label_smoothing: float = 0.0
+
+
+@dataclasses.dataclass
+class PostProcessorConfig(hyperparams.Config):
+  """Panoptic-DeepLab post-processing settings."""
+  center_threshold: float = 0.1
+  nms_kernel: int = 7
+  keep_k_centers: int = 200
+  stuff_area_limit: int = 4096
+
+
+@dataclasses.dataclass
+class EvaluationConfig(hyperparams.Config):
+  """What validation computes and writes."""
+  compute_ap: bool = True
+  compute_miou: bool = True
+  report_per_class: bool = False
+  num_image_panels: int = 2
+
+
+@dataclasses.dataclass
+class SegmentationTaskConfig(cfg.TaskConfig):
+  """One task config for panoptic, semantic and classification tasks."""
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  train_data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  validation_data: DataConfig = dataclasses.field(
+      default_factory=lambda: DataConfig(is_training=False))
+  losses: LossConfig = dataclasses.field(default_factory=LossConfig)
+  post_processor: PostProcessorConfig = dataclasses.field(
+      default_factory=PostProcessorConfig)
+  evaluation: EvaluationConfig = dataclasses.field(
+      default_factory=EvaluationConfig)
+  init_checkpoint: Optional[str] = None
+  init_checkpoint_modules: str = "backbone"
+
+
+@dataclasses.dataclass
+class PanopticTaskConfig(SegmentationTaskConfig):
+  pass
+
+
+@dataclasses.dataclass
+class SemanticTaskConfig(SegmentationTaskConfig):
+  pass
+
+
+@dataclasses.dataclass
+class ClassificationTaskConfig(SegmentationTaskConfig):
+  pass
+
+
+TASK_CONFIGS = {
+    "panoptic": PanopticTaskConfig,
+    "semantic": SemanticTaskConfig,
+    "classification": ClassificationTaskConfig,
+}
+
+
+def optimization_config_cls():
+  """The OptimizationConfig class that knows the project's optimizers."""
+  return optimizer_configs.OptimizationConfig

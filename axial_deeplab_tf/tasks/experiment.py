@@ -1,0 +1,274 @@
+"""gin experiments: one gin file (with includes) defines a whole experiment.
+
+The configurables below are the gin vocabulary of the files in gin/:
+
+  model.name / model.overrides            -> the zoo model
+  train/data.*, eval/data.*               -> input pipelines (scoped)
+  losses.*, post_processing.*, evaluation.*
+  optimization.*                          -> optimizer, schedule, Lookahead
+  trainer.*                               -> steps, intervals, NaN recovery
+  runtime.*                               -> strategy, mixed precision
+  experiment.task / init_checkpoint / ... -> ties them together
+
+`parse_experiment(gin_files, gin_params)` parses (an unknown configurable or
+parameter fails here, naming the file and line), then calls `experiment()`
+and returns Model Garden's `ExperimentConfig`.
+"""
+
+import dataclasses
+import inspect
+import os
+from typing import Any, Dict, Optional, Sequence
+
+import gin
+from official.core import config_definitions as cfg
+
+from axial_deeplab_tf.optimizers import configs as optimizer_configs
+from axial_deeplab_tf.tasks import configs
+
+GIN_ROOT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__)))), "gin")
+
+_STRATEGIES = ("one_device", "mirrored", "multi_worker_mirrored", "tpu")
+_PRECISIONS = ("float32", "bfloat16", "float16")
+
+
+@gin.configurable("model")
+def model_config(name: str = gin.REQUIRED,
+                 overrides: Optional[Dict[str, Any]] = None
+                ) -> configs.ModelConfig:
+  """The zoo model and builder overrides (num_classes comes from the data)."""
+  return configs.ModelConfig(name=name, overrides=dict(overrides or {}))
+
+
+@gin.configurable("data")
+def data_config(input_path: str = gin.REQUIRED,
+                global_batch_size: int = 8,
+                crop_size: Sequence[int] = (513, 513),
+                min_scale: float = 0.5,
+                max_scale: float = 1.5,
+                scale_step: float = 0.0,
+                flip_probability: float = 0.5,
+                eval_pad_to_crop: bool = True,
+                shuffle_buffer_size: int = 256,
+                deterministic: bool = False,
+                seed: Optional[int] = None,
+                cache: bool = False,
+                is_training: bool = True) -> configs.DataConfig:
+  """One split's input pipeline; bind it as train/data.* and eval/data.*."""
+  return configs.DataConfig(
+      input_path=input_path, global_batch_size=global_batch_size,
+      is_training=is_training, crop_size=list(crop_size),
+      min_scale=min_scale, max_scale=max_scale, scale_step=scale_step,
+      flip_probability=flip_probability, eval_pad_to_crop=eval_pad_to_crop,
+      shuffle_buffer_size=shuffle_buffer_size, deterministic=deterministic,
+      seed=seed, cache=cache, drop_remainder=is_training)
+
+
+@gin.configurable("losses")
+def loss_config(**kwargs) -> configs.LossConfig:
+  return configs.LossConfig(**kwargs)
+
+
+@gin.configurable("post_processing")
+def post_processor_config(**kwargs) -> configs.PostProcessorConfig:
+  return configs.PostProcessorConfig(**kwargs)
+
+
+@gin.configurable("evaluation")
+def evaluation_config(**kwargs) -> configs.EvaluationConfig:
+  return configs.EvaluationConfig(**kwargs)
+
+
+for _fn, _cls in ((loss_config, configs.LossConfig),
+                  (post_processor_config, configs.PostProcessorConfig),
+                  (evaluation_config, configs.EvaluationConfig)):
+  # gin checks parameter names against the signature: give the **kwargs
+  # wrappers the dataclass fields as their allowed parameters.
+  _fn.__signature__ = inspect.Signature([
+      inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                        default=f.default)
+      for f in dataclasses.fields(_cls)
+      if f.name not in ("default_params", "restrictions")
+  ])
+
+
+@gin.configurable("optimization")
+def optimization_config(optimizer: str = "radam",
+                        learning_rate: float = 1e-3,
+                        schedule: str = "poly",
+                        decay_steps: Optional[int] = None,
+                        warmup_steps: int = 0,
+                        warmup_learning_rate: float = 0.0,
+                        end_learning_rate: float = 0.0,
+                        power: float = 0.9,
+                        beta_1: float = 0.9,
+                        beta_2: float = 0.999,
+                        epsilon: float = 1e-7,
+                        weight_decay: float = 0.0,
+                        decoupled_weight_decay: bool = False,
+                        momentum: float = 0.9,
+                        nesterov: bool = False,
+                        lookahead: bool = True,
+                        lookahead_sync_period: int = 6,
+                        lookahead_slow_step_size: float = 0.5,
+                        global_clipnorm: Optional[float] = None,
+                        train_steps: Optional[int] = None):
+  """Optimizer and learning-rate schedule.
+
+  optimizer "radam" (with optional Lookahead: the papers' recipe), "sgd"
+  (ImageNet recipe) or "adamw" (SegNeXt recipe). decay_steps defaults to
+  trainer.train_steps.
+  """
+  decay_steps = decay_steps or train_steps
+  if optimizer == "radam":
+    return optimizer_configs.make_optimization_config(
+        learning_rate=learning_rate, schedule=schedule,
+        decay_steps=decay_steps, warmup_steps=warmup_steps,
+        warmup_learning_rate=warmup_learning_rate,
+        end_learning_rate=end_learning_rate, power=power, beta_1=beta_1,
+        beta_2=beta_2, epsilon=epsilon, weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled_weight_decay, lookahead=lookahead,
+        sync_period=lookahead_sync_period,
+        slow_step_size=lookahead_slow_step_size,
+        global_clipnorm=global_clipnorm)
+  if optimizer not in ("sgd", "adamw"):
+    raise ValueError(f"optimization.optimizer must be 'radam', 'sgd' or "
+                     f"'adamw', got {optimizer!r}.")
+  config = optimizer_configs.make_optimization_config(
+      learning_rate=learning_rate, schedule=schedule, decay_steps=decay_steps,
+      warmup_steps=warmup_steps, warmup_learning_rate=warmup_learning_rate,
+      end_learning_rate=end_learning_rate, power=power,
+      lookahead=lookahead, sync_period=lookahead_sync_period,
+      slow_step_size=lookahead_slow_step_size)
+  if optimizer == "sgd":
+    inner = dict(momentum=momentum, nesterov=nesterov,
+                 global_clipnorm=global_clipnorm)
+  else:
+    inner = dict(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+                 weight_decay_rate=weight_decay,
+                 exclude_from_weight_decay=["gamma", "beta", "bias",
+                                            "layer_scale"],
+                 global_clipnorm=global_clipnorm)
+  config.optimizer = {"type": optimizer, optimizer: inner}
+  return config
+
+
+@gin.configurable("trainer")
+def trainer_config(train_steps: int = gin.REQUIRED,
+                   steps_per_loop: int = 100,
+                   summary_interval: Optional[int] = None,
+                   checkpoint_interval: Optional[int] = None,
+                   validation_interval: Optional[int] = None,
+                   validation_steps: int = -1,
+                   max_to_keep: int = 5,
+                   recovery_max_trials: int = 3,
+                   loss_upper_bound: float = 1e6,
+                   best_checkpoint_metric: str = "",
+                   best_checkpoint_metric_comp: str = "higher"
+                  ) -> cfg.TrainerConfig:
+  """Steps, loop sizes, checkpoint/summary/validation intervals, recovery.
+
+  NaN or losses above loss_upper_bound restore the last checkpoint (Model
+  Garden's recovery action), up to recovery_max_trials times.
+  """
+  return cfg.TrainerConfig(
+      train_steps=train_steps, steps_per_loop=steps_per_loop,
+      summary_interval=summary_interval or steps_per_loop,
+      checkpoint_interval=checkpoint_interval or steps_per_loop,
+      validation_interval=validation_interval or train_steps,
+      validation_steps=validation_steps, max_to_keep=max_to_keep,
+      recovery_max_trials=recovery_max_trials,
+      loss_upper_bound=loss_upper_bound,
+      best_checkpoint_export_subdir="best_ckpt" if best_checkpoint_metric
+      else "",
+      best_checkpoint_eval_metric=best_checkpoint_metric,
+      best_checkpoint_metric_comp=best_checkpoint_metric_comp)
+
+
+@gin.configurable("runtime")
+def runtime_config(distribution_strategy: str = "one_device",
+                   mixed_precision_dtype: str = "float32",
+                   num_gpus: int = 0,
+                   tpu: Optional[str] = None,
+                   all_reduce_alg: Optional[str] = None,
+                   enable_op_determinism: bool = False,
+                   seed: Optional[int] = None) -> cfg.RuntimeConfig:
+  """Distribution strategy and numeric policy.
+
+  distribution_strategy: one_device, mirrored, multi_worker_mirrored (reads
+  TF_CONFIG) or tpu. mixed_precision_dtype: float32, bfloat16, float16.
+  """
+  if distribution_strategy not in _STRATEGIES:
+    raise ValueError(f"runtime.distribution_strategy must be one of "
+                     f"{_STRATEGIES}, got {distribution_strategy!r}.")
+  if mixed_precision_dtype not in _PRECISIONS:
+    raise ValueError(f"runtime.mixed_precision_dtype must be one of "
+                     f"{_PRECISIONS}, got {mixed_precision_dtype!r}.")
+  runtime = cfg.RuntimeConfig(
+      distribution_strategy=distribution_strategy,
+      mixed_precision_dtype=mixed_precision_dtype, num_gpus=num_gpus,
+      tpu=tpu, all_reduce_alg=all_reduce_alg)
+  runtime.enable_op_determinism = enable_op_determinism  # pytype: disable=not-writable
+  runtime.seed = seed
+  return runtime
+
+
+@gin.configurable("experiment")
+def experiment(task: str = "panoptic",
+               init_checkpoint: Optional[str] = None,
+               init_checkpoint_modules: str = "backbone"
+              ) -> cfg.ExperimentConfig:
+  """Assembles the ExperimentConfig from the bound parts."""
+  if task not in configs.TASK_CONFIGS:
+    raise ValueError(f"experiment.task must be one of "
+                     f"{sorted(configs.TASK_CONFIGS)}, got {task!r}.")
+  with gin.config_scope("train"):
+    train_data = data_config(is_training=True)
+  with gin.config_scope("eval"):
+    eval_data = data_config(is_training=False)
+  trainer = trainer_config()
+  task_config = configs.TASK_CONFIGS[task](
+      model=model_config(), train_data=train_data, validation_data=eval_data,
+      losses=loss_config(), post_processor=post_processor_config(),
+      evaluation=evaluation_config(), init_checkpoint=init_checkpoint,
+      init_checkpoint_modules=init_checkpoint_modules)
+  optimization = optimization_config(train_steps=trainer.train_steps)
+  trainer.optimizer_config = optimization
+  return cfg.ExperimentConfig(task=task_config, trainer=trainer,
+                              runtime=runtime_config())
+
+
+def parse_experiment(gin_files: Sequence[str],
+                     gin_params: Sequence[str] = ()) -> cfg.ExperimentConfig:
+  """Parses gin files and bindings and returns the ExperimentConfig.
+
+  Args:
+    gin_files: gin files; `include` paths resolve against each file's folder,
+      the current folder and the project's gin/ folder.
+    gin_params: extra bindings ("trainer.train_steps = 10"), applied last.
+
+  Returns:
+    The ExperimentConfig.
+
+  Raises:
+    FileNotFoundError: a gin file does not exist.
+    ValueError: unknown configurable or parameter (with file and line), or a
+      bad value.
+  """
+  for path in gin_files:
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"gin file not found: {path}")
+  gin.clear_config()
+  for path in [GIN_ROOT] + list(gin_files):
+    folder = path if os.path.isdir(path) else os.path.dirname(
+        os.path.abspath(path))
+    gin.add_config_file_search_path(folder)
+  gin.parse_config_files_and_bindings(list(gin_files), list(gin_params))
+  return experiment()
+
+
+def operative_config() -> str:
+  """The gin bindings used so far (write after building the experiment)."""
+  return gin.operative_config_str()

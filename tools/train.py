@@ -1,0 +1,43 @@
+"""Trains and/or evaluates a gin experiment.
+
+  python tools/train.py --gin_file=gin/quickstart/axial_deeplab.gin \
+      --model_dir=/tmp/run --mode=train_and_eval [--gin_param='trainer.train_steps=10']
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+
+flags.DEFINE_multi_string("gin_file", [], "Experiment gin file(s).")
+flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.")
+flags.DEFINE_string("model_dir", None, "Checkpoints and summaries go here.")
+flags.DEFINE_enum("mode", "train_and_eval",
+                  ["train", "eval", "train_and_eval", "continuous_eval"],
+                  "What to run.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  from axial_deeplab_tf.tasks import train_lib  # pylint: disable=g-import-not-at-top
+  if not FLAGS.gin_file:
+    print("error: at least one --gin_file is required.", file=sys.stderr)
+    return 2
+  try:
+    results = train_lib.run(FLAGS.gin_file, FLAGS.gin_param, FLAGS.model_dir,
+                            FLAGS.mode)
+  except (ValueError, TypeError, FileNotFoundError, PermissionError) as e:
+    message = " ".join(str(e).split())
+    print(f"error: {type(e).__name__}: {message}", file=sys.stderr)
+    return 2
+  print(json.dumps(results, sort_keys=True))
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(lambda argv: sys.exit(main(argv)))
