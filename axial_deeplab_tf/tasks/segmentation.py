@@ -124,13 +124,20 @@ class _BaseTask(base_task.Task):
       return tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
     return tf.constant(0.0)
 
-  def _apply_gradients(self, tape, loss, model, optimizer):
+  def _scale_loss(self, loss, optimizer):
+    """Per-replica loss for summed gradients (call inside the tape)."""
     num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
     scaled = loss / num_replicas
     if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
       scaled = optimizer.get_scaled_loss(scaled)
+    return scaled
+
+  def _apply_gradients(self, tape, scaled_loss, model, optimizer):
     tape_vars = model.trainable_variables
-    grads = tape.gradient(scaled, tape_vars)
+    grads = tape.gradient(scaled_loss, tape_vars)
+    missing = [v.name for g, v in zip(grads, tape_vars) if g is None]
+    if len(missing) == len(tape_vars):
+      raise ValueError("The loss does not depend on any trainable variable.")
     if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
       grads = optimizer.get_unscaled_gradients(grads)
     optimizer.apply_gradients(list(zip(grads, tape_vars)))
@@ -198,7 +205,8 @@ class PanopticSegmentationTask(_BaseTask):
       losses = self.build_losses(labels, outputs,
                                  self._regularization(model))
       loss = losses["total_loss"]
-    self._apply_gradients(tape, loss, model, optimizer)
+      scaled_loss = self._scale_loss(loss, optimizer)
+    self._apply_gradients(tape, scaled_loss, model, optimizer)
     logs = {self.loss: loss}
     for metric in metrics or []:
       metric.update_state(losses[metric.name])
@@ -369,7 +377,8 @@ class SemanticSegmentationTask(_BaseTask):
       losses = self.build_losses(labels, outputs,
                                  self._regularization(model))
       loss = losses["total_loss"]
-    self._apply_gradients(tape, loss, model, optimizer)
+      scaled_loss = self._scale_loss(loss, optimizer)
+    self._apply_gradients(tape, scaled_loss, model, optimizer)
     for metric in metrics or []:
       metric.update_state(losses[metric.name])
     return {self.loss: loss}
@@ -442,7 +451,8 @@ class ImageClassificationTask(_BaseTask):
     with tf.GradientTape() as tape:
       outputs = model(features["image"], training=True)
       loss = self.build_losses(labels, outputs, self._regularization(model))
-    self._apply_gradients(tape, loss, model, optimizer)
+      scaled_loss = self._scale_loss(loss, optimizer)
+    self._apply_gradients(tape, scaled_loss, model, optimizer)
     for metric in metrics or []:
       metric.update_state(labels["label"], outputs["logits"])
     return {self.loss: loss}
