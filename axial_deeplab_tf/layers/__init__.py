@@ -3,3 +3,5 @@
 from axial_deeplab_tf.layers.axial_attention import AxialAttention
 from axial_deeplab_tf.layers.axial_attention import AxialAttention2D
 from axial_deeplab_tf.layers.axial_attention import AxialBlock
+from axial_deeplab_tf.layers.global_attention import GlobalSelfAttention2D
+from axial_deeplab_tf.layers.local_attention import LocalSelfAttention2D

@@ -103,7 +103,9 @@ class GlobalSelfAttention2D(tf_keras.layers.Layer):
     channels = check_image_input_shape(self.name, input_shape)
     self._check_size(tf.TensorShape(input_shape))
     self._qkv_conv, self._qkv_norm = make_qkv_projection(
-        self, channels, 2 * self._key_depth + self._value_depth)
+        channels, 2 * self._key_depth + self._value_depth,
+        self._kernel_regularizer, self._norm_momentum, self._norm_epsilon,
+        self._use_sync_bn)
     build_in_scope(self._qkv_conv, input_shape)
     build_in_scope(self._qkv_norm,
                    self._qkv_conv.compute_output_shape(input_shape))

@@ -62,8 +62,9 @@ def check_image_input_shape(layer_name: str, input_shape) -> int:
   return int(shape[-1])
 
 
-def make_qkv_projection(layer: tf_keras.layers.Layer, channels: int,
-                        total_depth: int):
+def make_qkv_projection(channels: int, total_depth: int, kernel_regularizer,
+                        norm_momentum: float, norm_epsilon: float,
+                        use_sync_bn: bool):
   """Creates the bias-free 1x1 [q|k|v] projection and its batch norm.
 
   The kernel is initialised with a truncated normal of stddev channels^-0.5
@@ -71,9 +72,12 @@ def make_qkv_projection(layer: tf_keras.layers.Layer, channels: int,
   concatenated channels is what keeps the attention logits well scaled.
 
   Args:
-    layer: the attention layer; supplies regulariser and norm settings.
     channels: input channels C.
     total_depth: 2 * key_depth + value_depth.
+    kernel_regularizer: regulariser of the projection kernel, or None.
+    norm_momentum: batch-norm moving-average momentum.
+    norm_epsilon: batch-norm epsilon.
+    use_sync_bn: synchronise batch statistics across replicas.
 
   Returns:
     (conv, batch_norm) sub-layers.
@@ -82,11 +86,10 @@ def make_qkv_projection(layer: tf_keras.layers.Layer, channels: int,
       total_depth, 1, use_bias=False,
       kernel_initializer=tf_keras.initializers.TruncatedNormal(
           stddev=channels ** -0.5),
-      kernel_regularizer=layer._kernel_regularizer,  # pylint: disable=protected-access
-      name="qkv_projection")
+      kernel_regularizer=kernel_regularizer, name="qkv_projection")
   norm = tf_keras.layers.BatchNormalization(
-      axis=-1, momentum=layer._norm_momentum, epsilon=layer._norm_epsilon,  # pylint: disable=protected-access
-      synchronized=layer._use_sync_bn, name="qkv_batch_norm")  # pylint: disable=protected-access
+      axis=-1, momentum=norm_momentum, epsilon=norm_epsilon,
+      synchronized=use_sync_bn, name="qkv_batch_norm")
   return conv, norm
 
 
@@ -143,7 +146,7 @@ class LocalSelfAttention2D(tf_keras.layers.Layer):
                use_relative_position: bool = True,
                position_sensitive: bool = False,
                strides: int = 1,
-               block_size: Optional[int] = None,
+               block_size: int = 4,
                kernel_regularizer: Optional[
                    tf_keras.regularizers.Regularizer] = None,
                use_sync_bn: bool = False,
@@ -167,8 +170,12 @@ class LocalSelfAttention2D(tf_keras.layers.Layer):
         Requires use_relative_position.
       strides: output stride; > 1 average-pools (pool = stride, 'same'
         padding, so the output is ceil(H / s) x ceil(W / s)) after attention.
-      block_size: query block side used by the implementation; changes speed
-        and memory, never the result. None: kernel_size.
+      block_size: query block side used by the implementation; changes speed,
+        memory and executed multiply-adds, never the result. Each query block
+        computes logits for its (block_size + kernel_size - 1)^2 halo, so
+        small blocks waste less; 4 measured fastest for kernel_size 7 at
+        28x28 and 56x56 on CPU (fewer wasted logits than 7 or 8, larger
+        matmuls than 3), with XLA on and off.
       kernel_regularizer: regulariser of the q/k/v projection kernel.
       use_sync_bn: use synchronised batch norm across replicas.
       norm_momentum: batch-norm moving-average momentum.
@@ -182,8 +189,7 @@ class LocalSelfAttention2D(tf_keras.layers.Layer):
       raise ValueError(f"kernel_size must be odd so the window is centred on "
                        f"the query, got {kernel_size}.")
     check_positive_int("strides", strides)
-    if block_size is not None:
-      check_positive_int("block_size", block_size)
+    check_positive_int("block_size", block_size)
     if position_sensitive and not use_relative_position:
       raise ValueError("position_sensitive=True adds relative-position terms "
                        "and needs use_relative_position=True, got "
@@ -205,7 +211,7 @@ class LocalSelfAttention2D(tf_keras.layers.Layer):
     self._use_relative_position = bool(use_relative_position)
     self._position_sensitive = bool(position_sensitive)
     self._strides = int(strides)
-    self._block_size = None if block_size is None else int(block_size)
+    self._block_size = int(block_size)
     self._kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
     self._use_sync_bn = use_sync_bn
     self._norm_momentum = norm_momentum
@@ -214,14 +220,16 @@ class LocalSelfAttention2D(tf_keras.layers.Layer):
     self._key_head_depth = self._key_depth // self._num_heads
     self._value_head_depth = self._value_depth // self._num_heads
     self._radius = (self._kernel_size - 1) // 2
-    self._block = self._block_size or self._kernel_size
+    self._block = self._block_size
     self._halo = self._block + 2 * self._radius
     self._offsets = _offset_tables(self._block, self._kernel_size)
 
   def build(self, input_shape):
     channels = check_image_input_shape(self.name, input_shape)
     self._qkv_conv, self._qkv_norm = make_qkv_projection(
-        self, channels, 2 * self._key_depth + self._value_depth)
+        channels, 2 * self._key_depth + self._value_depth,
+        self._kernel_regularizer, self._norm_momentum, self._norm_epsilon,
+        self._use_sync_bn)
     # Sub-layers are built here (not on first call) so that all weights
     # exist, e.g. for set_weights or checkpoint restore, right after build.
     build_in_scope(self._qkv_conv, input_shape)

@@ -23,8 +23,8 @@ or an unknown dimension raises ValueError rather than giving a guess.
 
 Why not TensorFlow's profiler: its float-operation count only knows ops
 with a registered "flops" statistic, and Einsum has none, so every
-einsum-shaped attention product counts as zero and attention models are
-undercounted (by more than half for Axial-ResNets).
+einsum product counts as zero and attention written with einsums is
+undercounted, often by most of its cost.
 
 The count is of the operations the graph executes; where a layer computes
 more than the textbook formula (e.g. LocalSelfAttention2D's block-and-halo
@@ -55,9 +55,10 @@ _COND_OPS = ("If", "StatelessIf", "Case", "StatelessCase")
 _LOOP_OPS = ("While", "StatelessWhile")
 # Heavy ops this counter does not know how to count; meeting one is an error
 # rather than a silent undercount.
-_UNSUPPORTED_OPS = ("Conv3DBackpropInputV2", "DepthwiseConv2dNativeBackpropInput",
+_UNSUPPORTED_OPS = ("Conv3DBackpropInputV2",
+                    "DepthwiseConv2dNativeBackpropInput",
                     "Conv2DBackpropFilter", "SparseMatMul", "XlaDot",
-                    "XlaConv", "XlaConvV2", "XlaDotV2")
+                    "XlaDotV2", "XlaConv", "XlaConvV2")
 
 
 @dataclasses.dataclass(frozen=True)
