@@ -1,0 +1,66 @@
+"""Every gin experiment parses, names a zoo model and fits its builder."""
+
+import glob
+import inspect
+import os
+
+import pytest
+
+from axial_deeplab_tf import models
+from axial_deeplab_tf.modeling import registry
+from axial_deeplab_tf.tasks import experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_FILES = sorted(
+    p for p in glob.glob(os.path.join(ROOT, "gin", "*", "*.gin"))
+    if os.sep + "common" + os.sep not in p and not p.endswith(
+        ("_base.gin", "common.gin")))
+
+
+def test_there_is_an_experiment_per_paper_setting():
+  names = {os.path.relpath(p, os.path.join(ROOT, "gin")) for p in GIN_FILES}
+  for expected in ["coco/axial_deeplab_s.gin", "coco/axial_deeplab_m.gin",
+                   "coco/axial_deeplab_l.gin", "coco/axial_deeplab_xl.gin",
+                   "cityscapes/axial_deeplab_l.gin",
+                   "mapillary/axial_deeplab_l.gin",
+                   "imagenet/axial_resnet_50l.gin",
+                   "imagenet/full_axial_resnet_50l.gin",
+                   "ade20k/segnext_t.gin", "cityscapes/segnext_b.gin",
+                   "cityscapes/isanet_r101.gin",
+                   "quickstart/axial_deeplab.gin"]:
+    assert expected in names
+
+
+@pytest.mark.parametrize("path", GIN_FILES,
+                         ids=lambda p: os.path.relpath(p, ROOT))
+def test_experiment_parses_and_fits_the_model(path):
+  config = experiment.parse_experiment([path])
+  entry = registry.get_entry(config.task.model.name)
+  assert config.task.model.name in models.list_models()
+  task_kind = type(config.task).__name__.replace("TaskConfig", "").lower()
+  assert entry.task == task_kind, (entry.task, task_kind)
+  overrides = config.task.model.overrides.as_dict()
+  params = inspect.signature(entry.builder).parameters
+  takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
+  for key in overrides:
+    assert takes_kwargs or key in params, (path, key)
+  assert config.trainer.train_steps > 0
+  assert config.task.train_data.input_path
+
+
+def test_unknown_binding_names_file_and_line(tmp_path):
+  bad = tmp_path / "bad.gin"
+  bad.write_text("include 'quickstart/axial_deeplab.gin'\n"
+                 "trainer.train_stepz = 3\n")
+  with pytest.raises(ValueError, match=r"train_stepz[\s\S]*bad\.gin.*line 2"):
+    experiment.parse_experiment([str(bad)])
+
+
+def test_gin_param_overrides_and_missing_file():
+  config = experiment.parse_experiment(
+      [os.path.join(ROOT, "gin", "quickstart", "axial_deeplab.gin")],
+      ["trainer.train_steps = 70", "train/data.global_batch_size = 2"])
+  assert config.trainer.train_steps == 70
+  assert config.task.train_data.global_batch_size == 2
+  with pytest.raises(FileNotFoundError, match="nope.gin"):
+    experiment.parse_experiment(["nope.gin"])
