@@ -23,18 +23,23 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
+    return 2
   from axial_deeplab_tf.tasks import train_lib  # pylint: disable=g-import-not-at-top
   if not FLAGS.gin_file:
     print("error: at least one --gin_file is required.", file=sys.stderr)
     return 2
   try:
-    results = train_lib.run(FLAGS.gin_file, FLAGS.gin_param, FLAGS.model_dir,
-                            FLAGS.mode)
-  except (ValueError, TypeError, FileNotFoundError, PermissionError) as e:
+    # Configuration errors surface here, before any training step, as one
+    # line; errors during training keep their traceback.
+    prepared = train_lib.prepare(FLAGS.gin_file, FLAGS.gin_param,
+                                 FLAGS.model_dir, FLAGS.mode)
+  except (ValueError, TypeError, OSError) as e:
     message = " ".join(str(e).split())
     print(f"error: {type(e).__name__}: {message}", file=sys.stderr)
     return 2
+  results = train_lib.execute(prepared)
   print(json.dumps(results, sort_keys=True))
   return 0
 

@@ -29,6 +29,7 @@ Span:
 import math
 from typing import Optional, Sequence, Tuple, Union
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -43,71 +44,125 @@ def _static_or_dynamic(x: tf.Tensor, axis: int):
   return static if static is not None else tf.shape(x)[axis]
 
 
-def _maximum(a, b):
-  if isinstance(a, tf.Tensor) or isinstance(b, tf.Tensor):
-    return tf.maximum(a, b)
-  return max(a, b)
+def _relative_rows(query_length, key_length, offset, rows):
+  """Table row of every (query l, key m) pair: m - l + offset, clipped.
 
-
-def _flatten_last_two(x):
-  shape = tf.shape(x)
-  return tf.reshape(x, tf.concat([shape[:-2], [-1]], axis=0))
-
-
-def _pad_last(x, before, after):
-  rank = x.shape.rank
-  return tf.pad(x, [[0, 0]] * (rank - 1) + [[before, after]])
-
-
-def relative_to_absolute(x: tf.Tensor, offset, out_length) -> tf.Tensor:
-  """Moves logits from relative to absolute key coordinates.
-
-  out[..., a, b] = x[..., a, b - a + offset] wherever 0 <= b - a + offset <
-  rows(x); other entries hold unspecified values (callers mask them).
-
-  Args:
-    x: [..., query_length, relative_rows].
-    offset: the relative row of key 0 for query 0.
-    out_length: number of absolute key positions.
+  Pairs whose row falls outside [0, rows) are out of span; callers mask them.
 
   Returns:
-    [..., query_length, out_length].
+    int32 [query_length, key_length]; a constant when the lengths are static.
   """
-  rows = _static_or_dynamic(x, -1)
-  q_len = _static_or_dynamic(x, -2)
-  width = _maximum(rows, out_length + 1)
-  x = _pad_last(x, 0, width - rows)
-  flat = _flatten_last_two(x)
-  # One extra row of padding keeps the shifted slice inside the buffer.
-  flat = _pad_last(flat, 0, width)
-  flat = flat[..., offset:offset + q_len * (width - 1)]
-  lead = tf.shape(x)[:-2]
-  out = tf.reshape(flat, tf.concat([lead, [q_len, width - 1]], axis=0))
-  return out[..., :out_length]
+  if isinstance(query_length, int) and isinstance(key_length, int):
+    idx = (np.arange(key_length)[None, :] - np.arange(query_length)[:, None] +
+           offset)
+    return tf.constant(np.clip(idx, 0, rows - 1).astype(np.int32))
+  idx = (tf.range(key_length)[None, :] - tf.range(query_length)[:, None] +
+         offset)
+  return tf.clip_by_value(idx, 0, rows - 1)
 
 
-def absolute_to_relative(y: tf.Tensor, offset, rows) -> tf.Tensor:
-  """Moves attention weights from absolute to relative key coordinates.
+def _expand_table(table, rows):
+  """Rows `rows` ([P, P'] int32) of a small [rows, depth] table: [P, P', depth].
 
-  out[..., a, j] = y[..., a, j + a - offset] when that key exists, else 0.
+  A gather whose gradient is summed back into a dense [rows, depth] tensor
+  (a plain gather's gradient is IndexedSlices, which optimizers and
+  gradient checks handle less well for a table this small).
+  """
+  num_rows = table.shape[0]
+
+  @tf.custom_gradient
+  def expand(t):
+    def grad(dy):
+      flat = tf.reshape(dy, [-1, tf.shape(dy)[-1]])
+      return tf.math.unsorted_segment_sum(flat, tf.reshape(rows, [-1]),
+                                          num_rows)
+    return tf.gather(t, rows), grad
+
+  return expand(table)
+
+
+def _relative_moments(x, table, mask, batch, heads):
+  """Sum and sum of squares per head of a relative term, without the logits.
+
+  The term is t[p, b, g, n, p'] = x[p, (b, g, n)] . table[p, p'] (p the
+  position the matmul is batched over, p' the other one). Over the pairs
+  that count, sum t = sum_p x_p . (sum_p' table) and
+  sum t^2 = sum_p x_p^T (sum_p' table table^T) x_p, so both come from
+  [P, depth, depth] matrices of the small table: O(positions * depth^2)
+  instead of a pass over the logits and its gradient.
 
   Args:
-    y: [..., query_length, key_length].
-    offset: the relative row of key 0 for query 0.
-    rows: number of relative rows of the output.
+    x: float32 [P, batch * blocks * heads, depth].
+    table: float32 [P, P', depth].
+    mask: None (every pair counts) or float32 [blocks, P, P'].
+    batch: batch size.
+    heads: number of heads.
 
   Returns:
-    [..., query_length, rows].
+    Two float32 [heads] tensors: the sum and the sum of squares.
   """
-  k_len = _static_or_dynamic(y, -1)
-  q_len = _static_or_dynamic(y, -2)
-  width = _maximum(offset + k_len, q_len - 1 + rows)
-  y = _pad_last(y, offset, width - offset - k_len)
-  flat = _flatten_last_two(y)
-  flat = _pad_last(flat, 0, q_len)
-  lead = tf.shape(y)[:-2]
-  out = tf.reshape(flat, tf.concat([lead, [q_len, width + 1]], axis=0))
-  return out[..., :rows]
+  depth = x.shape[-1]
+  p_len = tf.shape(x)[0]
+  if mask is None:
+    linear = tf.reduce_sum(table, axis=1)[:, None, :]  # [P, 1, d]
+    gram = tf.matmul(table, table, transpose_a=True)  # [P, d, d]
+    x_gram = tf.matmul(x, gram)
+  else:
+    # Per block g: [P, g, d] and [P, g, d, d] over the valid pairs only.
+    x = tf.reshape(x, [p_len, batch, -1, heads, depth])
+    linear = tf.einsum("gpq,pqd->pgd", mask, table)[:, None, :, None, :]
+    gram = tf.einsum("gpq,pqd,pqe->pgde", mask, table, table)
+    x_gram = tf.einsum("pbgnd,pgde->pbgne", x, gram)
+  sums = tf.reshape(tf.reduce_sum(x * linear, axis=-1), [p_len, batch, -1,
+                                                          heads])
+  squares = tf.reshape(tf.reduce_sum(x_gram * x, axis=-1),
+                       [p_len, batch, -1, heads])
+  return (tf.reduce_sum(sums, axis=[0, 1, 2]),
+          tf.reduce_sum(squares, axis=[0, 1, 2]))
+
+
+def _key_windows(x, num_blocks, block, window, radius, length):
+  """Key windows of query blocks: window i holds positions from i*block - radius.
+
+  Args:
+    x: [batch, length, heads, depth].
+    num_blocks: number of query blocks.
+    block: query block length.
+    window: keys per window (block + 2 * radius).
+    radius: keys on each side of a block.
+    length: the (static or dynamic) length of x.
+
+  Returns:
+    [batch, num_blocks, window, heads, depth]; positions outside the input
+    are zeros.
+  """
+  pieces = -(-window // block)  # Blocks a window overlaps.
+  total = (num_blocks + pieces - 1) * block
+  x = tf.pad(x, [[0, 0], [radius, total - radius - length], [0, 0], [0, 0]])
+  heads, depth = x.shape[2], x.shape[3]
+  batch = tf.shape(x)[0]
+  xb = tf.reshape(x, [batch, num_blocks + pieces - 1, block, heads, depth])
+  parts = [
+      tf.slice(xb, [0, p, 0, 0, 0], [-1, num_blocks, -1, -1, -1])
+      for p in range(pieces)
+  ]
+  out = tf.concat(parts, axis=2) if pieces > 1 else parts[0]
+  if pieces * block != window:
+    out = tf.slice(out, [0, 0, 0, 0, 0], [-1, -1, window, -1, -1])
+  # Slices of dynamic size lose the static dimensions; restore them.
+  return tf.reshape(out, [batch, num_blocks, window, heads, depth])
+
+
+def _local_mask(num_blocks, block, window, radius, length):
+  """float32 [num_blocks, 1, block, window]: 1 for in-span pairs of real keys
+  and queries, else 0."""
+  query_pos = tf.range(num_blocks)[:, None, None] * block + tf.range(
+      block)[None, :, None]
+  key_pos = tf.range(num_blocks)[:, None, None] * block - radius + tf.range(
+      window)[None, None, :]
+  mask = ((tf.abs(key_pos - query_pos) <= radius) & (key_pos >= 0) &
+          (key_pos < length) & (query_pos < length))
+  return tf.cast(mask, tf.float32)[:, None]
 
 
 def _check_positive_int(name, value):
@@ -242,8 +297,10 @@ class AxialAttention(tf_keras.layers.Layer):
     self._qkv_bn = tf_keras.layers.BatchNormalization(
         axis=-1, momentum=self._norm_momentum, epsilon=self._norm_epsilon,
         synchronized=self._use_sync_bn, name="qkv_bn")
-    self._qkv_bn.build(input_shape[:-1].concatenate(
-        [2 * self._key_depth + self._value_depth]))
+    # Built (and called) on [batch, length, 1, channels]: rank 4 lets it use
+    # the fused kernel; its weights are the same per-channel vectors.
+    self._qkv_bn.build(tf.TensorShape(
+        [None, None, 1, 2 * self._key_depth + self._value_depth]))
     def pos_init():
       # A fresh initializer per table: one shared unseeded instance would
       # give the three tables identical values.
@@ -309,162 +366,283 @@ class AxialAttention(tf_keras.layers.Layer):
     var = tf.maximum(sq_sums / count - tf.square(mean), 0.0)
     return mean, var
 
-  def _similarity(self, logits, mask, training, moving_mean, moving_var,
-                  gamma, beta):
-    """Batch-normalises each similarity term per head and sums them.
-
-    Args:
-      logits: list of float32 [batch, heads, ..., queries, keys] tensors.
-      mask: None or a float32 {0, 1} tensor broadcastable to the logits
-        without the batch and head axes.
-      training: Python bool.
-      moving_mean, moving_var, gamma, beta: [terms, heads] float32.
-
-    Returns:
-      The summed similarity and the [terms, heads] batch mean and variance
-      (None when not training).
-    """
-    rank = logits[0].shape.rank
-    axes = [0] + list(range(2, rank))
-    if training:
-      sums, sq_sums = [], []
-      if mask is None:
-        count = tf.cast(tf.reduce_prod(tf.shape(logits[0])), tf.float32) / (
-            self._num_heads)
-        for t in logits:
-          sums.append(tf.reduce_sum(t, axis=axes))
-          sq_sums.append(tf.reduce_sum(tf.square(t), axis=axes))
-      else:
-        batch = tf.cast(tf.shape(logits[0])[0], tf.float32)
-        count = batch * tf.reduce_sum(mask)
-        for t in logits:
-          masked = t * mask
-          sums.append(tf.reduce_sum(masked, axis=axes))
-          sq_sums.append(tf.reduce_sum(masked * t, axis=axes))
-      mean, var = self._reduce_moments(tf.stack(sums), tf.stack(sq_sums),
-                                       count)
-    else:
-      mean, var = moving_mean, moving_var
-    scale = gamma * tf.math.rsqrt(var + self._norm_epsilon)
-    shift = beta - mean * scale
-    bshape = [1, self._num_heads] + [1] * (rank - 2)
-    total = tf.reshape(tf.reduce_sum(shift, axis=0), bshape)
-    for i, t in enumerate(logits):
-      total = total + t * tf.reshape(scale[i], bshape)
-    if training:
-      return total, mean, var
-    return total, None, None
-
   # --------------------------------------------------------------- the core
   def _attend(self, q, k, v, rq, rk, rv, gamma, beta, moving_mean,
               moving_var, training):
-    """Attention on [batch, heads, length, depth] q, k, v.
+    """Attention on [batch, length, heads, depth] q, k, v.
+
+    Layout: queries are cut into `blocks` of Q positions, each attending to a
+    window of K keys ([B, blocks, N, Q, K] logits; one block of Q = K = L
+    for global attention). The content logits are a matmul batched over
+    (batch, block, head). A relative term, e.g. q_l . r^q[m - l], is a matmul
+    batched over the query position l instead: [Q, B*blocks*N, depth] x
+    [Q, depth, K], where [Q, K, depth] holds the table rows of every (l, m)
+    pair, gathered from the small table (it does not depend on the batch).
+    One transpose then brings the result to the logits layout; the key term
+    is batched over the key position, and the value term over l. Every large
+    tensor moves through matmuls and plain transposes only (no pads, slices
+    or skews of the logits, whose gradients are scatters).
+
+    The batch norm of each similarity term is an affine map per head, so its
+    scale is applied to q or k (small tensors) before the matmuls, and the
+    batch statistics of the relative terms (and of the content term of global
+    attention) come in closed form from depth x depth Gram matrices, so no
+    elementwise pass over the logits is needed besides their sum and softmax.
 
     Returns:
-      retrieved content [B, N, L, dvh], retrieved positional [B, N, L, dvh]
-      (or None), and the similarity batch moments (or None).
+      Retrieved content [B, L, N * dvh], retrieved positional [B, L, N * dvh]
+      (or None), and the similarity batch mean and variance (or None).
     """
-    length = _static_or_dynamic(q, 2)
-    compute_dtype = q.dtype
-    if self._span is None:
-      return self._attend_global(q, k, v, rq, rk, rv, gamma, beta,
-                                 moving_mean, moving_var, training, length,
-                                 compute_dtype)
+    length = _static_or_dynamic(q, 1)
     radius = self._radius
-    if isinstance(length, int) and length <= radius + 1:
-      # Every key is in range: the global computation on the central rows.
-      return self._attend_global(q, k, v, rq, rk, rv, gamma, beta,
-                                 moving_mean, moving_var, training, length,
-                                 compute_dtype)
-    return self._attend_local(q, k, v, rq, rk, rv, gamma, beta, moving_mean,
-                              moving_var, training, length, compute_dtype)
-
-  def _attend_global(self, q, k, v, rq, rk, rv, gamma, beta, moving_mean,
-                     moving_var, training, length, compute_dtype):
-    radius = self._radius
-    # Central 2L-1 rows of the tables: distances -(L-1)..(L-1).
-    start = radius - (length - 1)
-    rows = 2 * length - 1
-    logits = [tf.matmul(q, k, transpose_b=True)]
-    if rq is not None:
-      table = rq[start:start + rows]
-      rel = tf.matmul(q, table, transpose_b=True)
-      logits.append(relative_to_absolute(rel, length - 1, length))
-    if rk is not None:
-      table = tf.reverse(rk[start:start + rows], axis=[0])
-      rel = tf.matmul(k, table, transpose_b=True)
-      rel = relative_to_absolute(rel, length - 1, length)
-      logits.append(tf.linalg.matrix_transpose(rel))
-    logits = [tf.cast(t, tf.float32) for t in logits]
-    sim, mean, var = self._similarity(logits, None, training, moving_mean,
-                                      moving_var, gamma, beta)
-    weights = tf.cast(tf.nn.softmax(sim, axis=-1), compute_dtype)
-    out = tf.matmul(weights, v)
-    out_pos = None
-    if rv is not None:
-      rel_weights = absolute_to_relative(weights, length - 1, rows)
-      out_pos = tf.matmul(rel_weights, rv[start:start + rows])
-    return out, out_pos, mean, var
-
-  def _attend_local(self, q, k, v, rq, rk, rv, gamma, beta, moving_mean,
-                    moving_var, training, length, compute_dtype):
-    radius = self._radius
-    rows = 2 * radius + 1
-    block = self._block_length_for()
-    window = block + 2 * radius
-    num_blocks = (length + block - 1) // block
-    padded = num_blocks * block
-    shape = tf.shape(q)
-    batch, heads = shape[0], shape[1]
-
-    def blocks(x, before, after, count):
-      depth = x.shape[-1]
-      x = tf.pad(x, [[0, 0], [0, 0], [before, after], [0, 0]])
-      return tf.reshape(x, [batch, heads, count, block, depth])
-
-    qb = blocks(q, 0, padded - length, num_blocks)
-
-    def windows(x):
-      # Block i attends to keys [i*block - radius, (i+1)*block + radius).
-      xb = blocks(x, block, padded - length + block, num_blocks + 2)
-      prev = xb[:, :, :-2, block - radius:]
-      nxt = xb[:, :, 2:, :radius]
-      return tf.concat([prev, xb[:, :, 1:-1], nxt], axis=3)
-
-    kw = windows(k)
-    vw = windows(v)
-    logits = [tf.matmul(qb, kw, transpose_b=True)]
-    if rq is not None:
-      rel = tf.matmul(qb, rq, transpose_b=True)
-      logits.append(relative_to_absolute(rel, 0, window))
-    if rk is not None:
-      rel = tf.matmul(kw, tf.reverse(rk, axis=[0]), transpose_b=True)
-      rel = relative_to_absolute(rel, 2 * radius, block)
-      logits.append(tf.linalg.matrix_transpose(rel))
-    logits = [tf.cast(t, tf.float32) for t in logits]
-    # Valid pairs: inside the span, a real key, a real query.
-    query_pos = tf.range(num_blocks)[:, None, None] * block + tf.range(
-        block)[None, :, None]
-    key_pos = tf.range(num_blocks)[:, None, None] * block - radius + tf.range(
-        window)[None, None, :]
-    mask = ((tf.abs(key_pos - query_pos) <= radius) & (key_pos >= 0) &
-            (key_pos < length) & (query_pos < length))
-    mask = tf.cast(mask, tf.float32)
-    sim, mean, var = self._similarity(logits, mask, training, moving_mean,
-                                      moving_var, gamma, beta)
-    sim = sim + (1.0 - mask) * _NEG_INF
-    weights = tf.cast(tf.nn.softmax(sim, axis=-1), compute_dtype)
+    heads = self._num_heads
     dvh = v.shape[-1]
-    out = tf.matmul(weights, vw)
-    out = tf.reshape(out, [batch, heads, padded, dvh])[:, :, :length]
+    batch = tf.shape(q)[0]
+    compute_dtype = q.dtype
+    if self._span is None or (isinstance(length, int) and
+                              length <= radius + 1):
+      # Every key is in range: one block, rows m - l + radius of the table.
+      num_blocks, q_len, k_len = 1, length, length
+      padded = length
+      qb = tf.expand_dims(q, 1)
+      kw = tf.expand_dims(k, 1)
+      vw = tf.expand_dims(v, 1)
+      rows = _relative_rows(length, length, radius, self.table_rows)
+      mask = None
+    else:
+      q_len = self._block_length_for()
+      k_len = q_len + 2 * radius
+      num_blocks = (length + q_len - 1) // q_len
+      padded = num_blocks * q_len
+      qb = tf.pad(q, [[0, 0], [0, padded - length], [0, 0], [0, 0]])
+      qb = tf.reshape(qb, [batch, num_blocks, q_len, heads, q.shape[-1]])
+      kw = _key_windows(k, num_blocks, q_len, k_len, radius, length)
+      vw = _key_windows(v, num_blocks, q_len, k_len, radius, length)
+      # Window key j of a block is at distance j - radius - i from its query
+      # i: table row j - i.
+      rows = _relative_rows(q_len, k_len, 0, self.table_rows)
+      mask = _local_mask(num_blocks, q_len, k_len, radius, length)
+
+    def to_query_major(x):
+      # [B, blocks, P, N, d] -> [P, B * blocks * N, d].
+      x = tf.transpose(x, [2, 0, 1, 3, 4])
+      return tf.reshape(x, [tf.shape(x)[0], -1, x.shape[-1]])
+
+    def from_query_major(t, perm):
+      # [P, B * blocks * N, P'] -> [B, blocks, N, Q, K] by `perm`.
+      t = tf.reshape(t, [tf.shape(t)[0], batch, num_blocks, heads,
+                         tf.shape(t)[-1]])
+      return tf.transpose(t, perm)
+
+    def scaled(x, s):
+      # [B, blocks, N, P, d] times a per-head scale s [N].
+      return x * tf.cast(tf.reshape(s, [heads, 1, 1]), compute_dtype)
+
+    def scaled_rows(x, s):
+      # [P, B * blocks * N, d] times a per-head scale s [N].
+      p_len, depth = tf.shape(x)[0], x.shape[-1]
+      x = tf.reshape(x, [p_len, -1, heads, depth])
+      x = x * tf.cast(tf.reshape(s, [heads, 1]), compute_dtype)
+      return tf.reshape(x, [p_len, -1, depth])
+
+    qc = tf.transpose(qb, [0, 1, 3, 2, 4])  # [B, blocks, N, Q, d]
+    kc = tf.transpose(kw, [0, 1, 3, 2, 4])
+    qr = to_query_major(qb) if rq is not None else None
+    kr = to_query_major(kw) if rk is not None else None
+    table_q = _expand_table(rq, rows) if rq is not None else None  # [Q, K, d]
+    table_k = (_expand_table(rk, tf.transpose(rows))  # [K, Q, d]
+               if rk is not None else None)
+    content = None
+    mean = var = None
+    if training:
+      f32 = lambda x: tf.cast(x, tf.float32)
+      sums, squares = [], []
+      if mask is None:
+        # sum_lm q_l.k_m = (sum q).(sum k); sum (q_l.k_m)^2 = <Q'Q, K'K>.
+        qc32, kc32 = f32(qc), f32(kc)
+        sums.append(tf.reduce_sum(
+            tf.reduce_sum(qc32, axis=3) * tf.reduce_sum(kc32, axis=3),
+            axis=[0, 1, 3]))
+        squares.append(tf.reduce_sum(
+            tf.matmul(qc32, qc32, transpose_a=True) *
+            tf.matmul(kc32, kc32, transpose_a=True), axis=[0, 1, 3, 4]))
+        count = tf.cast(batch * q_len * k_len, tf.float32)
+      else:
+        # A windowed Gram sum would cost more than one pass over the logits.
+        content = f32(tf.matmul(qc, kc, transpose_b=True))
+        masked = content * mask
+        sums.append(tf.reduce_sum(masked, axis=[0, 1, 3, 4]))
+        squares.append(tf.reduce_sum(masked * content, axis=[0, 1, 3, 4]))
+        count = tf.cast(batch, tf.float32) * tf.reduce_sum(mask)
+      pair_mask = None if mask is None else mask[:, 0]
+      if rq is not None:
+        s, sq = _relative_moments(f32(qr), f32(table_q), pair_mask, batch,
+                                  heads)
+        sums.append(s)
+        squares.append(sq)
+      if rk is not None:
+        key_mask = (None if pair_mask is None else
+                    tf.transpose(pair_mask, [0, 2, 1]))
+        s, sq = _relative_moments(f32(kr), f32(table_k), key_mask, batch,
+                                  heads)
+        sums.append(s)
+        squares.append(sq)
+      mean, var = self._reduce_moments(tf.stack(sums), tf.stack(squares),
+                                       count)
+    else:
+      mean_used, var_used = moving_mean, moving_var
+    if training:
+      mean_used, var_used = mean, var
+    scale = gamma * tf.math.rsqrt(var_used + self._norm_epsilon)
+    shift = tf.reduce_sum(beta - mean_used * scale, axis=0)
+    term = 0
+    logits = []
+    if content is not None:
+      logits.append(content * tf.reshape(scale[term], [heads, 1, 1]))
+    else:
+      logits.append(tf.cast(
+          tf.matmul(scaled(qc, scale[term]), kc, transpose_b=True),
+          tf.float32))
+    term += 1
+    if rq is not None:
+      t = tf.matmul(scaled_rows(qr, scale[term]),
+                    table_q, transpose_b=True)
+      logits.append(tf.cast(from_query_major(t, [1, 2, 3, 0, 4]), tf.float32))
+      term += 1
+    if rk is not None:
+      t = tf.matmul(scaled_rows(kr, scale[term]), table_k, transpose_b=True)
+      logits.append(tf.cast(from_query_major(t, [1, 2, 3, 4, 0]), tf.float32))
+    sim = tf.add_n(logits) if len(logits) > 1 else logits[0]
+    # The shift is constant along the softmax axis, so it does not change the
+    # output; in training it is added so that the graph (and the gradient of
+    # the batch-norm offset) is the batch norm's; in inference it is skipped.
+    # (Carrying it as an extra depth channel of a matmul measured slower.)
+    bias = tf.reshape(shift, [heads, 1, 1]) if training else None
+    if mask is not None:
+      mask_bias = (1.0 - mask) * _NEG_INF
+      bias = mask_bias if bias is None else bias + mask_bias
+    if bias is not None:
+      sim = sim + bias
+    weights = tf.cast(tf.nn.softmax(sim, axis=-1), compute_dtype)
+
+    def to_sequence(x):
+      # [B, blocks, Q, N, dvh] -> [B, L, N * dvh].
+      x = tf.reshape(x, [batch, padded, heads * dvh])
+      if mask is not None:
+        x = x[:, :length]
+      return x
+
+    vc = tf.transpose(vw, [0, 1, 3, 2, 4])
+    out = tf.transpose(tf.matmul(weights, vc), [0, 1, 3, 2, 4])
+    out = to_sequence(out)
     out_pos = None
     if rv is not None:
-      rel_weights = absolute_to_relative(weights, 0, rows)
-      out_pos = tf.matmul(rel_weights, rv)
-      out_pos = tf.reshape(out_pos, [batch, heads, padded, dvh])[:, :, :length]
+      wr = tf.transpose(weights, [3, 0, 1, 2, 4])
+      wr = tf.reshape(wr, [q_len, -1, k_len])
+      out_pos = tf.matmul(wr, _expand_table(rv, rows))  # [Q, B*blocks*N, dvh]
+      out_pos = tf.reshape(out_pos, [q_len, batch, num_blocks, heads, dvh])
+      out_pos = to_sequence(tf.transpose(out_pos, [1, 2, 0, 3, 4]))
     return out, out_pos, mean, var
 
   # ------------------------------------------------------------------ call
+  def _project(self, inputs, training, value_scale=None, value_shift=None):
+    """Returns q, k, v [B, L, depth]: batch norm of the 1x1 projection.
+
+    In inference the batch norm is folded into the kernel and a bias (or,
+    for few rows, applied by the fused kernel); `value_scale` / `value_shift`
+    ([value_depth] float32, or None) are folded into the value channels too
+    (an affine map of v passes through attention unchanged, since each
+    query's weights sum to one).
+    """
+    sizes = [self._key_depth, self._key_depth, self._value_depth]
+    shape = tf.shape(inputs)
+    if training:
+      qkv = self._qkv(inputs)
+      # Rank 4 lets the batch norm use the fused kernel.
+      qkv = tf.reshape(qkv, [shape[0], shape[1], 1, qkv.shape[-1]])
+      qkv = self._qkv_bn(qkv, training=training)
+      qkv = tf.reshape(qkv, [shape[0], shape[1], qkv.shape[-1]])
+      return tf.split(qkv, sizes, axis=-1)
+    bn = self._qkv_bn
+    f32 = lambda x: tf.cast(x, tf.float32)
+    value_scale = (tf.ones([self._value_depth]) if value_scale is None else
+                   value_scale)
+    value_shift = (tf.zeros([self._value_depth]) if value_shift is None else
+                   value_shift)
+    ones = tf.ones([2 * self._key_depth])
+    zeros = tf.zeros([2 * self._key_depth])
+    out_scale = tf.concat([ones, value_scale], axis=0)
+    out_shift = tf.concat([zeros, value_shift], axis=0)
+    gamma = f32(bn.gamma) * out_scale
+    beta = f32(bn.beta) * out_scale + out_shift
+    channels = inputs.shape[-1]
+    flat = tf.reshape(inputs, [-1, channels])
+    rows = (None if inputs.shape[0] is None or inputs.shape[1] is None else
+            inputs.shape[0] * inputs.shape[1])
+    if rows is not None and 2 * rows < 3 * channels:
+      # Few rows: one batch-norm pass over the projection (and the split)
+      # costs less than scaling and splitting the [channels, 2 * key +
+      # value] kernel.
+      qkv = tf.matmul(flat, tf.cast(self._qkv.kernel, inputs.dtype))
+      qkv = tf.reshape(qkv, [shape[0], shape[1], 1, qkv.shape[-1]])
+      qkv, _, _ = tf.compat.v1.nn.fused_batch_norm(
+          qkv, gamma, beta, mean=f32(bn.moving_mean),
+          variance=f32(bn.moving_variance), epsilon=bn.epsilon,
+          is_training=False)
+      qkv = tf.reshape(qkv, [shape[0], shape[1], qkv.shape[-1]])
+      return tf.split(qkv, sizes, axis=-1)
+    scale = gamma * tf.math.rsqrt(f32(bn.moving_variance) + bn.epsilon)
+    shift = beta - f32(bn.moving_mean) * scale
+    kernel = f32(self._qkv.kernel) * scale
+    outputs = []
+    for w, b in zip(tf.split(kernel, sizes, axis=1), tf.split(shift, sizes)):
+      y = tf.nn.bias_add(tf.matmul(flat, tf.cast(w, inputs.dtype)),
+                         tf.cast(b, inputs.dtype))
+      outputs.append(tf.reshape(y, [shape[0], shape[1], w.shape[-1]]))
+    return outputs
+
+  def _output_affine(self):
+    """Inference batch norm of the output terms: scale, shift [terms, C]."""
+    bn = self._output_bn
+    terms = self._num_output_terms
+    f32 = lambda x: tf.reshape(tf.cast(x, tf.float32),
+                               [terms, self._value_depth])
+    scale = f32(bn.gamma) * tf.math.rsqrt(f32(bn.moving_variance) +
+                                          bn.epsilon)
+    shift = f32(bn.beta) - f32(bn.moving_mean) * scale
+    return scale, shift
+
+  def _normalize_outputs(self, terms):
+    """Training batch norm of each retrieved term ([B, L, C]), summed."""
+    bn = self._output_bn
+    if self._use_sync_bn or bn.epsilon <= 1.001e-5:
+      # The fused kernel has neither cross-replica statistics nor tiny eps.
+      stacked = tf.stack(terms, axis=2)
+      return tf.reduce_sum(bn(stacked, training=True), axis=2)
+    count = len(terms)
+    depth = self._value_depth
+    f32 = lambda x: tf.reshape(tf.cast(x, tf.float32), [count, depth])
+    gamma, beta = f32(bn.gamma), f32(bn.beta)
+    shape = tf.shape(terms[0])
+    outputs, means, variances = [], [], []
+    for i, t in enumerate(terms):
+      x = tf.reshape(tf.cast(t, tf.float32), [shape[0], shape[1], 1, depth])
+      y, mean, var = tf.compat.v1.nn.fused_batch_norm(
+          x, gamma[i], beta[i], epsilon=bn.epsilon, is_training=True)
+      outputs.append(y)
+      means.append(mean)
+      variances.append(var)
+    # The fused kernel returns the unbiased variance; the moving average
+    # (as tf_keras' own batch norm does) tracks the biased one.
+    n = tf.cast(shape[0] * shape[1], tf.float32)
+    var = tf.stack(variances) * (n - 1.0) / n
+    mean = tf.stack(means)
+    for moving, value in ((bn.moving_mean, mean), (bn.moving_variance, var)):
+      value = tf.reshape(tf.stop_gradient(value), moving.shape)
+      moving.assign_sub((moving - value) * (1.0 - bn.momentum))
+    out = tf.add_n(outputs) if count > 1 else outputs[0]
+    return tf.cast(tf.reshape(out, shape), terms[0].dtype)
+
   def call(self, inputs, training=None):
     if inputs.shape.rank != 3:
       raise ValueError(f"AxialAttention expects inputs of rank 3 [batch, "
@@ -486,20 +664,20 @@ class AxialAttention(tf_keras.layers.Layer):
             length, self._max_length,
             message=f"Global AxialAttention {self.name}: input longer than "
             f"max_length={self._max_length}")
-    qkv = self._qkv_bn(self._qkv(inputs), training=training)
+    out_scale = None
+    if training:
+      q, k, v = self._project(inputs, training)
+    else:
+      out_scale, out_shift = self._output_affine()
+      q, k, v = self._project(inputs, training, value_scale=out_scale[0],
+                              value_shift=tf.reduce_sum(out_shift, axis=0))
     heads = self._num_heads
     dk = self._key_depth // heads
     dv = self._value_depth // heads
-    shape = tf.shape(inputs)
-    batch = shape[0]
-
-    def split(x, depth):
-      x = tf.reshape(x, [batch, length, heads, depth])
-      return tf.transpose(x, [0, 2, 1, 3])
-
-    q = split(qkv[..., :self._key_depth], dk)
-    k = split(qkv[..., self._key_depth:2 * self._key_depth], dk)
-    v = split(qkv[..., 2 * self._key_depth:], dv)
+    batch = tf.shape(inputs)[0]
+    q = tf.reshape(q, [batch, length, heads, dk])
+    k = tf.reshape(k, [batch, length, heads, dk])
+    v = tf.reshape(v, [batch, length, heads, dv])
     tables = [
         None if t is None else tf.cast(t, q.dtype)
         for t in (self.query_positional, self.key_positional,
@@ -539,13 +717,12 @@ class AxialAttention(tf_keras.layers.Layer):
       self.similarity_moving_variance.assign(
           self.similarity_moving_variance * momentum + tf.stop_gradient(var) *
           (1.0 - momentum))
-    terms = []
-    for r in results:
-      r = tf.transpose(r, [0, 2, 1, 3])
-      terms.append(tf.reshape(r, [batch, length, self._value_depth]))
-    stacked = tf.stack(terms, axis=2)
-    stacked = self._output_bn(stacked, training=training)
-    return tf.reduce_sum(stacked, axis=2)
+      return self._normalize_outputs(results)
+    # Inference: the content term's scale and both shifts are in v already.
+    out = results[0]
+    if len(results) > 1:
+      out = out + results[1] * tf.cast(out_scale[1], out.dtype)
+    return out
 
   def compute_output_shape(self, input_shape):
     input_shape = tf.TensorShape(input_shape)
@@ -674,7 +851,9 @@ class AxialAttention2D(tf_keras.layers.Layer):
       raise ValueError(f"AxialAttention2D expects inputs of rank 4 [batch, "
                        f"height, width, channels], got shape {inputs.shape}.")
     shape = tf.shape(inputs)
-    batch, height, width = shape[0], shape[1], shape[2]
+    # Static sizes where known, so the sub-layers see static shapes.
+    batch = inputs.shape[0] if inputs.shape[0] is not None else shape[0]
+    height, width = shape[1], shape[2]
     static_h, static_w = inputs.shape[1], inputs.shape[2]
     h = static_h if static_h is not None else height
     w = static_w if static_w is not None else width

@@ -38,7 +38,8 @@ class NMF2D(tf_keras.layers.Layer):
   steps = train_steps in training, eval_steps otherwise (training=None counts
   as inference). The inputs must be non-negative (Hamburger puts a ReLU
   before this layer); this is not checked at run time. Computation is in
-  float32 under any mixed-precision policy; the output has the input dtype.
+  float32 under any mixed-precision policy (float64 for float64 inputs); the
+  output has the input dtype.
   """
 
   def __init__(self,
@@ -126,8 +127,10 @@ class NMF2D(tf_keras.layers.Layer):
     if self._seed is None:
       bases = tf.random.uniform([batch_size] + shape, dtype=tf.float32)
     else:
+      # Philox explicitly: the automatic choice differs under XLA, which
+      # would make compiled and eager outputs disagree.
       bases = tf.random.stateless_uniform(shape, seed=[self._seed, 0],
-                                          dtype=tf.float32)
+                                          dtype=tf.float32, alg="philox")
       bases = tf.broadcast_to(bases[tf.newaxis], [batch_size] + shape)
     bases = tf.reshape(bases, [-1] + shape[1:])
     return tf.math.l2_normalize(bases, axis=1)
@@ -147,23 +150,23 @@ class NMF2D(tf_keras.layers.Layer):
     """Runs the multiplicative updates from given initial bases.
 
     Args:
-      x: float32 [G, N, D] non-negative data (G = batch * S).
-      bases: float32 [G, D, R] initial bases.
+      x: [G, N, D] non-negative data (G = batch * S), float32 or float64.
+      bases: [G, D, R] initial bases, same dtype as x.
       steps: number of (coef, bases) update pairs before the final coef
         update.
 
     Returns:
       (coef [G, N, R], bases [G, D, R]) after the final coef update.
     """
+    # One-step gradient: the iterations see a constant copy of x, so none of
+    # them is recorded for backprop (memory independent of `steps`); only the
+    # final coef update below carries a gradient to x.
     x_loop = tf.stop_gradient(x) if self._one_step_gradient else x
     bases = tf.stop_gradient(bases)
     coef = tf.nn.softmax(self._inv_t * tf.matmul(x_loop, bases), axis=-1)
     for _ in range(steps):
       coef = self._coef_update(x_loop, bases, coef)
       bases = self._bases_update(x_loop, bases, coef)
-    if self._one_step_gradient:
-      coef = tf.stop_gradient(coef)
-      bases = tf.stop_gradient(bases)
     coef = self._coef_update(x, bases, coef)
     return coef, bases
 
@@ -174,7 +177,7 @@ class NMF2D(tf_keras.layers.Layer):
       inputs: [batch, height, width, channels], non-negative.
       training: selects train_steps (True) or eval_steps (False/None); a bool
         tensor selects with tf.cond.
-      bases: optional float32 [batch * S, D, R] initial bases instead of
+      bases: optional [batch * S, D, R] initial bases instead of
         `sample_bases(batch)`.
 
     Returns:
@@ -183,14 +186,17 @@ class NMF2D(tf_keras.layers.Layer):
     shape = tf.shape(inputs)
     batch, height, width = shape[0], shape[1], shape[2]
     groups, depth = self._num_channel_groups, self._group_channels
-    x = tf.cast(inputs, tf.float32)
+    # float32 at least: the multiplicative updates divide small numbers.
+    compute_dtype = tf.float64 if inputs.dtype == tf.float64 else tf.float32
+    x = tf.cast(inputs, compute_dtype)
     # [B, N, S, D] -> [B, S, N, D] -> [B*S, N, D]
     x = tf.reshape(x, [batch, height * width, groups, depth])
-    x = tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [-1, height * width, depth])
+    if groups > 1:
+      x = tf.transpose(x, [0, 2, 1, 3])
+    x = tf.reshape(x, [-1, height * width, depth])
     if bases is None:
       bases = self.sample_bases(batch)
-    else:
-      bases = tf.cast(bases, tf.float32)
+    bases = tf.cast(bases, compute_dtype)
 
     def run(steps):
       coef, final_bases = self.factorize(x, bases, steps)
@@ -203,8 +209,9 @@ class NMF2D(tf_keras.layers.Layer):
                   lambda: run(self._train_steps),
                   lambda: run(self._eval_steps))
     y = tf.reshape(y, [batch, groups, height * width, depth])
-    y = tf.reshape(tf.transpose(y, [0, 2, 1, 3]),
-                   [batch, height, width, groups * depth])
+    if groups > 1:
+      y = tf.transpose(y, [0, 2, 1, 3])
+    y = tf.reshape(y, [batch, height, width, groups * depth])
     return tf.cast(y, inputs.dtype)
 
   def get_config(self) -> Dict[str, Any]:

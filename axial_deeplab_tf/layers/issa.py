@@ -159,7 +159,9 @@ class ISSASelfAttentionBlock(tf_keras.layers.Layer):
     key = tf.reshape(key, [groups, length, self._key_channels])
     value = tf.reshape(value, [groups, length, value.shape[-1]])
     logits = tf.matmul(query, key, transpose_b=True)
-    logits = tf.cast(logits, tf.float32) * (self._key_channels ** -0.5)
+    # Softmax in float32 at least (float16/bfloat16 under mixed precision).
+    softmax_dtype = tf.float64 if logits.dtype == tf.float64 else tf.float32
+    logits = tf.cast(logits, softmax_dtype) * (self._key_channels ** -0.5)
     weights = tf.cast(tf.nn.softmax(logits, axis=-1), value.dtype)
     context = tf.matmul(weights, value)
     context = tf.reshape(context, [groups, height, width, value.shape[-1]])

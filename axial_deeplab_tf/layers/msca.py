@@ -97,11 +97,11 @@ class MultiScaleConvAttention(tf_keras.layers.Layer):
                        f"got {input_shape}.")
     channels = int(input_shape[-1])
     self.base_conv = self._depthwise(self._base_kernel_size, "base_conv")
-    self.strip_convs = []
-    for k in self._kernel_sizes:
-      self.strip_convs.append(
-          (self._depthwise((1, k), f"strip{k}_1x{k}"),
-           self._depthwise((k, 1), f"strip{k}_{k}x1")))
+    # Flat lists (not tuples) so that every saving format tracks them.
+    self.strip_row_convs = [self._depthwise((1, k), f"strip{k}_1x{k}")
+                            for k in self._kernel_sizes]
+    self.strip_col_convs = [self._depthwise((k, 1), f"strip{k}_{k}x1")
+                            for k in self._kernel_sizes]
     self.mix_conv = tf_keras.layers.Conv2D(
         channels, 1, use_bias=True,
         kernel_initializer=tf_utils.clone_initializer(
@@ -109,6 +109,11 @@ class MultiScaleConvAttention(tf_keras.layers.Layer):
         kernel_regularizer=self._kernel_regularizer,
         bias_regularizer=self._bias_regularizer, name="mix_conv")
     super().build(input_shape)
+
+  @property
+  def strip_convs(self):
+    """[(1xk conv, kx1 conv)] per branch."""
+    return list(zip(self.strip_row_convs, self.strip_col_convs))
 
   def call(self, inputs, training=None):
     """Applies MSCA.

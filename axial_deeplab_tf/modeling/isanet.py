@@ -154,7 +154,7 @@ class ISAHead(tf_keras.layers.Layer):
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
 class FCNHead(tf_keras.layers.Layer):
-  """Auxiliary FCN head: conv3x3 + BN + ReLU, spatial dropout, 1x1 classifier."""
+  """Auxiliary FCN head: conv3x3, BN, ReLU, spatial dropout, 1x1 classifier."""
 
   def __init__(self,
                num_classes: int,

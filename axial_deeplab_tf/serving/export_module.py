@@ -221,8 +221,7 @@ def check_images(images: tf.Tensor) -> tf.Tensor:
     TypeError: images not a uint8 tensor.
     ValueError: statically known rank other than 4 or channels other than 3.
   """
-  if not isinstance(images, (tf.Tensor, tf.Variable)) or not hasattr(
-      images, "dtype"):
+  if not tf.is_tensor(images):
     images = tf.convert_to_tensor(images)
   if images.dtype != tf.uint8:
     raise TypeError(f"images must be a uint8 tensor [batch, height, width, 3]"
@@ -670,6 +669,24 @@ def read_serving_config(export_dir: str) -> Dict[str, Any]:
     return json.load(f)
 
 
+def resolve_checkpoint(checkpoint_path: str) -> str:
+  """Checkpoint prefix of a prefix or folder (its latest checkpoint).
+
+  Raises:
+    FileNotFoundError: no checkpoint there.
+  """
+  path = checkpoint_path
+  if tf.io.gfile.isdir(path):
+    path = tf.train.latest_checkpoint(path)
+    if not path:
+      raise FileNotFoundError(f"checkpoint_path {checkpoint_path!r} is a "
+                              f"folder without checkpoints.")
+  elif not tf.io.gfile.exists(path + ".index"):
+    raise FileNotFoundError(f"checkpoint_path {checkpoint_path!r}: no "
+                            f"checkpoint ({path}.index not found).")
+  return path
+
+
 def export_saved_model(
     module: ImageExportModule,
     export_dir: str,
@@ -718,16 +735,7 @@ def export_saved_model(
     raise ValueError(f"export_dir {export_dir!r} exists and is not empty; "
                      f"choose another folder or pass overwrite=True.")
   if checkpoint_path is not None:
-    resolved = checkpoint_path
-    if tf.io.gfile.isdir(checkpoint_path):
-      resolved = tf.train.latest_checkpoint(checkpoint_path)
-      if not resolved:
-        raise FileNotFoundError(f"checkpoint_path {checkpoint_path!r} is a "
-                                f"folder without checkpoints.")
-    elif not tf.io.gfile.exists(resolved + ".index"):
-      raise FileNotFoundError(f"checkpoint_path {checkpoint_path!r}: no "
-                              f"checkpoint ({resolved}.index not found).")
-    checkpoint_path = resolved
+    checkpoint_path = resolve_checkpoint(checkpoint_path)
   meta = _metadata_dict(dataset_metadata)
   config = module.serving_config()
   _check_metadata(config, meta)
@@ -798,14 +806,20 @@ class LoadedModel:
     model: the built tf_keras model (weights restored if a checkpoint was
       given).
     task: "panoptic", "semantic" or "classification".
+    dtype: compute dtype, "float32" or "bfloat16".
     post_processor: the panoptic post-processor of an experiment, else None.
-    dataset_metadata: the experiment's DatasetMetadata, else None.
-    description: JSON-ready facts (model name, overrides, gin files).
+    dataset_metadata: the dataset's DatasetMetadata, if known.
+    input_size: classification models: the (height, width) they were built
+      for (images are resized to it when served), else None.
+    description: JSON-ready facts (model name, overrides, gin files,
+      checkpoint).
   """
   model: tf_keras.Model
   task: str
+  dtype: str
   post_processor: Optional[post_processing.PanopticDeepLabPostProcessor]
   dataset_metadata: Optional[metadata_lib.DatasetMetadata]
+  input_size: Optional[Tuple[int, int]]
   description: Dict[str, Any]
 
 
@@ -823,23 +837,29 @@ def restore_checkpoint(model: tf_keras.Model, checkpoint_path: str) -> str:
     FileNotFoundError: no checkpoint there.
     AssertionError: the checkpoint does not cover every model variable.
   """
-  path = checkpoint_path
-  if tf.io.gfile.isdir(path):
-    path = tf.train.latest_checkpoint(path)
-    if not path:
-      raise FileNotFoundError(f"checkpoint_path {checkpoint_path!r} is a "
-                              f"folder without checkpoints.")
-  elif not tf.io.gfile.exists(path + ".index"):
-    raise FileNotFoundError(f"checkpoint_path {checkpoint_path!r}: no "
-                            f"checkpoint ({path}.index not found).")
+  path = resolve_checkpoint(checkpoint_path)
   status = tf.train.Checkpoint(model=model).read(path)
   status.expect_partial().assert_existing_objects_matched()
   return path
 
 
+def _as_metadata(dataset_metadata) -> Optional[metadata_lib.DatasetMetadata]:
+  if dataset_metadata is None or isinstance(dataset_metadata,
+                                            metadata_lib.DatasetMetadata):
+    return dataset_metadata
+  if isinstance(dataset_metadata, str):
+    return metadata_lib.DatasetMetadata.load(dataset_metadata)
+  if isinstance(dataset_metadata, Mapping):
+    return metadata_lib.DatasetMetadata.from_dict(dataset_metadata)
+  raise TypeError(f"dataset_metadata must be a DatasetMetadata, its dict or "
+                  f"a metadata.json path, got "
+                  f"{type(dataset_metadata).__name__}.")
+
+
 def load_model(*,
                model_name: Optional[str] = None,
                overrides: Optional[Mapping[str, Any]] = None,
+               dataset_metadata=None,
                gin_files: Sequence[str] = (),
                gin_params: Sequence[str] = (),
                checkpoint_path: Optional[str] = None,
@@ -853,6 +873,8 @@ def load_model(*,
   Args:
     model_name: zoo name, e.g. "axial_deeplab_s".
     overrides: builder arguments for model_name.
+    dataset_metadata: for model_name: DatasetMetadata, its dict or a
+      metadata.json path; num_classes defaults to its class count.
     gin_files: experiment gin files.
     gin_params: extra gin bindings.
     checkpoint_path: optional checkpoint (file prefix or folder).
@@ -868,39 +890,166 @@ def load_model(*,
                      f"{list(gin_files)}.")
   overrides = dict(overrides or {})
   post_processor = None
-  meta = None
   with compute_dtype_scope(dtype):
     if model_name:
       if gin_params:
         raise ValueError("gin_params need gin_files.")
+      meta = _as_metadata(dataset_metadata)
       entry = registry.get_entry(model_name)
+      if meta is not None:
+        if meta.task != entry.task:
+          raise ValueError(f"dataset_metadata describes a {meta.task} "
+                           f"dataset but {model_name!r} is a {entry.task} "
+                           f"model.")
+        num_classes = overrides.setdefault("num_classes", meta.num_classes)
+        if num_classes != meta.num_classes:
+          raise ValueError(f"num_classes={num_classes} disagrees with the "
+                           f"{meta.num_classes} classes of dataset "
+                           f"{meta.name!r}.")
       try:
         model = registry.build(model_name, **overrides)
       except TypeError as e:
         raise ValueError(f"overrides {overrides} do not fit model "
                          f"{model_name!r}: {e}") from e
       task = entry.task
+      input_size = overrides.get("input_size",
+                                 entry.defaults.get("input_size"))
       description = {"model_name": model_name,
                      "model_overrides": {k: repr(v)
                                          for k, v in overrides.items()}}
     else:
-      if overrides:
-        raise ValueError("overrides are for model_name; bind "
-                         "model_config.overrides in gin instead.")
+      if overrides or dataset_metadata is not None:
+        raise ValueError("overrides and dataset_metadata are for model_name; "
+                         "an experiment takes them from its gin files.")
       from axial_deeplab_tf import tasks  # pylint: disable=g-import-not-at-top
       experiment_config = tasks.experiment.parse_experiment(
           list(gin_files), list(gin_params))
       task_obj = tasks.build_task(experiment_config)
       model = task_obj.build_model()
-      task = registry.get_entry(experiment_config.task.model.name).task
+      model_config = experiment_config.task.model
+      entry = registry.get_entry(model_config.name)
+      task = entry.task
       if task == "panoptic":
         post_processor = task_obj.build_post_processor()
       meta = getattr(task_obj, "metadata", None)
-      description = {"model_name": experiment_config.task.model.name,
+      model_overrides = model_config.overrides
+      if hasattr(model_overrides, "as_dict"):
+        model_overrides = model_overrides.as_dict()
+      input_size = dict(model_overrides).get(
+          "input_size", entry.defaults.get("input_size"))
+      description = {"model_name": model_config.name,
                      "gin_files": [os.path.abspath(p) for p in gin_files],
                      "gin_params": list(gin_params)}
+  if task != "classification":
+    input_size = None
+  elif input_size is not None:
+    input_size = tuple(int(v) for v in input_size)
   if checkpoint_path:
     description["checkpoint_path"] = restore_checkpoint(model,
                                                         checkpoint_path)
-  return LoadedModel(model=model, task=task, post_processor=post_processor,
-                     dataset_metadata=meta, description=description)
+  return LoadedModel(model=model, task=task, dtype=dtype,
+                     post_processor=post_processor, dataset_metadata=meta,
+                     input_size=input_size, description=description)
+
+
+def panoptic_post_processor(
+    num_classes: int,
+    dataset_metadata: Optional[metadata_lib.DatasetMetadata] = None,
+    thing_class_ids: Optional[Sequence[int]] = None,
+    label_divisor: Optional[int] = None,
+    ignore_label: Optional[int] = None,
+    **settings) -> post_processing.PanopticDeepLabPostProcessor:
+  """The post-processor of a zoo model, from dataset metadata and/or values.
+
+  Label facts (thing_class_ids, label_divisor, ignore_label) come from
+  `dataset_metadata` unless given; given values must agree with it.
+  thing_class_ids are required when there is no metadata; label_divisor
+  defaults to 256 and ignore_label to 255 then.
+
+  Args:
+    num_classes: classes the model predicts.
+    dataset_metadata: optional DatasetMetadata.
+    thing_class_ids, label_divisor, ignore_label: label facts.
+    **settings: center_threshold, nms_kernel, keep_k_centers,
+      stuff_area_limit (None values are dropped: the defaults apply).
+
+  Returns:
+    A PanopticDeepLabPostProcessor.
+  """
+  facts = {"thing_class_ids": thing_class_ids, "label_divisor": label_divisor,
+           "ignore_label": ignore_label}
+  if dataset_metadata is not None:
+    known = {"thing_class_ids": list(dataset_metadata.thing_class_ids),
+             "label_divisor": dataset_metadata.label_divisor,
+             "ignore_label": dataset_metadata.ignore_label}
+    for key, value in facts.items():
+      if value is None:
+        facts[key] = known[key]
+      elif (sorted(value) if key == "thing_class_ids" else value) != (
+          known[key]):
+        raise ValueError(f"{key}={value!r} disagrees with dataset "
+                         f"{dataset_metadata.name!r}, which has "
+                         f"{known[key]!r}.")
+  if facts["thing_class_ids"] is None:
+    raise ValueError("thing_class_ids are required without dataset "
+                     "metadata.")
+  if facts["label_divisor"] is None:
+    facts["label_divisor"] = 256
+  if facts["ignore_label"] is None:
+    facts["ignore_label"] = 255
+  settings = {k: v for k, v in settings.items() if v is not None}
+  return post_processing.PanopticDeepLabPostProcessor(
+      num_classes=num_classes, **facts, **settings)
+
+
+def export_loaded_model(loaded: LoadedModel,
+                        export_dir: str,
+                        *,
+                        scales: Sequence[float] = (1.0,),
+                        flip: bool = False,
+                        function_keys: Sequence[str] = (
+                            "image_tensor", "image_bytes", "tf_example"),
+                        post_processor_args: Optional[Mapping[str,
+                                                              Any]] = None,
+                        overwrite: bool = False) -> str:
+  """Exports a LoadedModel (what tools/export_saved_model.py does).
+
+  Args:
+    loaded: from `load_model`.
+    export_dir: output folder.
+    scales, flip: test-time augmentation.
+    function_keys: signatures to write.
+    post_processor_args: panoptic zoo models: `panoptic_post_processor`
+      keyword arguments (thing_class_ids, label_divisor, ignore_label,
+      center_threshold, nms_kernel, keep_k_centers, stuff_area_limit).
+      Experiments take their post-processor from the task.
+    overwrite: replace an existing export_dir.
+
+  Returns:
+    export_dir.
+  """
+  params = ServingParams(task=loaded.task, scales=tuple(scales), flip=flip,
+                         dtype=loaded.dtype, input_size=loaded.input_size)
+  post_processor = None
+  args = {k: v for k, v in dict(post_processor_args or {}).items()
+          if v is not None}
+  if loaded.task == "panoptic":
+    if loaded.post_processor is not None:
+      if args:
+        raise ValueError(f"The experiment defines the post-processor; set "
+                         f"{sorted(args)} with gin bindings instead.")
+      post_processor = loaded.post_processor
+    else:
+      num_classes = getattr(loaded.model, "num_classes", None)
+      if num_classes is None:
+        raise ValueError("The panoptic model does not report num_classes.")
+      post_processor = panoptic_post_processor(
+          num_classes, loaded.dataset_metadata, **args)
+  elif args:
+    raise ValueError(f"Post-processing settings {sorted(args)} are for "
+                     f"panoptic models, not {loaded.task}.")
+  module = build_export_module(params, loaded.model, post_processor)
+  return export_saved_model(
+      module, export_dir, function_keys=function_keys,
+      dataset_metadata=loaded.dataset_metadata,
+      extra_config={"model": loaded.description}, overwrite=overwrite)

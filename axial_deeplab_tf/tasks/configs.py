@@ -52,6 +52,11 @@ class LossConfig(hyperparams.Config):
   auxiliary_loss_weight: float = 0.4
   l2_weight_decay: float = 0.0
   label_smoothing: float = 0.0
+  # Fault injection for testing NaN recovery: the N-th training step this
+  # process runs (1-based; counted per process, not by the global step, so
+  # the steps redone after a recovery do not meet it again) gets a NaN total
+  # loss, which poisons its gradients like a real blow-up. 0 disables.
+  inject_nan_at_step: int = 0
 
 
 @dataclasses.dataclass
@@ -61,6 +66,25 @@ class PostProcessorConfig(hyperparams.Config):
   nms_kernel: int = 7
   keep_k_centers: int = 200
   stuff_area_limit: int = 4096
+
+
+@dataclasses.dataclass
+class RuntimeConfig(cfg.RuntimeConfig):
+  """Model Garden's runtime settings plus reproducibility and CPU devices.
+
+  Attributes:
+    enable_op_determinism: deterministic kernels (tf.config.experimental.
+      enable_op_determinism); with a `seed` and deterministic input data a
+      run (and a resumed run) is bitwise reproducible on CPU.
+    seed: Python, NumPy and TF seed (tf_keras.utils.set_random_seed).
+    num_cpu_devices: > 1 splits the host CPU into that many logical devices
+      and the "mirrored" strategy (without GPUs) replicates over them, to
+      run data-parallel code (sync batch norm, gradient all-reduce) on a
+      CPU-only machine.
+  """
+  enable_op_determinism: bool = False
+  seed: Optional[int] = None
+  num_cpu_devices: int = 1
 
 
 @dataclasses.dataclass

@@ -17,7 +17,9 @@ and returns Model Garden's `ExperimentConfig`.
 
 import dataclasses
 import inspect
+import logging
 import os
+import re
 from typing import Any, Dict, Optional, Sequence
 
 import gin
@@ -68,6 +70,11 @@ def data_config(input_path: str = gin.REQUIRED,
 
 @gin.configurable("losses")
 def loss_config(**kwargs) -> configs.LossConfig:
+  """Loss weights and target settings (the LossConfig fields)."""
+  step = kwargs.get("inject_nan_at_step", 0)
+  if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+    raise ValueError(f"losses.inject_nan_at_step must be an integer >= 0 "
+                     f"(0: off), got {step!r}.")
   return configs.LossConfig(**kwargs)
 
 
@@ -122,6 +129,13 @@ def optimization_config(optimizer: str = "radam",
   trainer.train_steps.
   """
   decay_steps = decay_steps or train_steps
+  if schedule != "constant" and decay_steps and warmup_steps >= decay_steps:
+    # Model Garden's warm-up ramps to the decayed schedule's value at
+    # warmup_steps, which is end_learning_rate here: the run would not learn.
+    raise ValueError(
+        f"optimization.warmup_steps ({warmup_steps}) must be smaller than "
+        f"the decay steps ({decay_steps}, default trainer.train_steps) of "
+        f"schedule {schedule!r}; lower optimization.warmup_steps.")
   if optimizer == "radam":
     return optimizer_configs.make_optimization_config(
         learning_rate=learning_rate, schedule=schedule,
@@ -166,14 +180,22 @@ def trainer_config(train_steps: int = gin.REQUIRED,
                    recovery_max_trials: int = 3,
                    loss_upper_bound: float = 1e6,
                    best_checkpoint_metric: str = "",
-                   best_checkpoint_metric_comp: str = "higher"
+                   best_checkpoint_metric_comp: str = "higher",
+                   use_tf_function: bool = True
                   ) -> cfg.TrainerConfig:
   """Steps, loop sizes, checkpoint/summary/validation intervals, recovery.
 
   NaN or losses above loss_upper_bound restore the last checkpoint (Model
   Garden's recovery action), up to recovery_max_trials times.
+  use_tf_function=False runs every train and eval step eagerly: for
+  debugging, and for runs of a handful of steps, where tracing the step
+  graph costs more than the steps themselves.
   """
   return cfg.TrainerConfig(
+      train_tf_function=use_tf_function,
+      train_tf_while_loop=use_tf_function,
+      eval_tf_function=use_tf_function,
+      eval_tf_while_loop=False,
       train_steps=train_steps, steps_per_loop=steps_per_loop,
       summary_interval=summary_interval or steps_per_loop,
       checkpoint_interval=checkpoint_interval or steps_per_loop,
@@ -194,11 +216,15 @@ def runtime_config(distribution_strategy: str = "one_device",
                    tpu: Optional[str] = None,
                    all_reduce_alg: Optional[str] = None,
                    enable_op_determinism: bool = False,
-                   seed: Optional[int] = None) -> cfg.RuntimeConfig:
-  """Distribution strategy and numeric policy.
+                   seed: Optional[int] = None,
+                   num_cpu_devices: int = 1) -> configs.RuntimeConfig:
+  """Distribution strategy, numeric policy and reproducibility.
 
   distribution_strategy: one_device, mirrored, multi_worker_mirrored (reads
   TF_CONFIG) or tpu. mixed_precision_dtype: float32, bfloat16, float16.
+  enable_op_determinism + seed (+ deterministic train data with a seed):
+  bitwise reproducible runs on CPU. num_cpu_devices > 1: "mirrored" over
+  that many logical CPU devices (see configs.RuntimeConfig).
   """
   if distribution_strategy not in _STRATEGIES:
     raise ValueError(f"runtime.distribution_strategy must be one of "
@@ -206,13 +232,20 @@ def runtime_config(distribution_strategy: str = "one_device",
   if mixed_precision_dtype not in _PRECISIONS:
     raise ValueError(f"runtime.mixed_precision_dtype must be one of "
                      f"{_PRECISIONS}, got {mixed_precision_dtype!r}.")
-  runtime = cfg.RuntimeConfig(
+  if (isinstance(num_cpu_devices, bool) or
+      not isinstance(num_cpu_devices, int) or num_cpu_devices < 1):
+    raise ValueError(f"runtime.num_cpu_devices must be an integer >= 1, got "
+                     f"{num_cpu_devices!r}.")
+  if seed is not None and (isinstance(seed, bool) or
+                           not isinstance(seed, int) or seed < 0):
+    raise ValueError(f"runtime.seed must be None or an integer >= 0, got "
+                     f"{seed!r}.")
+  return configs.RuntimeConfig(
       distribution_strategy=distribution_strategy,
       mixed_precision_dtype=mixed_precision_dtype, num_gpus=num_gpus,
-      tpu=tpu, all_reduce_alg=all_reduce_alg)
-  runtime.enable_op_determinism = enable_op_determinism  # pytype: disable=not-writable
-  runtime.seed = seed
-  return runtime
+      tpu=tpu, all_reduce_alg=all_reduce_alg,
+      enable_op_determinism=enable_op_determinism, seed=seed,
+      num_cpu_devices=num_cpu_devices)
 
 
 @gin.configurable("experiment")
@@ -264,9 +297,45 @@ def parse_experiment(gin_files: Sequence[str],
   for path in [GIN_ROOT] + list(gin_files):
     folder = path if os.path.isdir(path) else os.path.dirname(
         os.path.abspath(path))
-    gin.add_config_file_search_path(folder)
-  gin.parse_config_files_and_bindings(list(gin_files), list(gin_params))
+    if folder not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
+      gin.add_config_file_search_path(folder)
+  quiet = _DropGinPathProbes()
+  logging.getLogger().addFilter(quiet)
+  try:
+    gin.parse_config_files_and_bindings(list(gin_files), list(gin_params))
+  except ValueError as e:
+    raise ValueError(_name_binding(str(e), gin_params)) from e
+  finally:
+    logging.getLogger().removeFilter(quiet)
   return experiment()
+
+
+class _DropGinPathProbes(logging.Filter):
+  """Drops gin's log records of include-path probing.
+
+  gin tries each search path in turn and logs every probe, with an error for
+  every miss even when a later path finds the file; a real miss still
+  raises an IOError.
+  """
+
+  def filter(self, record):
+    message = str(record.msg)
+    return not ((record.levelno == logging.ERROR and
+                 message.startswith("Path not found")) or
+                message.startswith("system_path_file_exists"))
+
+
+def _name_binding(message: str, gin_params: Sequence[str]) -> str:
+  """Replaces gin's "bindings string line N" by the --gin_param it means."""
+  match = re.search(r"In bindings string line (\d+)", message)
+  if not match:
+    return message
+  bindings = "\n".join(gin_params).split("\n")
+  line = int(match.group(1))
+  if not 1 <= line <= len(bindings):
+    return message
+  return message.replace(match.group(0),
+                         f"In --gin_param {bindings[line - 1].strip()!r}")
 
 
 def operative_config() -> str:

@@ -16,6 +16,8 @@ import tensorflow as tf
 import tf_keras
 
 from official.core import base_task
+from official.core import config_definitions as mg_config
+from official.core import input_reader
 from official.core import task_factory
 
 from axial_deeplab_tf import models
@@ -27,9 +29,11 @@ from axial_deeplab_tf.evaluation import segmentation_metrics
 from axial_deeplab_tf.losses import panoptic_losses
 from axial_deeplab_tf.ops import post_processing
 from axial_deeplab_tf.optimizers import configs as optimizer_configs
+from axial_deeplab_tf.tasks import checkpoint_utils
 from axial_deeplab_tf.tasks import configs
 
 _LOSS_KEYS = ("semantic_loss", "center_loss", "offset_loss")
+_RECORD_KEY = "serialized_record"
 
 
 def _first_pattern(params: configs.SegmentationTaskConfig) -> str:
@@ -67,13 +71,118 @@ def _overlay(image, panoptic, meta, alpha=0.5):
   return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def _examples_per_pipeline(global_batch_size: int, input_context) -> int:
+  """Examples one input pipeline contributes to each global step."""
+  if input_context is None:
+    return global_batch_size
+  per_replica = input_context.get_per_replica_batch_size(global_batch_size)
+  return per_replica * (input_context.num_replicas_in_sync //
+                        input_context.num_input_pipelines)
+
+
+def _resumed_training_dataset(params: configs.DataConfig, parser_config,
+                              input_context, skip: int) -> tf.data.Dataset:
+  """input_pipeline.build_dataset's training stream, `skip` examples on.
+
+  The same reader, shuffling, per-example seeds and parser as the normal
+  path; the records are wrapped in dicts so the seeds are attached (and the
+  skip applied) before decoding, which keeps the skipped examples cheap.
+  """
+  decoder = input_pipeline.build_decoder(parser_config)
+  parser = input_pipeline.build_parser(parser_config)
+
+  def decode(example):
+    decoded = dict(decoder.decode(example[_RECORD_KEY]))
+    decoded[input_pipeline.SEED_KEY] = example[input_pipeline.SEED_KEY]
+    return decoded
+
+  def position(records):
+    records = records.map(lambda record: {_RECORD_KEY: record})
+    records = input_pipeline.add_example_seeds(records, int(params.seed),
+                                               input_context=input_context)
+    return records.skip(skip).map(decode,
+                                  num_parallel_calls=tf.data.AUTOTUNE)
+
+  reader_params = mg_config.DataConfig(
+      input_path=params.input_path,
+      global_batch_size=params.global_batch_size, is_training=True,
+      drop_remainder=True, shuffle_buffer_size=params.shuffle_buffer_size,
+      deterministic=True, seed=params.seed)
+  reader = input_reader.InputReader(
+      reader_params, dataset_fn=tf.data.TFRecordDataset, decoder_fn=None,
+      sample_fn=position, parser_fn=parser.parse_fn(True))
+  return reader.read(input_context=input_context)
+
+
 class _BaseTask(base_task.Task):
-  """Shared model building, initialisation and optimizer creation."""
+  """Shared model building, input, initialisation and optimizer creation."""
 
   def __init__(self, params, logging_dir: Optional[str] = None,
                name: Optional[str] = None):
     super().__init__(params, logging_dir=logging_dir, name=name)
     self.metadata = load_metadata(params)
+    self._train_start_step = 0
+    self._steps_run = None
+    if params.losses.inject_nan_at_step > 0:
+      # Not part of the model or optimizer, so no checkpoint holds it: a
+      # recovery rewinds the global step but not this count.
+      self._steps_run = tf.Variable(
+          0, dtype=tf.int64, trainable=False, name="steps_run",
+          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+  def resume_input_at_step(self, step: int) -> None:
+    """Makes the training input continue where global step `step` left off.
+
+    Call before the trainer builds its datasets (train_lib does, with the
+    step of the checkpoint it resumes from). Only deterministic training
+    data (train_data.deterministic with a seed) has a defined position: its
+    examples and their augmentation seeds are a function of the position in
+    the stream, so the resumed run reads exactly the examples the
+    uninterrupted run would have, at the cost of reading (not decoding) the
+    skipped records once. Other training data starts a fresh random stream,
+    as Model Garden does.
+
+    Args:
+      step: global step of the restored checkpoint, >= 0.
+    """
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+      raise ValueError(f"step must be an integer >= 0, got {step!r}.")
+    self._train_start_step = step
+
+  def _build_dataset(self, params: configs.DataConfig, parser_config,
+                     input_context=None) -> tf.data.Dataset:
+    """The dataset of a split, positioned for a resumed run if needed."""
+    skip = 0
+    if params.is_training and self._train_start_step > 0:
+      if not params.deterministic:
+        logging.info("Training data is not deterministic: the resumed run "
+                     "reads a fresh random stream.")
+      elif params.cache:
+        logging.warning(
+            "train_data.cache=True: a cached stream has no position to "
+            "resume from; the resumed run restarts the data stream.")
+      else:
+        skip = _examples_per_pipeline(params.global_batch_size,
+                                      input_context) * self._train_start_step
+    if skip == 0:
+      return input_pipeline.build_dataset(
+          params.input_path, parser_config, params.is_training,
+          params.global_batch_size, input_context=input_context,
+          shuffle_buffer_size=params.shuffle_buffer_size, seed=params.seed,
+          deterministic=params.deterministic, cache=params.cache)
+    logging.info("Resuming the training data after %d examples per input "
+                 "pipeline (step %d).", skip, self._train_start_step)
+    return _resumed_training_dataset(params, parser_config, input_context,
+                                     skip)
+
+  def _maybe_inject_nan(self, loss):
+    """The injected fault of losses.inject_nan_at_step (see LossConfig)."""
+    if self._steps_run is None:
+      return loss
+    count = self._steps_run.assign_add(1)
+    hit = tf.equal(count, self.task_config.losses.inject_nan_at_step)
+    return loss * tf.where(hit, tf.constant(float("nan"), loss.dtype),
+                           tf.constant(1.0, loss.dtype))
 
   @classmethod
   def create_optimizer(cls, optimizer_config, runtime_config=None,
@@ -94,7 +203,15 @@ class _BaseTask(base_task.Task):
     return model
 
   def initialize(self, model: tf_keras.Model):
-    """Loads the backbone (or whole model) from init_checkpoint."""
+    """Loads the backbone (or the whole model) from init_checkpoint.
+
+    "all" restores a checkpoint of the same model (object-graph matching;
+    every variable of the model must be found). "backbone" restores a
+    backbone trained elsewhere, e.g. an Axial-ResNet classifier into
+    Axial-DeepLab: variables are matched by name within the checkpoint's
+    backbone, so architectural differences (another stem, extra layers) do
+    not shift the matching; see `checkpoint_utils.restore_by_name`.
+    """
     path = self.task_config.init_checkpoint
     if not path:
       return
@@ -106,18 +223,19 @@ class _BaseTask(base_task.Task):
           f"checkpoint.")
     modules = self.task_config.init_checkpoint_modules
     if modules == "all":
-      ckpt = tf.train.Checkpoint(model=model)
+      status = tf.train.Checkpoint(model=model).read(path)
+      status.expect_partial().assert_existing_objects_matched()
+      logging.info("Initialised the whole model from %s.", path)
     elif modules == "backbone":
-      # Classifier and segmentation checkpoints both save the model with a
-      # `backbone` attribute: restore just that sub-model.
-      ckpt = tf.train.Checkpoint(
-          model=tf.train.Checkpoint(backbone=model.backbone))
+      if not isinstance(getattr(model, "backbone", None), tf_keras.Model):
+        raise ValueError(f"init_checkpoint_modules='backbone' needs a model "
+                         f"with a `backbone`; {model.name!r} has none.")
+      report = checkpoint_utils.restore_by_name(model.backbone, path)
+      logging.info("Initialised the backbone from %s: %s", path,
+                   report.summary())
     else:
       raise ValueError(f"init_checkpoint_modules must be 'all' or "
                        f"'backbone', got {modules!r}.")
-    status = ckpt.read(path)
-    status.expect_partial().assert_existing_objects_matched()
-    logging.info("Initialised %s of the model from %s.", modules, path)
 
   def _regularization(self, model):
     if model.losses:
@@ -181,11 +299,7 @@ class PanopticSegmentationTask(_BaseTask):
         small_instance_weight=losses.small_instance_weight)
 
   def build_inputs(self, params: configs.DataConfig, input_context=None):
-    return input_pipeline.build_dataset(
-        params.input_path, self.parser_config(params), params.is_training,
-        params.global_batch_size, input_context=input_context,
-        shuffle_buffer_size=params.shuffle_buffer_size, seed=params.seed,
-        deterministic=params.deterministic, cache=params.cache)
+    return self._build_dataset(params, self.parser_config(params), input_context)
 
   def build_losses(self, labels, model_outputs, aux_losses=None):
     losses = dict(self._loss_fn(model_outputs, labels))
@@ -204,7 +318,7 @@ class PanopticSegmentationTask(_BaseTask):
       outputs = model(features["image"], training=True)
       losses = self.build_losses(labels, outputs,
                                  self._regularization(model))
-      loss = losses["total_loss"]
+      loss = self._maybe_inject_nan(losses["total_loss"])
       scaled_loss = self._scale_loss(loss, optimizer)
     self._apply_gradients(tape, scaled_loss, model, optimizer)
     logs = {self.loss: loss}
@@ -347,11 +461,7 @@ class SemanticSegmentationTask(_BaseTask):
         label_source="panoptic" if panoptic else "semantic",
         label_divisor=meta.label_divisor if panoptic else 0,
         eval_pad_to_crop=params.eval_pad_to_crop)
-    return input_pipeline.build_dataset(
-        params.input_path, config, params.is_training,
-        params.global_batch_size, input_context=input_context,
-        shuffle_buffer_size=params.shuffle_buffer_size, seed=params.seed,
-        deterministic=params.deterministic, cache=params.cache)
+    return self._build_dataset(params, config, input_context)
 
   def build_losses(self, labels, model_outputs, aux_losses=None):
     semantic = labels["semantic"]
@@ -376,7 +486,7 @@ class SemanticSegmentationTask(_BaseTask):
       outputs = model(features["image"], training=True)
       losses = self.build_losses(labels, outputs,
                                  self._regularization(model))
-      loss = losses["total_loss"]
+      loss = self._maybe_inject_nan(losses["total_loss"])
       scaled_loss = self._scale_loss(loss, optimizer)
     self._apply_gradients(tape, scaled_loss, model, optimizer)
     for metric in metrics or []:
@@ -428,11 +538,7 @@ class ImageClassificationTask(_BaseTask):
         image_size=tuple(params.crop_size),
         flip_probability=params.flip_probability,
         num_classes=self.metadata.num_classes)
-    return input_pipeline.build_dataset(
-        params.input_path, config, params.is_training,
-        params.global_batch_size, input_context=input_context,
-        shuffle_buffer_size=params.shuffle_buffer_size, seed=params.seed,
-        deterministic=params.deterministic, cache=params.cache)
+    return self._build_dataset(params, config, input_context)
 
   def build_losses(self, labels, model_outputs, aux_losses=None):
     loss = tf_keras.losses.sparse_categorical_crossentropy(
@@ -450,7 +556,8 @@ class ImageClassificationTask(_BaseTask):
     features, labels = inputs
     with tf.GradientTape() as tape:
       outputs = model(features["image"], training=True)
-      loss = self.build_losses(labels, outputs, self._regularization(model))
+      loss = self._maybe_inject_nan(
+          self.build_losses(labels, outputs, self._regularization(model)))
       scaled_loss = self._scale_loss(loss, optimizer)
     self._apply_gradients(tape, scaled_loss, model, optimizer)
     for metric in metrics or []:

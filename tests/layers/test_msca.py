@@ -11,11 +11,17 @@ from axial_deeplab_tf.layers import msca
 
 
 def _randomize(layer, rng, scale=0.3):
-  """Gives every weight (biases, BN statistics too) a random value."""
+  """Gives every weight a random value: BN scales near 1, random statistics,
+  layer scales near 0.5 so that both residual branches weigh in the output.
+  """
   for w in layer.weights:
     shape = w.shape.as_list()
     if "moving_variance" in w.name:
       value = rng.uniform(0.5, 1.5, shape)
+    elif "gamma" in w.name:
+      value = rng.normal(1.0, 0.2, shape)
+    elif "layer_scale" in w.name:
+      value = rng.normal(0.5, 0.1, shape)
     else:
       value = rng.normal(0.0, scale, shape)
     w.assign(value.astype(np.float32))
@@ -132,6 +138,8 @@ def test_mscan_block_matches_torch_reference():
   _randomize(block, rng, scale=0.2)
   want = torch_mscan_block(block, _t(x).permute(0, 3, 1, 2))
   got = block(x, training=False).numpy()
+  # The residual branches change the input substantially.
+  assert np.abs(got - x).mean() > 0.1
   np.testing.assert_allclose(got, want.permute(0, 2, 3, 1).numpy(),
                              rtol=1e-4, atol=1e-4)
 
@@ -188,16 +196,28 @@ def test_config_round_trip_and_errors():
 
 
 def test_mixed_precision_block_runs_in_float16():
+  previous = tf_keras.mixed_precision.global_policy()
   tf_keras.mixed_precision.set_global_policy("mixed_float16")
   try:
     block = msca.MSCANBlock(mlp_ratio=2)
     x = tf.random.normal([1, 8, 8, 8])
     y = block(x)
   finally:
-    tf_keras.mixed_precision.set_global_policy("float32")
+    tf_keras.mixed_precision.set_global_policy(previous)
   assert y.dtype == tf.float16
   assert block.attn_layer_scale.dtype == tf.float32
   ref = msca.MSCANBlock(mlp_ratio=2)
   ref(x)
   ref.set_weights(block.get_weights())
   np.testing.assert_allclose(y.numpy(), ref(x).numpy(), atol=2e-2)
+
+
+def test_saved_model_file_round_trip(tmp_path):
+  inputs = tf_keras.Input((None, None, 6))
+  model = tf_keras.Model(inputs, msca.MSCANBlock(mlp_ratio=2)(inputs))
+  _randomize(model, np.random.default_rng(8))
+  x = np.random.default_rng(9).normal(size=(1, 7, 9, 6)).astype(np.float32)
+  path = str(tmp_path / "block.keras")
+  model.save(path)
+  loaded = tf_keras.models.load_model(path)
+  np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())

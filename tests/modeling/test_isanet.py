@@ -59,7 +59,7 @@ def test_backbone_is_dilated_output_stride_8(model):
   assert features["c4"].shape == (1, 9, 13, 1024)
   assert features["c5"].shape == (1, 9, 13, 2048)
   # The last two stages use dilations 2 and 4 instead of strides.
-  rates = {layer.output.shape[-1]: layer._dilation_rate  # pylint: disable=protected-access
+  rates = {layer.output.shape[-1]: layer.get_config()["dilation_rate"]
            for layer in model.backbone.layers
            if layer.__class__.__name__ == "BottleneckBlock"}
   assert rates[1024] == 2 and rates[2048] == 4 and rates[512] == 1

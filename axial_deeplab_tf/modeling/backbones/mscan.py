@@ -10,7 +10,7 @@ from axial_deeplab_tf.layers import msca
 
 layers = tf_keras.layers
 
-# Variant -> architecture (SegNeXt paper, Table / official configs).
+# Variant -> encoder architecture (SegNeXt paper and official configs).
 MSCAN_SPECS = {
     "t": dict(embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2),
               mlp_ratios=(8, 8, 4, 4), drop_path_rate=0.1),

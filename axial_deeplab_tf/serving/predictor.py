@@ -1,0 +1,280 @@
+"""Runs an exported SavedModel on image files and writes the results.
+
+`SavedModelPredictor` loads an export of `export_module` with plain
+`tf.saved_model.load` and runs `serving_default` on one image at a time.
+`PredictionWriter` turns the outputs into files under an output folder:
+
+  panoptic models
+    overlays/<name>.png   colorized segments blended over the image
+    panoptic/<name>.png   COCO panoptic PNG (segment id = R + 256 G +
+                          256^2 B; id = panoptic id + 1, 0 = void)
+    panoptic.json         COCO panoptic JSON: images, annotations
+                          (segments_info with id, category_id, iscrowd=0,
+                          area, bbox), categories
+    semantic/<name>.png   optional: train ids (8-bit, or 16-bit when a
+                          class or the ignore label exceeds 255)
+    instance/<name>.png   optional: 16-bit instance ids (0 = no instance)
+  semantic models
+    overlays/<name>.png, semantic/<name>.png
+  classification models
+    predictions.json      per image: top class, its name and probability
+
+<name> is the image file name without its extension; image ids in the JSON
+are these names. The COCO files are what the COCO panopticapi and the
+Cityscapes panoptic evaluation scripts read.
+"""
+
+import json
+import os
+import tempfile
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from axial_deeplab_tf.evaluation import coco_panoptic_format
+from axial_deeplab_tf.serving import export_module
+from axial_deeplab_tf.utils import visualization
+
+
+def read_image(path: str) -> np.ndarray:
+  """Reads an image file as uint8 RGB [height, width, 3]."""
+  with Image.open(path) as image:
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _atomic_save_png(array: np.ndarray, path: str) -> None:
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".png")
+  os.close(handle)
+  try:
+    Image.fromarray(array).save(tmp, format="PNG")
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def _atomic_write_json(content: Any, path: str) -> None:
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
+  os.close(handle)
+  try:
+    with open(tmp, "w") as f:
+      json.dump(content, f, indent=1)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+class SavedModelPredictor:
+  """Runs `serving_default` of an export on single images."""
+
+  def __init__(self, export_dir: str):
+    """Loads the SavedModel and its serving description.
+
+    Raises:
+      FileNotFoundError: not an export of export_module.
+    """
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    self._tf = tf
+    self.config = export_module.read_serving_config(export_dir)
+    self._loaded = tf.saved_model.load(export_dir)
+    name = export_module.SIGNATURE_NAMES["image_tensor"]
+    if name not in self._loaded.signatures:
+      raise ValueError(f"{export_dir} has no {name!r} signature; it has "
+                       f"{sorted(self._loaded.signatures)}.")
+    self._fn = self._loaded.signatures[name]
+    self._input_name = export_module.INPUT_NAMES["image_tensor"]
+
+  @property
+  def task(self) -> str:
+    return self.config["task"]
+
+  def predict(self, image: np.ndarray) -> Dict[str, np.ndarray]:
+    """Outputs for one uint8 [height, width, 3] image, batch axis removed."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+      raise ValueError(f"image must be uint8 [height, width, 3], got dtype "
+                       f"{image.dtype} and shape {image.shape}.")
+    outputs = self._fn(**{self._input_name: self._tf.constant(image[None])})
+    return {k: v.numpy()[0] for k, v in outputs.items()}
+
+
+def load_categories(path: str) -> List[Dict[str, Any]]:
+  """Reads categories: a JSON list, or a COCO JSON with a "categories" list.
+
+  Position k of the list describes train id k.
+  """
+  with open(path) as f:
+    content = json.load(f)
+  if isinstance(content, Mapping):
+    if "categories" not in content:
+      raise ValueError(f"{path} holds a JSON object without 'categories'.")
+    content = content["categories"]
+  coco_panoptic_format.check_categories(content)
+  return [dict(c) for c in content]
+
+
+def categories_for(config: Mapping[str, Any],
+                   categories: Optional[Sequence[Mapping[str, Any]]] = None
+                  ) -> List[Dict[str, Any]]:
+  """COCO categories (position = train id) of an export.
+
+  From `categories` if given (checked against the export's class count and
+  thing classes), else from the dataset metadata stored in the export, else
+  generic ones: id = train id, name "class_<id>".
+  """
+  num_classes = config["num_classes"]
+  things = set(config.get("thing_class_ids", []))
+  if categories is not None:
+    categories = [dict(c) for c in categories]
+    coco_panoptic_format.check_categories(categories)
+    if len(categories) != num_classes:
+      raise ValueError(f"categories has {len(categories)} entries but the "
+                       f"model predicts {num_classes} classes.")
+    if config["task"] == "panoptic":
+      given = {k for k, c in enumerate(categories) if int(c["isthing"])}
+      if given != things:
+        raise ValueError(f"categories mark train ids {sorted(given)} as "
+                         f"things but the export's post-processor uses "
+                         f"{sorted(things)}.")
+    return categories
+  meta = config.get("dataset")
+  if meta is not None:
+    thing_ids = set(meta["thing_class_ids"])
+    return [{"id": meta["original_category_ids"][k],
+             "name": meta["class_names"][k],
+             "isthing": int(k in thing_ids),
+             "color": list(meta["colors"][k])} for k in range(num_classes)]
+  colors = visualization.palette(num_classes)
+  return [{"id": k, "name": f"class_{k}", "isthing": int(k in things),
+           "color": [int(v) for v in colors[k]]} for k in range(num_classes)]
+
+
+class PredictionWriter:
+  """Writes overlays, COCO panoptic files and label maps of predictions."""
+
+  def __init__(self,
+               output_dir: str,
+               config: Mapping[str, Any],
+               categories: Sequence[Mapping[str, Any]],
+               save_semantic: bool = False,
+               save_instance: bool = False,
+               overlay_alpha: float = 0.5):
+    """Creates the writer.
+
+    Args:
+      output_dir: output folder (created).
+      config: the export's serving description.
+      categories: from `categories_for`.
+      save_semantic: panoptic models: also write semantic maps.
+      save_instance: panoptic models: also write instance maps.
+      overlay_alpha: weight of the colors in the overlays.
+    """
+    if not 0.0 <= overlay_alpha <= 1.0:
+      raise ValueError(f"overlay_alpha must be in [0, 1], got "
+                       f"{overlay_alpha!r}.")
+    self.output_dir = output_dir
+    self.config = dict(config)
+    self.task = config["task"]
+    self.categories = [dict(c) for c in categories]
+    fallback = visualization.palette(len(self.categories))
+    self.colors = [
+        tuple(int(v) for v in c["color"]) if len(c.get("color", ())) == 3
+        else tuple(int(v) for v in fallback[k])
+        for k, c in enumerate(self.categories)
+    ]
+    self.save_semantic = save_semantic or self.task == "semantic"
+    self.save_instance = save_instance
+    self.overlay_alpha = overlay_alpha
+    self.annotations: List[Dict[str, Any]] = []
+    self.images: List[Dict[str, Any]] = []
+    self.classifications: List[Dict[str, Any]] = []
+    os.makedirs(output_dir, exist_ok=True)
+
+  def _path(self, folder: str, name: str) -> str:
+    return os.path.join(self.output_dir, folder, f"{name}.png")
+
+  def _label_png(self, labels: np.ndarray) -> np.ndarray:
+    labels = labels.astype(np.int64)
+    if labels.min() < 0 or labels.max() > 65535:
+      raise ValueError(f"labels in [{labels.min()}, {labels.max()}] do not "
+                       f"fit a 16-bit PNG.")
+    return labels.astype(np.uint8 if labels.max() <= 255 else np.uint16)
+
+  def write(self, name: str, file_name: str, image: np.ndarray,
+            outputs: Mapping[str, np.ndarray]) -> None:
+    """Writes the files of one image.
+
+    Args:
+      name: output name (unique per run), also the image id.
+      file_name: the source image's file name (for the JSON images list).
+      image: uint8 [height, width, 3].
+      outputs: the export's outputs for this image (batch axis removed).
+    """
+    height, width = image.shape[:2]
+    if self.task == "classification":
+      probs = np.asarray(outputs["probabilities"])
+      top = int(outputs["classes"])
+      self.classifications.append({
+          "image_id": name, "file_name": file_name, "class_id": top,
+          "class_name": self.categories[top]["name"],
+          "category_id": self.categories[top]["id"],
+          "probability": float(probs[top])})
+      return
+    semantic = np.asarray(outputs["semantic_pred"])
+    if semantic.shape != (height, width):
+      raise ValueError(f"prediction of shape {semantic.shape} does not match "
+                       f"the image size {(height, width)}.")
+    entry = {"id": name, "file_name": file_name, "height": height,
+             "width": width}
+    if self.task == "semantic":
+      dataset = self.config.get("dataset") or {}
+      ignore = int(dataset.get("ignore_label", 255))
+      overlay = visualization.semantic_overlay(
+          image, semantic, self.colors, ignore, self.overlay_alpha)
+      _atomic_save_png(self._label_png(semantic),
+                       self._path("semantic", name))
+      _atomic_save_png(overlay, self._path("overlays", name))
+      self.images.append(entry)
+      return
+    panoptic = np.asarray(outputs["panoptic_pred"])
+    divisor = int(self.config["label_divisor"])
+    ignore = int(self.config["ignore_label"])
+    annotation = coco_panoptic_format.write_annotation(
+        os.path.join(self.output_dir, "panoptic"), f"{name}.png", name,
+        panoptic, self.categories, divisor, ignore, is_groundtruth=False)
+    overlay = visualization.panoptic_overlay(
+        image, panoptic, divisor, self.colors,
+        self.config.get("thing_class_ids", []), ignore, self.overlay_alpha)
+    _atomic_save_png(overlay, self._path("overlays", name))
+    if self.save_semantic:
+      _atomic_save_png(self._label_png(semantic),
+                       self._path("semantic", name))
+    if self.save_instance:
+      _atomic_save_png(
+          self._label_png(np.asarray(outputs["instance_pred"])),
+          self._path("instance", name))
+    self.annotations.append(annotation)
+    self.images.append(entry)
+
+  def finish(self) -> Dict[str, str]:
+    """Writes the JSON files; returns {kind: path}."""
+    written = {}
+    if self.task == "panoptic":
+      path = os.path.join(self.output_dir, "panoptic.json")
+      coco_panoptic_format.write_json(path, self.annotations, self.categories,
+                                      images=self.images)
+      written["panoptic_json"] = path
+    elif self.task == "classification":
+      path = os.path.join(self.output_dir, "predictions.json")
+      _atomic_write_json({"predictions": self.classifications,
+                          "categories": self.categories}, path)
+      written["predictions_json"] = path
+    return written

@@ -1,0 +1,855 @@
+"""Benchmarks: timing protocol, layer and model suites, plots, report.
+
+Protocol (shared machines are noisy, so everything is a same-run ratio):
+- Every function is a `tf.function` (optionally `jit_compile=True`), traced
+  and run `warmup` times before timing.
+- Functions compared with each other are timed interleaved (A, B, C, A, B,
+  C, ...), `runs` rounds; each call is timed to completion of its outputs.
+- Reported: the median wall time of each function, the ratio of medians,
+  and the median of the per-round ratios (A_i / B_i of the same round, which
+  cancels slow drifts of the machine's load); process CPU time likewise.
+- Achieved GFLOP/s = 2 x M-Adds / time (1 M-Add = 2 FLOPs), with M-Adds
+  from `axial_deeplab_tf.utils.madds.count_madds` (a walk of the traced
+  inference graph). A forward+backward pass is counted as 3 x the forward
+  M-Adds (each forward matmul/conv has two backward ones of the same
+  size). The reference is a square float32 matmul timed in the same run.
+- Peak memory of a layer call: TensorFlow's CPU allocator statistics
+  (`tf.config.experimental.get_memory_info("CPU:0")`): the peak bytes
+  allocated during the call minus the bytes live before it (tensors held by
+  TF's allocator; scratch memory that oneDNN kernels allocate themselves is
+  not included).
+
+Suites: `run_resnet_ratio` (Axial-ResNet against tf_keras.applications
+ResNet50), `run_layers` (attention layers against feature-map size, with
+fitted exponents of time against pixel count), `run_models` (every zoo
+model). `write_plots` draws PNGs and `markdown_section` /
+`update_markdown_section` write a generated section of BENCHMARKS.md.
+"""
+
+import datetime
+import importlib
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+SUITES = ("resnet_ratio", "layers", "models")
+
+LAYER_KINDS = ("axial_global", "axial_local", "local_2d", "global_2d", "issa",
+               "msca")
+
+# Where each layer kind lives: (module, class name).
+_LAYER_MODULES = {
+    "axial_global": ("axial_deeplab_tf.layers.axial_attention",
+                     "AxialAttention2D"),
+    "axial_local": ("axial_deeplab_tf.layers.axial_attention",
+                    "AxialAttention2D"),
+    "local_2d": ("axial_deeplab_tf.layers.local_attention",
+                 "LocalSelfAttention2D"),
+    "global_2d": ("axial_deeplab_tf.layers.global_attention",
+                  "GlobalSelfAttention2D"),
+    "issa": ("axial_deeplab_tf.layers.issa", "InterlacedSparseSelfAttention"),
+    "msca": ("axial_deeplab_tf.layers.msca", "MultiScaleConvAttention"),
+}
+
+# How cost should grow with the pixel count N = size^2 of a square map.
+EXPECTED_EXPONENTS = {
+    "axial_global": "N^1.5 (hw(h+w))",
+    "axial_local": "N^1.0 (hw span)",
+    "local_2d": "N^1.0 (hw k^2)",
+    "global_2d": "N^2.0",
+    "issa": "N^1.5 (partition ~ sqrt(side))",
+    "msca": "N^1.0 (convolutions)",
+}
+
+
+# ----------------------------------------------------------------- machine
+def machine_info() -> Dict[str, Any]:
+  """CPU model, logical CPUs available, load, library versions, UTC date."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  try:
+    nproc = len(os.sched_getaffinity(0))
+  except AttributeError:
+    nproc = os.cpu_count()
+  try:
+    load = [round(x, 2) for x in os.getloadavg()]
+  except OSError:
+    load = None
+  try:
+    with open("/proc/meminfo") as f:
+      mem_kb = int(f.readline().split()[1])
+    memory_gib = round(mem_kb / 2**20, 1)
+  except (OSError, ValueError, IndexError):
+    memory_gib = None
+  return {
+      "cpu_model": cpu,
+      "nproc": nproc,
+      "memory_gib": memory_gib,
+      "load_average_1_5_15min": load,
+      "tensorflow": tf.__version__,
+      "tf_keras": tf_keras.__version__,
+      "python": platform.python_version(),
+      "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
+          "%Y-%m-%d %H:%M UTC"),
+  }
+
+
+# ------------------------------------------------------------------ timing
+def _check_counts(runs: int, warmup: int) -> None:
+  if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+    raise ValueError(f"runs must be a positive int, got {runs!r}.")
+  if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+    raise ValueError(f"warmup must be a non-negative int, got {warmup!r}.")
+
+
+def _wait(result) -> None:
+  """Blocks until every tensor in `result` is computed."""
+  for t in tf.nest.flatten(result):
+    if isinstance(t, (tf.Tensor, tf.Variable)):
+      # A one-element read forces the value without copying large tensors.
+      tf.reshape(t, [-1])[:1].numpy()
+
+
+def time_interleaved(fns: Dict[str, Callable[[], Any]], runs: int,
+                     warmup: int) -> Dict[str, Dict[str, List[float]]]:
+  """Times functions interleaved: warm-up, then rounds A, B, ..., A, B, ...
+
+  Args:
+    fns: name -> zero-argument callable (usually a tf.function on fixed
+      inputs).
+    runs: timed rounds.
+    warmup: untimed calls of each function first (the first one traces).
+
+  Returns:
+    name -> {"wall": [seconds per round], "cpu": [process CPU seconds]}.
+  """
+  _check_counts(runs, warmup)
+  if not fns:
+    raise ValueError("fns must name at least one function.")
+  for fn in fns.values():
+    for _ in range(warmup):
+      _wait(fn())
+  out = {name: {"wall": [], "cpu": []} for name in fns}
+  for _ in range(runs):
+    for name, fn in fns.items():
+      c0, t0 = time.process_time(), time.perf_counter()
+      _wait(fn())
+      t1, c1 = time.perf_counter(), time.process_time()
+      out[name]["wall"].append(t1 - t0)
+      out[name]["cpu"].append(c1 - c0)
+  return out
+
+
+def ratio_stats(num: Dict[str, List[float]],
+                den: Dict[str, List[float]]) -> Dict[str, float]:
+  """Ratios of two interleaved timings (see the module docstring)."""
+  stats = {}
+  for key in ("wall", "cpu"):
+    a, b = np.asarray(num[key]), np.asarray(den[key])
+    stats[f"{key}_ratio_of_medians"] = float(np.median(a) / np.median(b))
+    stats[f"{key}_median_paired_ratio"] = float(np.median(a / b))
+  return stats
+
+
+def summarize(times: Dict[str, List[float]]) -> Dict[str, float]:
+  """Median / min / max wall seconds and median CPU seconds."""
+  wall = times["wall"]
+  return {
+      "median_s": float(statistics.median(wall)),
+      "min_s": float(min(wall)),
+      "max_s": float(max(wall)),
+      "median_cpu_s": float(statistics.median(times["cpu"])),
+      "runs": len(wall),
+  }
+
+
+def matmul_function(size: int = 2048, jit_compile: bool = False):
+  """A zero-argument tf.function: one [size, size] float32 matmul."""
+  if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    raise ValueError(f"matmul size must be a positive int, got {size!r}.")
+  a = tf.random.stateless_normal([size, size], seed=[1, 2])
+  b = tf.random.stateless_normal([size, size], seed=[3, 4])
+  fn = tf.function(lambda: tf.matmul(a, b), jit_compile=jit_compile)
+  return fn
+
+
+def gflops(madds: float, seconds: float) -> float:
+  """Achieved GFLOP/s of `madds` multiply-adds in `seconds` (2 FLOPs each)."""
+  return 2.0 * madds / seconds / 1e9
+
+
+def fit_exponent(pixels: Sequence[float],
+                 seconds: Sequence[float]) -> Optional[float]:
+  """Slope of log(seconds) against log(pixels) (least squares)."""
+  if len(pixels) != len(seconds):
+    raise ValueError(f"pixels and seconds differ in length: {len(pixels)} "
+                     f"vs {len(seconds)}.")
+  if len(pixels) < 2:
+    return None
+  slope, _ = np.polyfit(np.log(pixels), np.log(seconds), 1)
+  return float(slope)
+
+
+# ------------------------------------------------------------- functions
+def _loss(outputs) -> tf.Tensor:
+  return tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32))
+                   for t in tf.nest.flatten(outputs)])
+
+
+def forward_function(model, x, jit_compile: bool = False):
+  """Zero-argument tf.function: inference forward pass on `x`."""
+  fn = tf.function(lambda: _loss(model(x, training=False)),
+                   jit_compile=jit_compile)
+  return fn
+
+
+def forward_backward_function(model, x, jit_compile: bool = False):
+  """Zero-argument tf.function: training forward pass and all gradients.
+
+  Returns the loss (sum of the outputs) and the gradients, so none of the
+  backward pass can be pruned; no optimizer step.
+  """
+  variables = model.trainable_variables
+
+  @tf.function(jit_compile=jit_compile)
+  def fn():
+    with tf.GradientTape() as tape:
+      loss = _loss(model(x, training=True))
+    return loss, tape.gradient(loss, variables)
+
+  return fn
+
+
+def _xla_modes(xla: Sequence[bool]) -> List[bool]:
+  modes = list(xla)
+  if not modes or any(not isinstance(m, bool) for m in modes):
+    raise ValueError(f"xla must be a non-empty list of bools, got {xla!r}.")
+  return modes
+
+
+# ------------------------------------------------------- suite: resnet ratio
+def run_resnet_ratio(model_name: str = "axial_resnet_50l",
+                     input_size: int = 224,
+                     batch_size: int = 1,
+                     runs: int = 7,
+                     warmup: int = 2,
+                     xla: Sequence[bool] = (False, True),
+                     modes: Sequence[str] = ("forward", "forward_backward"),
+                     matmul_size: int = 2048,
+                     log: Callable[[str], None] = print) -> Dict[str, Any]:
+  """A zoo model against tf_keras.applications.ResNet50 in the same process.
+
+  Args:
+    model_name: zoo model (built with input_size=(input_size, input_size)).
+    input_size: square input side.
+    batch_size: images per call.
+    runs: timed interleaved rounds per comparison.
+    warmup: untimed calls per function.
+    xla: jit_compile settings to measure.
+    modes: "forward" (inference) and/or "forward_backward" (training mode,
+      gradients of all trainable weights, no optimizer step).
+    matmul_size: side of the reference float32 matmul.
+    log: progress printer.
+
+  Returns:
+    A JSON-serialisable dict (see BENCHMARKS.md for the fields).
+  """
+  from axial_deeplab_tf import models  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.utils import madds as madds_lib  # pylint: disable=g-import-not-at-top
+  _check_counts(runs, warmup)
+  for m in modes:
+    if m not in ("forward", "forward_backward"):
+      raise ValueError(f"modes must be 'forward' and/or 'forward_backward', "
+                       f"got {m!r}.")
+  if not isinstance(input_size, int) or input_size < 32:
+    raise ValueError(f"input_size must be an int >= 32, got {input_size!r}.")
+  tf_keras.utils.set_random_seed(0)
+  shape = [batch_size, input_size, input_size, 3]
+  log(f"building {model_name} and ResNet50 at {shape}")
+  model = models.build(model_name, input_size=(input_size, input_size))
+  baseline = tf_keras.applications.ResNet50(
+      weights=None, input_shape=(input_size, input_size, 3))
+  x = tf.random.stateless_uniform(shape, seed=[0, 1], maxval=255.0)
+  counts = {}
+  for name, m in ((model_name, model), ("resnet50", baseline)):
+    log(f"counting M-Adds of {name}")
+    counts[name] = madds_lib.count_madds(m, shape).total
+  result = {
+      "suite": "resnet_ratio",
+      "model": model_name,
+      "baseline": "tf_keras.applications.ResNet50(weights=None)",
+      "input_shape": shape,
+      "dtype": "float32",
+      "runs": runs,
+      "warmup": warmup,
+      "matmul_size": matmul_size,
+      "madds": counts,
+      "params": {model_name: int(sum(np.prod(w.shape)
+                                     for w in model.trainable_weights)),
+                 "resnet50": int(sum(np.prod(w.shape)
+                                     for w in baseline.trainable_weights))},
+      "madds_ratio": counts[model_name] / counts["resnet50"],
+      "results": [],
+  }
+  matmul = matmul_function(matmul_size)
+  matmul_madds = float(matmul_size)**3
+  for jit in _xla_modes(xla):
+    for mode in modes:
+      make = (forward_function if mode == "forward" else
+              forward_backward_function)
+      fns = {
+          model_name: make(model, x, jit),
+          "resnet50": make(baseline, x, jit),
+          "matmul": matmul,
+      }
+      log(f"timing {mode} xla={jit}: tracing, then {runs} interleaved rounds")
+      t0 = time.perf_counter()
+      times = time_interleaved(fns, runs, warmup)
+      flop_factor = 1.0 if mode == "forward" else 3.0
+      entry = {
+          "mode": mode,
+          "xla": jit,
+          "seconds": {k: summarize(v) for k, v in times.items()},
+          "ratio": ratio_stats(times[model_name], times["resnet50"]),
+          "wall_s_incl_tracing": time.perf_counter() - t0,
+      }
+      mm = gflops(matmul_madds, entry["seconds"]["matmul"]["median_s"])
+      entry["matmul_gflops"] = mm
+      entry["gflops"] = {}
+      for name in (model_name, "resnet50"):
+        g = gflops(flop_factor * counts[name],
+                   entry["seconds"][name]["median_s"])
+        entry["gflops"][name] = {"gflops": g, "fraction_of_matmul": g / mm}
+      result["results"].append(entry)
+      log(f"  {mode} xla={jit}: ratio "
+          f"{entry['ratio']['wall_ratio_of_medians']:.2f} "
+          f"(paired {entry['ratio']['wall_median_paired_ratio']:.2f})")
+  result["targets"] = {"forward": 3.5, "forward_backward": 4.5}
+  return result
+
+
+# ---------------------------------------------------------- suite: layers
+def _import_layer(kind: str):
+  module_name, class_name = _LAYER_MODULES[kind]
+  module = importlib.import_module(module_name)
+  return getattr(module, class_name)
+
+
+def build_layer(kind: str, size: int, channels: int, num_heads: int = 8,
+                local_span: int = 15, local_kernel: int = 7):
+  """Builds the attention layer of `kind` for a [1, size, size, channels] map.
+
+  Widths follow the axial block: key depth channels / 2, value depth (and
+  output) channels, 8 heads. ISSA uses partition factors round(sqrt(size))
+  (the choice that gives its N^1.5 cost); MSCA is the SegNeXt strip-conv
+  attention with its default kernels.
+  """
+  if kind not in _LAYER_MODULES:
+    raise ValueError(f"kind must be one of {LAYER_KINDS}, got {kind!r}.")
+  cls = _import_layer(kind)
+  key, value = channels // 2, channels
+  if kind == "axial_global":
+    return cls(num_heads=num_heads, key_depth=key, value_depth=value,
+               span=None, max_length=size)
+  if kind == "axial_local":
+    return cls(num_heads=num_heads, key_depth=key, value_depth=value,
+               span=local_span)
+  if kind == "local_2d":
+    return cls(key_depth=key, value_depth=value, num_heads=num_heads,
+               kernel_size=local_kernel)
+  if kind == "global_2d":
+    return cls(key_depth=key, value_depth=value, num_heads=num_heads)
+  if kind == "issa":
+    p = max(1, int(round(math.sqrt(size))))
+    return cls(key_channels=key, value_channels=value,
+               output_channels=channels, partition_factors=(p, p))
+  return cls()
+
+
+def _peak_bytes(fn: Callable[[], Any]) -> Optional[int]:
+  """Peak CPU-allocator bytes during one call of fn, above the live bytes."""
+  try:
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    _wait(fn())
+    peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+  except (ValueError, tf.errors.OpError):
+    return None
+  return int(peak - before)
+
+
+def run_layers(sizes: Sequence[int] = (16, 24, 32, 48, 64),
+               kinds: Sequence[str] = LAYER_KINDS,
+               channels: int = 64,
+               runs: int = 5,
+               warmup: int = 1,
+               local_span: int = 15,
+               max_dense_pixels: int = 4096,
+               log: Callable[[str], None] = print) -> Dict[str, Any]:
+  """Layer time and peak memory against feature-map size.
+
+  Args:
+    sizes: square feature-map sides.
+    kinds: layer kinds (LAYER_KINDS); a kind whose module does not import is
+      reported under "skipped".
+    channels: input channels (value depth; key depth is half).
+    runs: timed calls per case (the sizes of one kind and mode are timed
+      interleaved).
+    warmup: untimed calls per case.
+    local_span: span of the local axial layer.
+    max_dense_pixels: largest pixel count for global_2d (its logits grow as
+      pixels^2); larger sizes are reported as skipped.
+    log: progress printer.
+
+  Returns:
+    A JSON-serialisable dict.
+  """
+  _check_counts(runs, warmup)
+  sizes = sorted(set(int(s) for s in sizes))
+  if not sizes or sizes[0] < 2:
+    raise ValueError(f"sizes must be ints >= 2, got {sizes!r}.")
+  if isinstance(channels, bool) or not isinstance(
+      channels, int) or channels < 32 or channels % 32:
+    # Key depth channels / 2 over 8 heads, and the 2D local layer splits each
+    # head's depth into row and column halves.
+    raise ValueError(f"channels must be a positive multiple of 32, got "
+                     f"{channels!r}.")
+  result = {"suite": "layers", "sizes": sizes, "channels": channels,
+            "runs": runs, "warmup": warmup, "local_span": local_span,
+            "batch": 1, "dtype": "float32", "xla": False,
+            "memory_method": ("TF CPU allocator peak during one call minus "
+                              "live bytes before it "
+                              "(tf.config.experimental.get_memory_info)"),
+            "cases": [], "fits": [], "skipped": []}
+  for kind in kinds:
+    if kind not in _LAYER_MODULES:
+      raise ValueError(f"kinds must be among {LAYER_KINDS}, got {kind!r}.")
+    try:
+      _import_layer(kind)
+    except (ImportError, AttributeError) as e:
+      result["skipped"].append({"kind": kind, "reason": f"import: {e}"})
+      log(f"skipping {kind}: {e}")
+      continue
+    for mode in ("forward", "forward_backward"):
+      fns, peaks, built = {}, {}, []
+      for size in sizes:
+        if kind == "global_2d" and size * size > max_dense_pixels:
+          if mode == "forward":
+            result["skipped"].append({
+                "kind": kind, "size": size,
+                "reason": f"{size * size} pixels > max_dense_pixels="
+                          f"{max_dense_pixels}"})
+          continue
+        tf.random.set_seed(size)
+        layer = build_layer(kind, size, channels, local_span=local_span)
+        x = tf.random.stateless_normal([1, size, size, channels],
+                                       seed=[size, 7])
+        layer(x)
+        make = (forward_function if mode == "forward" else
+                forward_backward_function)
+        fn = make(layer, x)
+        fns[size] = fn
+        built.append(layer)
+      if not fns:
+        continue
+      log(f"{kind} {mode}: sizes {sorted(fns)}")
+      for fn in fns.values():
+        for _ in range(max(warmup, 1)):
+          _wait(fn())
+      for size, fn in fns.items():
+        peaks[size] = _peak_bytes(fn)
+      times = time_interleaved({str(s): f for s, f in fns.items()}, runs, 0)
+      for size in fns:
+        s = summarize(times[str(size)])
+        result["cases"].append({
+            "kind": kind, "mode": mode, "size": size, "pixels": size * size,
+            "median_s": s["median_s"], "min_s": s["min_s"],
+            "peak_bytes": peaks[size]})
+      pix = [s * s for s in fns]
+      med = [summarize(times[str(s)])["median_s"] for s in fns]
+      mem = [peaks[s] for s in fns]
+      fit = {"kind": kind, "mode": mode,
+             "time_exponent": fit_exponent(pix, med),
+             "expected": EXPECTED_EXPONENTS[kind]}
+      if all(m is not None and m > 0 for m in mem):
+        fit["memory_exponent"] = fit_exponent(pix, mem)
+      result["fits"].append(fit)
+      log(f"  time exponent {fit['time_exponent']}")
+  return result
+
+
+# ---------------------------------------------------------- suite: models
+def run_models(names: Optional[Sequence[str]] = None,
+               input_size: int = 64,
+               runs: int = 3,
+               warmup: int = 1,
+               xla: Sequence[bool] = (False, True),
+               dtypes: Sequence[str] = ("float32", "bfloat16"),
+               throughput_batch: int = 4,
+               log: Callable[[str], None] = print) -> Dict[str, Any]:
+  """Params, M-Adds, latency (batch 1) and throughput of zoo models.
+
+  Args:
+    names: zoo names; None means every model in `models.list_models()`.
+    input_size: square input side (each model is built for it).
+    runs: timed calls per case.
+    warmup: untimed calls per case.
+    xla: jit_compile settings.
+    dtypes: "float32" and/or "bfloat16" (the mixed_bfloat16 policy).
+    throughput_batch: batch size of the throughput measurement.
+    log: progress printer.
+
+  Returns:
+    A JSON-serialisable dict; a model that fails to build or run has an
+    "error" entry instead of numbers.
+  """
+  from axial_deeplab_tf import models  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.utils import madds as madds_lib  # pylint: disable=g-import-not-at-top
+  _check_counts(runs, warmup)
+  all_names = models.list_models()
+  names = list(all_names if names is None else names)
+  for n in names:
+    if n not in all_names:
+      raise ValueError(f"Unknown model name {n!r}; expected some of "
+                       f"{all_names}.")
+  for d in dtypes:
+    if d not in ("float32", "bfloat16"):
+      raise ValueError(f"dtypes must be 'float32' and/or 'bfloat16', got "
+                       f"{d!r}.")
+  if isinstance(throughput_batch, bool) or not isinstance(
+      throughput_batch, int) or throughput_batch < 1:
+    raise ValueError(f"throughput_batch must be a positive int, got "
+                     f"{throughput_batch!r}.")
+  modes = _xla_modes(xla)
+  result = {"suite": "models", "input_size": input_size, "runs": runs,
+            "warmup": warmup, "throughput_batch": throughput_batch,
+            "dtypes": list(dtypes), "xla": modes,
+            "madds_method": madds_lib.METHOD, "models": []}
+  policy = tf_keras.mixed_precision.global_policy()
+  for name in names:
+    entry = {"model": name, "cases": []}
+    result["models"].append(entry)
+    for dtype in dtypes:
+      try:
+        tf_keras.mixed_precision.set_global_policy(
+            "mixed_bfloat16" if dtype == "bfloat16" else "float32")
+        log(f"{name} {dtype}: building")
+        model = models.build(name, input_size=(input_size, input_size))
+        if "params" not in entry:
+          entry["params"] = madds_lib.count_params(model)
+          entry["madds"] = madds_lib.count_madds(
+              model, [1, input_size, input_size, 3]).total
+        for jit in modes:
+          one = tf.random.stateless_uniform(
+              [1, input_size, input_size, 3], seed=[0, 1], maxval=255.0)
+          many = tf.random.stateless_uniform(
+              [throughput_batch, input_size, input_size, 3], seed=[0, 2],
+              maxval=255.0)
+          fns = {"latency": forward_function(model, one, jit),
+                 "throughput": forward_function(model, many, jit)}
+          times = time_interleaved(fns, runs, warmup)
+          lat = summarize(times["latency"])["median_s"]
+          thr = summarize(times["throughput"])["median_s"]
+          entry["cases"].append({
+              "dtype": dtype, "xla": jit, "latency_s": lat,
+              "throughput_images_per_s": throughput_batch / thr,
+              "gflops": gflops(entry["madds"], lat)})
+          log(f"  xla={jit}: latency {lat * 1e3:.1f} ms")
+      except Exception as e:  # pylint: disable=broad-except
+        # Reported, not hidden: the table shows the error for this model.
+        entry["cases"].append({"dtype": dtype,
+                               "error": f"{type(e).__name__}: {e}"[:300]})
+        log(f"  {name} {dtype} failed: {type(e).__name__}: {e}"[:300])
+      finally:
+        tf_keras.mixed_precision.set_global_policy(policy)
+        tf_keras.backend.clear_session()
+  return result
+
+
+# ------------------------------------------------------------------- plots
+def write_plots(result: Dict[str, Any], output_dir: str) -> List[str]:
+  """Writes the PNG plots of a suite result; returns their paths."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  os.makedirs(output_dir, exist_ok=True)
+  suite = result["suite"]
+  paths = []
+  if suite == "layers":
+    for quantity, key, unit in (("time", "median_s", "seconds"),
+                                ("memory", "peak_bytes", "bytes")):
+      fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+      for ax, mode in zip(axes, ("forward", "forward_backward")):
+        for kind in dict.fromkeys(c["kind"] for c in result["cases"]):
+          pts = [(c["pixels"], c[key]) for c in result["cases"]
+                 if c["kind"] == kind and c["mode"] == mode and
+                 c[key] is not None and c[key] > 0]
+          if not pts:
+            continue
+          fit = [f for f in result["fits"]
+                 if f["kind"] == kind and f["mode"] == mode]
+          exponent = fit[0].get(f"{quantity}_exponent") if fit else None
+          label = kind if exponent is None else f"{kind} (N^{exponent:.2f})"
+          ax.loglog(*zip(*pts), marker="o", label=label)
+        ax.set_xlabel("pixels N (square map)")
+        ax.set_ylabel(unit)
+        ax.set_title(f"{quantity}, {mode.replace('_', '+')}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+      fig.tight_layout()
+      path = os.path.join(output_dir, f"layers_{quantity}.png")
+      fig.savefig(path, dpi=90)
+      plt.close(fig)
+      paths.append(path)
+  elif suite == "resnet_ratio":
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    labels, values = [], []
+    for r in result["results"]:
+      labels.append(f"{r['mode'].replace('forward_backward', 'fwd+bwd')}"
+                    f"\nxla={'on' if r['xla'] else 'off'}")
+      values.append(r["ratio"]["wall_ratio_of_medians"])
+    ax.bar(range(len(values)), values, color="tab:blue")
+    for name, target in result["targets"].items():
+      ax.axhline(target, linestyle="--", alpha=0.6,
+                 color="tab:red" if name == "forward" else "tab:orange",
+                 label=f"target {name.replace('_', '+')} {target}x")
+    ax.axhline(result["madds_ratio"], linestyle=":", color="gray",
+               label=f"M-Adds ratio {result['madds_ratio']:.2f}x")
+    ax.set_xticks(range(len(values)))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel(f"{result['model']} time / ResNet-50 time")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(output_dir, "resnet_ratio.png")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    paths.append(path)
+  elif suite == "models":
+    rows = []
+    for m in result["models"]:
+      for c in m["cases"]:
+        if "error" not in c and not c["xla"] and c["dtype"] == "float32":
+          rows.append((m["model"], c["latency_s"] * 1e3))
+    if rows:
+      fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.5))
+      ax.barh([r[0] for r in rows], [r[1] for r in rows])
+      ax.set_xscale("log")
+      ax.set_xlabel(f"latency, ms (batch 1, {result['input_size']}^2, "
+                    "float32, XLA off)")
+      fig.tight_layout()
+      path = os.path.join(output_dir, "models_latency.png")
+      fig.savefig(path, dpi=90)
+      plt.close(fig)
+      paths.append(path)
+  return paths
+
+
+# ----------------------------------------------------------------- markdown
+def _fmt(x, digits=2):
+  if x is None:
+    return "-"
+  return f"{x:.{digits}f}"
+
+
+def _machine_lines(machine: Dict[str, Any], command: str) -> List[str]:
+  return [
+      f"- Machine: {machine['cpu_model']}, {machine['nproc']} logical CPUs"
+      f" (nproc), {machine['memory_gib']} GiB; load average at start "
+      f"{machine['load_average_1_5_15min']} (1/5/15 min; other jobs were "
+      "running, which is why only same-run ratios are compared).",
+      f"- Software: TensorFlow {machine['tensorflow']}, tf-keras "
+      f"{machine['tf_keras']}, Python {machine['python']}.",
+      f"- Date: {machine['date_utc']}.",
+      f"- Command: `{command}`",
+  ]
+
+
+def markdown_section(result: Dict[str, Any], machine: Dict[str, Any],
+                     command: str, plot_paths: Sequence[str] = (),
+                     relative_to: Optional[str] = None) -> str:
+  """Markdown body of a suite's generated section."""
+  suite = result["suite"]
+  lines = _machine_lines(machine, command)
+  lines.append("")
+  if suite == "resnet_ratio":
+    model = result["model"]
+    shape = result["input_shape"]
+    lines += [
+        f"{model} against `{result['baseline']}`, input {shape} "
+        f"{result['dtype']}, {result['runs']} interleaved rounds after "
+        f"{result['warmup']} warm-up calls; forward = inference mode, "
+        "forward+backward = training mode with gradients of all weights. "
+        f"M-Adds {result['madds'][model] / 1e9:.2f} G vs "
+        f"{result['madds']['resnet50'] / 1e9:.2f} G (ratio "
+        f"{result['madds_ratio']:.2f}x); params "
+        f"{result['params'][model]:,} vs {result['params']['resnet50']:,}.",
+        "",
+        "| mode | XLA | model ms | ResNet-50 ms | ratio (of medians) | "
+        "ratio (median of paired rounds) | CPU-time ratio | target | "
+        "model GFLOP/s (% of matmul) | ResNet-50 GFLOP/s (% of matmul) | "
+        f"{result['matmul_size']}^2 matmul GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["results"]:
+      s, g = r["seconds"], r["gflops"]
+      target = result["targets"][r["mode"]]
+      ratio = r["ratio"]["wall_ratio_of_medians"]
+      lines.append(
+          f"| {r['mode'].replace('_', '+')} | {'on' if r['xla'] else 'off'} "
+          f"| {s[model]['median_s'] * 1e3:.0f} | "
+          f"{s['resnet50']['median_s'] * 1e3:.0f} | **{ratio:.2f}x** | "
+          f"{r['ratio']['wall_median_paired_ratio']:.2f}x | "
+          f"{r['ratio']['cpu_ratio_of_medians']:.2f}x | <= {target}x "
+          f"({'met' if ratio <= target else 'not met'}) | "
+          f"{g[model]['gflops']:.1f} ({100 * g[model]['fraction_of_matmul']:.0f}%)"
+          f" | {g['resnet50']['gflops']:.1f} "
+          f"({100 * g['resnet50']['fraction_of_matmul']:.0f}%) | "
+          f"{r['matmul_gflops']:.1f} |")
+    lines += ["", "GFLOP/s = 2 x M-Adds / median time (forward+backward: "
+              "3 x the forward M-Adds); M-Adds by "
+              "`axial_deeplab_tf.utils.madds.count_madds`."]
+  elif suite == "layers":
+    lines += [
+        f"Batch 1, {result['channels']} input channels (key depth "
+        f"{result['channels'] // 2}, value depth {result['channels']}, 8 "
+        f"heads), float32, XLA off, median of {result['runs']} interleaved "
+        f"calls; local axial span {result['local_span']}; ISSA partition "
+        "round(sqrt(side)). Peak memory: " + result["memory_method"] + ".",
+        "",
+        "Fitted exponents (time ~ N^e, N = pixels; log-log least squares):",
+        "",
+        "| layer | expected | fwd time e | fwd+bwd time e | fwd memory e |"
+        " fwd+bwd memory e |",
+        "|---|---|---|---|---|---|",
+    ]
+    kinds = list(dict.fromkeys(f["kind"] for f in result["fits"]))
+    for kind in kinds:
+      fits = {f["mode"]: f for f in result["fits"] if f["kind"] == kind}
+      fw, fb = fits.get("forward", {}), fits.get("forward_backward", {})
+      lines.append(
+          f"| {kind} | {EXPECTED_EXPONENTS[kind]} | "
+          f"{_fmt(fw.get('time_exponent'))} | "
+          f"{_fmt(fb.get('time_exponent'))} | "
+          f"{_fmt(fw.get('memory_exponent'))} | "
+          f"{_fmt(fb.get('memory_exponent'))} |")
+    sizes = result["sizes"]
+    lines += ["", "Median milliseconds (forward / forward+backward) and "
+              "peak MiB (forward / forward+backward):", "",
+              "| layer | " + " | ".join(f"{s}x{s}" for s in sizes) + " |",
+              "|---|" + "---|" * len(sizes)]
+    for kind in kinds:
+      cells = []
+      for size in sizes:
+        c = {c["mode"]: c for c in result["cases"]
+             if c["kind"] == kind and c["size"] == size}
+        if not c:
+          cells.append("-")
+          continue
+        fw, fb = c.get("forward"), c.get("forward_backward")
+        mib = lambda e: ("-" if e is None or e["peak_bytes"] is None else
+                         f"{e['peak_bytes'] / 2**20:.1f}")
+        cells.append(
+            f"{fw['median_s'] * 1e3:.1f} / {fb['median_s'] * 1e3:.1f} ms; "
+            f"{mib(fw)} / {mib(fb)} MiB")
+      lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    if result["skipped"]:
+      lines += ["", "Skipped: " + "; ".join(
+          f"{s['kind']}" + (f" {s['size']}x{s['size']}" if "size" in s
+                            else "") + f" ({s['reason']})"
+          for s in result["skipped"]) + "."]
+  elif suite == "models":
+    lines += [
+        f"Input {result['input_size']}x{result['input_size']}, inference "
+        f"mode; latency = median of {result['runs']} calls at batch 1; "
+        f"throughput at batch {result['throughput_batch']}; M-Adds for one "
+        f"image ({result['madds_method']}); GFLOP/s = 2 x M-Adds / latency.",
+        "",
+        "| model | params | M-Adds (G) | dtype | XLA | latency ms | "
+        "images/s | GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in result["models"]:
+      for c in m["cases"]:
+        head = (f"| {m['model']} | {m.get('params', 0):,} | "
+                f"{m.get('madds', 0) / 1e9:.2f} | {c['dtype']} |")
+        if "error" in c:
+          lines.append(head + f" - | error: {c['error'][:120]} | | |")
+        else:
+          lines.append(
+              head + f" {'on' if c['xla'] else 'off'} | "
+              f"{c['latency_s'] * 1e3:.1f} | "
+              f"{c['throughput_images_per_s']:.2f} | {c['gflops']:.1f} |")
+  for p in plot_paths:
+    rel = os.path.relpath(p, relative_to) if relative_to else p
+    lines.append("")
+    lines.append(f"![{os.path.basename(p)}]({rel})")
+  return "\n".join(lines) + "\n"
+
+
+_BEGIN = "<!-- BEGIN GENERATED SECTION: {} (tools/benchmark.py rewrites it) -->"
+_END = "<!-- END GENERATED SECTION: {} -->"
+
+
+def update_markdown_section(path: str, section_id: str, title: str,
+                            body: str) -> None:
+  """Replaces (or appends) one generated section of a markdown file.
+
+  Only the text between this section's BEGIN/END markers changes; other
+  sections and hand-written text stay as they are. A missing file is
+  created with a "# Benchmarks" title.
+
+  Args:
+    path: markdown file.
+    section_id: marker id, e.g. "benchmark:layers".
+    title: heading line placed inside the markers (e.g. "### Layers").
+    body: section text.
+  """
+  if not re.fullmatch(r"[\w:.-]+", section_id):
+    raise ValueError(f"section_id must be letters, digits, '_', ':', '.' "
+                     f"or '-', got {section_id!r}.")
+  begin, end = _BEGIN.format(section_id), _END.format(section_id)
+  block = f"{begin}\n{title}\n\n{body.rstrip()}\n{end}"
+  text = ""
+  if os.path.exists(path):
+    with open(path) as f:
+      text = f.read()
+  if not text:
+    text = "# Benchmarks\n"
+  if begin in text:
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(
+        end) < text.index(begin):
+      raise ValueError(f"{path}: markers of section {section_id!r} are "
+                       f"duplicated or out of order; fix them by hand.")
+    start = text.index(begin)
+    stop = text.index(end) + len(end)
+    text = text[:start] + block + text[stop:]
+  else:
+    text = text.rstrip("\n") + "\n\n" + block + "\n"
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def save_json(result: Dict[str, Any], path: str) -> None:
+  """Writes a suite result as indented JSON (atomically)."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(result, f, indent=1, sort_keys=True)
+  os.replace(tmp, path)

@@ -1,0 +1,310 @@
+"""Training runs through tools/train.py on the tiny dataset.
+
+Every run is a separate process (determinism, devices and TF_CONFIG are
+per-process settings); a RunPool starts them all at the beginning of the
+module, a few at a time, and each test waits for the runs it checks.
+
+  uninterrupted  deterministic one-device run, 6 steps (the reference)
+  killed         the same command, SIGKILLed once its first checkpoint exists
+  resumed        the same command again in the killed run's model_dir
+  worker0/1      multi_worker_mirrored, 2 processes on 127.0.0.1, 4 steps
+  mirrored       2 logical CPU devices, sync BN, gradient recomputation
+  nan            losses.inject_nan_at_step=3 (driver records every loop)
+  bfloat16/float16  mixed precision (driver)
+
+Runs use eager steps (trainer.use_tf_function=False): for a few steps of
+this model that is several times faster than tracing the step graph.
+"""
+
+import glob
+import json
+import math
+import os
+import pickle
+import re
+import socket
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official.modeling.hyperparams import params_dict
+
+from tests.tasks.run_utils import QUICKSTART_GIN
+from tests.tasks.run_utils import REPO
+from tests.tasks.run_utils import RunPool
+from tests.tasks.run_utils import ToolRun
+from tests.tasks.run_utils import train_command
+
+DETERMINISTIC = {
+    "runtime.enable_op_determinism": "True",
+    "runtime.seed": "3",
+    "train/data.deterministic": "True",
+    "train/data.seed": "7",
+}
+SYNC_BN = ", 'use_sync_bn': True"
+STEPS = 6
+
+# Runs train_lib in a subprocess and pickles what an Orbit action sees after
+# every training loop (after Model Garden's recovery action).
+DRIVER = r"""
+import json, pickle, sys
+sys.path.insert(0, sys.argv[2])
+from axial_deeplab_tf.tasks import train_lib
+spec = json.loads(sys.argv[1])
+records, holder = [], {}
+
+def record(output):
+  trainer = holder["prepared"].runner.trainer
+  entry = {"step": int(trainer.global_step.numpy()),
+           "loss": float(output["training_loss"])}
+  if spec["weights"]:
+    entry["weights"] = [v.numpy() for v in trainer.model.variables]
+  records.append(entry)
+
+prepared = train_lib.prepare(spec["gin_files"], spec["bindings"],
+                             spec["model_dir"], "train",
+                             train_actions=[record])
+holder["prepared"] = prepared
+model = prepared.runner.trainer.model
+summary = {"policy": model.dtype_policy.name,
+           "optimizer": type(prepared.runner.trainer.optimizer).__name__}
+train_lib.execute(prepared)
+summary["records"] = records
+with open(spec["output"], "wb") as f:
+  pickle.dump(summary, f)
+"""
+
+
+def _free_ports(count):
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def _has_checkpoint(model_dir):
+  return lambda: os.path.exists(os.path.join(model_dir, "checkpoint"))
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_experiment, tmp_path_factory):
+  """Starts every run of this module; yields (pool, {name: model_dir})."""
+  root = str(tmp_path_factory.mktemp("runs"))
+  dirs = {name: os.path.join(root, name) for name in (
+      "uninterrupted", "killed", "multi_worker", "mirrored", "nan",
+      "bfloat16", "float16")}
+  # Non-chief workers checkpoint into a fresh temporary folder.
+  env = {"TMPDIR": root}
+  pool = RunPool(max_running=4)
+
+  def tool(name, model_dir, bindings, **kwargs):
+    return ToolRun(name, train_command(model_dir, bindings),
+                   os.path.join(root, f"{name}.log"), env=dict(env),
+                   **kwargs)
+
+  def driver(name, bindings, weights=False):
+    spec = {"gin_files": [QUICKSTART_GIN], "bindings": bindings,
+            "model_dir": dirs[name], "weights": weights,
+            "output": os.path.join(root, f"{name}.pkl")}
+    return ToolRun(name, [sys.executable, "-c", DRIVER, json.dumps(spec),
+                          REPO], os.path.join(root, f"{name}.log"),
+                   env=dict(env))
+
+  reference = tiny_experiment.bindings(
+      train_steps=STEPS, model_extra=SYNC_BN, extra=DETERMINISTIC)
+  pool.submit(tool("uninterrupted", dirs["uninterrupted"], reference))
+  pool.submit(
+      tool("killed", dirs["killed"], reference,
+           kill_when=_has_checkpoint(dirs["killed"])),
+      then=lambda _: pool.submit(tool("resumed", dirs["killed"], reference)))
+
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+  workers = []
+  for index in range(2):
+    run = tool(f"worker{index}", dirs["multi_worker"],
+               tiny_experiment.bindings(
+                   train_steps=4, model_extra=SYNC_BN,
+                   extra=dict(DETERMINISTIC, **{
+                       "runtime.distribution_strategy":
+                           "'multi_worker_mirrored'"})),
+               group="multi_worker")
+    run.env["TF_CONFIG"] = json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}})
+    workers.append(run)
+  pool.submit(*workers)
+
+  pool.submit(tool("mirrored", dirs["mirrored"], tiny_experiment.bindings(
+      train_steps=4,
+      model_extra=SYNC_BN + ", 'recompute_grad': True",
+      extra=dict(DETERMINISTIC, **{
+          "runtime.distribution_strategy": "'mirrored'",
+          "runtime.num_cpu_devices": "2"}))))
+  pool.submit(driver("nan", tiny_experiment.bindings(
+      train_steps=4, extra={"losses.inject_nan_at_step": "3"}),
+                     weights=True))
+  for dtype in ("bfloat16", "float16"):
+    pool.submit(driver(dtype, tiny_experiment.bindings(
+        train_steps=2,
+        extra={"runtime.mixed_precision_dtype": repr(dtype)})))
+  yield pool, dirs
+  pool.close()
+
+
+def _finished(pool, name):
+  run = pool.wait(name)
+  assert run.returncode == 0, f"{name} exited {run.returncode}:\n" + (
+      run.log[-3000:])
+  return run
+
+
+def _checkpoint_values(path):
+  reader = tf.train.load_checkpoint(path)
+  return {key: reader.get_tensor(key)
+          for key in reader.get_variable_to_shape_map()
+          if key != "_CHECKPOINTABLE_OBJECT_GRAPH" and
+          not key.startswith("save_counter")}
+
+
+def _losses(model_dir):
+  """{step: training_loss} of every event file of model_dir/train."""
+  per_file = []
+  for path in sorted(glob.glob(os.path.join(model_dir, "train",
+                                            "events.out.tfevents.*"))):
+    losses = {}
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == "training_loss":
+          losses[event.step] = float(tf.make_ndarray(value.tensor))
+    per_file.append(losses)
+  return per_file
+
+
+def test_resume_after_sigkill_ends_with_the_uninterrupted_weights(runs):
+  pool, dirs = runs
+  _finished(pool, "uninterrupted")
+  killed = pool.wait("killed")
+  assert killed.killed and killed.returncode == -9, killed.log[-2000:]
+  resumed = _finished(pool, "resumed")
+  match = re.search(r"Resuming from checkpoint (\S+) \(step (\d+)\)\.",
+                    resumed.log)
+  assert match, resumed.log[-2000:]
+  start = int(match.group(2))
+  # The kill came after a checkpoint and before the end.
+  assert 0 < start < STEPS
+  assert f"after {4 * start} examples per input pipeline" in resumed.log
+
+  reference_dir, resumed_dir = dirs["uninterrupted"], dirs["killed"]
+  first = _checkpoint_values(os.path.join(reference_dir, f"ckpt-{start}"))
+  final = _checkpoint_values(os.path.join(reference_dir, f"ckpt-{STEPS}"))
+  again = _checkpoint_values(os.path.join(resumed_dir, f"ckpt-{STEPS}"))
+  assert set(final) == set(again)
+  assert int(again["global_step/.ATTRIBUTES/VARIABLE_VALUE"]) == STEPS
+  # Training moved the weights after the resume point ...
+  kernels = [k for k in final if "kernel" in k and "optimizer" not in k]
+  assert kernels and any(
+      not np.array_equal(first[k], final[k]) for k in kernels)
+  # ... and the resumed run ends bitwise where the uninterrupted one does:
+  # weights, batch-norm statistics, RAdam / Lookahead slots, step counters.
+  different = [k for k in final
+               if final[k].tobytes() != again[k].tobytes()]
+  assert not different, different[:10]
+
+
+def test_operative_config_and_params_are_written(runs):
+  pool, dirs = runs
+  _finished(pool, "uninterrupted")
+  model_dir = dirs["uninterrupted"]
+  with open(os.path.join(model_dir, "operative_config.gin")) as f:
+    operative = f.read()
+  assert re.search(r"^trainer\.train_steps = 6$", operative, re.M)
+  assert re.search(r"^runtime\.enable_op_determinism = True$", operative,
+                   re.M)
+  assert "model.name = 'axial_deeplab_s'" in operative
+  # Read back the way Model Garden reads experiment files.
+  params = params_dict.read_yaml_to_params_dict(
+      os.path.join(model_dir, "params.yaml")).as_dict()
+  assert params["trainer"]["train_steps"] == STEPS
+  assert params["runtime"]["seed"] == 3
+  assert params["runtime"]["enable_op_determinism"] is True
+  assert params["task"]["train_data"]["deterministic"] is True
+  assert params["task"]["model"]["overrides"]["use_sync_bn"] is True
+  assert params["trainer"]["optimizer_config"]["optimizer"]["type"] == (
+      "radam")
+
+
+def test_nan_loss_restores_the_last_checkpoint_and_training_goes_on(runs):
+  pool, dirs = runs
+  run = _finished(pool, "nan")
+  with open(os.path.join(os.path.dirname(run.log_path), "nan.pkl"),
+            "rb") as f:
+    records = pickle.load(f)["records"]
+  steps = [r["step"] for r in records]
+  losses = [r["loss"] for r in records]
+  # Process step 3 is poisoned: its loop reports NaN and the recovery puts
+  # the global step back to the last checkpoint (step 1; checkpoints every
+  # 2 steps from the first), then steps 2..4 run again with finite losses.
+  assert steps == [1, 2, 1, 2, 3, 4], steps
+  assert math.isnan(losses[2])
+  assert all(math.isfinite(v) for i, v in enumerate(losses) if i != 2)
+  restored, checkpointed = records[2]["weights"], records[0]["weights"]
+  assert len(restored) == len(checkpointed)
+  for after, before in zip(restored, checkpointed):
+    assert after.tobytes() == before.tobytes()
+  assert all(np.isfinite(w).all() for w in records[-1]["weights"])
+  assert re.search(r"Recovering the model from checkpoint: \S*ckpt-1",
+                   run.log)
+
+
+def test_multi_worker_losses_equal_one_worker_at_the_same_batch(runs):
+  pool, dirs = runs
+  for index in range(2):
+    _finished(pool, f"worker{index}")
+  _finished(pool, "uninterrupted")
+  per_worker = _losses(dirs["multi_worker"])
+  (single,) = _losses(dirs["uninterrupted"])
+  assert len(per_worker) == 2
+  assert per_worker[0] == per_worker[1]  # Both report the global loss.
+  steps = sorted(per_worker[0])
+  assert steps == [1, 2, 3, 4]
+  two = np.array([per_worker[0][s] for s in steps])
+  one = np.array([single[s] for s in steps])
+  # Same examples, augmentation and sync-BN statistics; only the order of
+  # float sums differs (per-worker means averaged vs one batch mean,
+  # all-reduced gradients and moments), which RAdam then amplifies a little
+  # over the steps. The learning rate schedules differ after step 1
+  # (4 vs 6 total steps), so steps 1-2 are compared tightly and all loosely.
+  np.testing.assert_allclose(two[:1], one[:1], rtol=1e-5)
+  np.testing.assert_allclose(two, one, rtol=0.05)
+
+
+def test_mirrored_sync_bn_and_recompute_grad_train_on_two_cpu_devices(runs):
+  pool, dirs = runs
+  run = _finished(pool, "mirrored")
+  assert re.search(r"MirroredStrategy with devices \(.*CPU:0.*CPU:1",
+                   run.log), run.log[-2000:]
+  (losses,) = _losses(dirs["mirrored"])
+  (single,) = _losses(dirs["uninterrupted"])
+  assert sorted(losses) == [1, 2, 3, 4]
+  assert all(math.isfinite(v) for v in losses.values())
+  # Two replicas of 2 images with synchronised BN see the statistics of the
+  # 4-image batch: the first loss (before any update) matches one device.
+  np.testing.assert_allclose(losses[1], single[1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,optimizer", [
+    ("bfloat16", "Lookahead"), ("float16", "LossScaleOptimizer")])
+def test_mixed_precision_trains_with_finite_losses(runs, dtype, optimizer):
+  pool, _ = runs
+  run = _finished(pool, dtype)
+  with open(os.path.join(os.path.dirname(run.log_path), f"{dtype}.pkl"),
+            "rb") as f:
+    summary = pickle.load(f)
+  assert summary["policy"] == f"mixed_{dtype}"
+  assert summary["optimizer"] == optimizer
+  losses = [r["loss"] for r in summary["records"]]
+  assert len(losses) == 2 and all(math.isfinite(v) for v in losses)

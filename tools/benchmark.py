@@ -1,0 +1,164 @@
+r"""Benchmarks layers and models; writes JSON, PNG plots and BENCHMARKS.md.
+
+Suites (--suite, comma separated):
+  resnet_ratio  axial_resnet_50l (--model) against
+                tf_keras.applications.ResNet50(weights=None) in the same
+                process: forward and forward+backward latency, interleaved,
+                XLA off/on, plus achieved GFLOP/s against a float32 matmul.
+  layers        attention layers (axial global / local span, local 2D,
+                global 2D, ISSA, MSCA): time and peak memory against
+                feature-map size, fitted exponents, plots.
+  models        every zoo model (--models): params, M-Adds, latency at
+                batch 1, throughput, XLA off/on, float32 and bfloat16.
+
+  python tools/benchmark.py --suite=resnet_ratio --runs=11 \
+      --output_dir=/tmp/bench --markdown=BENCHMARKS.md
+  python tools/benchmark.py --suite=layers --layer_sizes=16,24,32,48,64 \
+      --output_dir=/tmp/bench --markdown=BENCHMARKS.md
+  python tools/benchmark.py --suite=models --model_input_size=64 \
+      --output_dir=/tmp/bench --markdown=BENCHMARKS.md
+
+Each suite writes <output_dir>/<suite>.json and its PNGs; with --markdown
+it replaces only its own generated section of that file (other sections are
+kept). The protocol is described in axial_deeplab_tf/utils/benchmark.py.
+"""
+
+import os
+import shlex
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+flags.DEFINE_list("suite", ["resnet_ratio"],
+                  "Suites to run: resnet_ratio, layers, models.")
+flags.DEFINE_string("output_dir", None, "Directory for JSON and PNG files.")
+flags.DEFINE_string("markdown", None,
+                    "Markdown file whose generated sections to rewrite "
+                    "(e.g. BENCHMARKS.md); unset: none.")
+flags.DEFINE_integer("runs", 7, "Timed (interleaved) rounds per case.")
+flags.DEFINE_integer("warmup", 2, "Untimed calls per function first.")
+flags.DEFINE_list("xla", ["off", "on"],
+                  "jit_compile settings for resnet_ratio and models.")
+# resnet_ratio
+flags.DEFINE_string("model", "axial_resnet_50l",
+                    "Zoo model compared with ResNet-50.")
+flags.DEFINE_integer("input_size", 224, "Square input side (resnet_ratio).")
+flags.DEFINE_integer("batch_size", 1, "Batch size (resnet_ratio).")
+flags.DEFINE_list("modes", ["forward", "forward_backward"],
+                  "resnet_ratio modes: forward, forward_backward.")
+flags.DEFINE_integer("matmul_size", 2048,
+                     "Side of the reference float32 matmul.")
+# layers
+flags.DEFINE_list("layer_sizes", ["16", "24", "32", "48", "64"],
+                  "Square feature-map sides (layers).")
+flags.DEFINE_list("layer_kinds",
+                  ["axial_global", "axial_local", "local_2d", "global_2d",
+                   "issa", "msca"], "Layer kinds (layers).")
+flags.DEFINE_integer("layer_channels", 64, "Input channels (layers).")
+flags.DEFINE_integer("local_span", 15, "Span of the local axial layer.")
+flags.DEFINE_integer("max_dense_pixels", 4096,
+                     "Largest pixel count for global_2d (layers).")
+# models
+flags.DEFINE_list("models", ["all"], "Zoo models (models suite); 'all'.")
+flags.DEFINE_integer("model_input_size", 64, "Square input side (models).")
+flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
+                  "Compute dtypes (models): float32, bfloat16.")
+flags.DEFINE_integer("throughput_batch", 4,
+                     "Batch size of the throughput measurement (models).")
+flags.mark_flag_as_required("output_dir")
+flags.register_validator(
+    "suite", lambda v: bool(v) and all(
+        s in ("resnet_ratio", "layers", "models") for s in v),
+    message="--suite takes some of resnet_ratio, layers, models.")
+flags.register_validator(
+    "xla", lambda v: bool(v) and all(s in ("off", "on") for s in v),
+    message="--xla takes off and/or on.")
+FLAGS = flags.FLAGS
+
+_TITLES = {
+    "resnet_ratio": "### Axial-ResNet against ResNet-50 (generated)",
+    "layers": "### Attention layers against feature-map size (generated)",
+    "models": "### Model zoo (generated)",
+}
+
+
+def _xla_flag(values):
+  modes = []
+  for v in values:
+    if v not in ("off", "on"):
+      raise ValueError(f"--xla takes 'off' and/or 'on', got {v!r}.")
+    modes.append(v == "on")
+  return modes
+
+
+def _ints(name, values):
+  try:
+    return [int(v) for v in values]
+  except ValueError:
+    raise ValueError(f"--{name} takes integers, got {values!r}.") from None
+
+
+def _command() -> str:
+  return "python tools/benchmark.py " + " ".join(
+      shlex.quote(a) for a in sys.argv[1:])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  try:
+    xla = _xla_flag(FLAGS.xla)
+    sizes = _ints("layer_sizes", FLAGS.layer_sizes)
+  except ValueError as e:
+    raise app.UsageError(str(e))
+  # Imported here so that flag errors are reported before TF loads.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.utils import benchmark  # pylint: disable=g-import-not-at-top
+  tf.get_logger().setLevel("ERROR")  # Retracing notices of the many cases.
+  os.makedirs(FLAGS.output_dir, exist_ok=True)
+  machine = benchmark.machine_info()
+  log = lambda msg: print(msg, file=sys.stderr, flush=True)
+  for suite in FLAGS.suite:
+    try:
+      if suite == "resnet_ratio":
+        result = benchmark.run_resnet_ratio(
+            model_name=FLAGS.model, input_size=FLAGS.input_size,
+            batch_size=FLAGS.batch_size, runs=FLAGS.runs,
+            warmup=FLAGS.warmup, xla=xla, modes=FLAGS.modes,
+            matmul_size=FLAGS.matmul_size, log=log)
+      elif suite == "layers":
+        result = benchmark.run_layers(
+            sizes=sizes, kinds=FLAGS.layer_kinds,
+            channels=FLAGS.layer_channels, runs=FLAGS.runs,
+            warmup=FLAGS.warmup, local_span=FLAGS.local_span,
+            max_dense_pixels=FLAGS.max_dense_pixels, log=log)
+      else:
+        names = None if FLAGS.models == ["all"] else FLAGS.models
+        result = benchmark.run_models(
+            names=names, input_size=FLAGS.model_input_size, runs=FLAGS.runs,
+            warmup=FLAGS.warmup, xla=xla, dtypes=FLAGS.dtypes,
+            throughput_batch=FLAGS.throughput_batch, log=log)
+    except ValueError as e:
+      sys.exit(f"ERROR: {e}")
+    result["machine"] = machine
+    result["command"] = _command()
+    json_path = os.path.join(FLAGS.output_dir, f"{suite}.json")
+    plots = benchmark.write_plots(result, FLAGS.output_dir)
+    benchmark.save_json(result, json_path)
+    logging.info("wrote %s and %d plots", json_path, len(plots))
+    print(json_path)
+    if FLAGS.markdown:
+      md_dir = os.path.dirname(os.path.abspath(FLAGS.markdown))
+      body = benchmark.markdown_section(result, machine, result["command"],
+                                        plots, relative_to=md_dir)
+      benchmark.update_markdown_section(FLAGS.markdown, f"benchmark:{suite}",
+                                        _TITLES[suite], body)
+      print(FLAGS.markdown)
+
+
+if __name__ == "__main__":
+  app.run(main)
