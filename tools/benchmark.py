@@ -13,7 +13,7 @@ Suites (--suite, comma separated):
 
   python tools/benchmark.py --suite=resnet_ratio --runs=11 \
       --output_dir=/tmp/bench --markdown=BENCHMARKS.md
-  python tools/benchmark.py --suite=layers --layer_sizes=16,24,32,48,64 \
+  python tools/benchmark.py --suite=layers --layer_sizes=32,48,64,96,128 \
       --output_dir=/tmp/bench --markdown=BENCHMARKS.md
   python tools/benchmark.py --suite=models --model_input_size=64 \
       --output_dir=/tmp/bench --markdown=BENCHMARKS.md
@@ -51,9 +51,10 @@ flags.DEFINE_integer("batch_size", 1, "Batch size (resnet_ratio).")
 flags.DEFINE_list("modes", ["forward", "forward_backward"],
                   "resnet_ratio modes: forward, forward_backward.")
 flags.DEFINE_integer("matmul_size", 2048,
-                     "Side of the reference float32 matmul.")
+                     "Side of the reference float32 matmul (resnet_ratio, "
+                     "models).")
 # layers
-flags.DEFINE_list("layer_sizes", ["16", "24", "32", "48", "64"],
+flags.DEFINE_list("layer_sizes", ["32", "48", "64", "96", "128"],
                   "Square feature-map sides (layers).")
 flags.DEFINE_list("layer_kinds",
                   ["axial_global", "axial_local", "local_2d", "global_2d",
@@ -68,7 +69,15 @@ flags.DEFINE_integer("model_input_size", 64, "Square input side (models).")
 flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
                   "Compute dtypes (models): float32, bfloat16.")
 flags.DEFINE_integer("throughput_batch", 4,
-                     "Batch size of the throughput measurement (models).")
+                     "Batch size of the throughput measurement (models); 0 "
+                     "skips it.")
+flags.DEFINE_integer("default_num_classes", None,
+                     "num_classes for zoo models without a default (models);"
+                     " unset: those models report an error.")
+flags.DEFINE_string("section", None,
+                    "Name of the JSON file and markdown section (default: "
+                    "the suite name); lets runs with different flags keep "
+                    "separate sections. Only with a single --suite.")
 flags.mark_flag_as_required("output_dir")
 flags.register_validator(
     "suite", lambda v: bool(v) and all(
@@ -110,6 +119,12 @@ def _command() -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.section is not None:
+    if len(FLAGS.suite) != 1:
+      raise app.UsageError("--section needs exactly one --suite.")
+    if not FLAGS.section.replace("_", "").isalnum():
+      raise app.UsageError(f"--section takes letters, digits and '_', got "
+                           f"{FLAGS.section!r}.")
   try:
     xla = _xla_flag(FLAGS.xla)
     sizes = _ints("layer_sizes", FLAGS.layer_sizes)
@@ -141,13 +156,17 @@ def main(argv):
         result = benchmark.run_models(
             names=names, input_size=FLAGS.model_input_size, runs=FLAGS.runs,
             warmup=FLAGS.warmup, xla=xla, dtypes=FLAGS.dtypes,
-            throughput_batch=FLAGS.throughput_batch, log=log)
+            throughput_batch=FLAGS.throughput_batch,
+            default_num_classes=FLAGS.default_num_classes,
+            matmul_size=FLAGS.matmul_size, log=log)
     except ValueError as e:
       sys.exit(f"ERROR: {e}")
     result["machine"] = machine
     result["command"] = _command()
-    json_path = os.path.join(FLAGS.output_dir, f"{suite}.json")
-    plots = benchmark.write_plots(result, FLAGS.output_dir)
+    name = FLAGS.section or suite
+    result["section"] = name
+    json_path = os.path.join(FLAGS.output_dir, f"{name}.json")
+    plots = benchmark.write_plots(result, FLAGS.output_dir, prefix=name)
     benchmark.save_json(result, json_path)
     logging.info("wrote %s and %d plots", json_path, len(plots))
     print(json_path)
@@ -155,8 +174,11 @@ def main(argv):
       md_dir = os.path.dirname(os.path.abspath(FLAGS.markdown))
       body = benchmark.markdown_section(result, machine, result["command"],
                                         plots, relative_to=md_dir)
-      benchmark.update_markdown_section(FLAGS.markdown, f"benchmark:{suite}",
-                                        _TITLES[suite], body)
+      title = _TITLES[suite]
+      if FLAGS.section:
+        title = title.replace(" (generated)", f": {FLAGS.section} (generated)")
+      benchmark.update_markdown_section(FLAGS.markdown, f"benchmark:{name}",
+                                        title, body)
       print(FLAGS.markdown)
 
 

@@ -1,7 +1,18 @@
 """Trains and/or evaluates a gin experiment.
 
   python tools/train.py --gin_file=gin/quickstart/axial_deeplab.gin \
-      --model_dir=/tmp/run --mode=train_and_eval [--gin_param='trainer.train_steps=10']
+      --model_dir=/tmp/run --mode=train_and_eval \
+      [--gin_param='trainer.train_steps=10']
+
+Running the same command again resumes from the newest checkpoint in
+--model_dir. Configuration errors (unknown gin binding, missing data,
+unwritable --model_dir, ...) stop the tool before any training with one
+"error:" line on stderr and exit code 2.
+
+Several workers: set TF_CONFIG in each worker's environment (before the
+process starts) and bind runtime.distribution_strategy =
+'multi_worker_mirrored'; every worker runs the same command with the same
+--model_dir.
 """
 
 import json
@@ -26,6 +37,7 @@ def main(argv):
   if len(argv) > 1:
     print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
     return 2
+  # Imported here so that --help works without importing TensorFlow.
   from axial_deeplab_tf.tasks import train_lib  # pylint: disable=g-import-not-at-top
   if not FLAGS.gin_file:
     print("error: at least one --gin_file is required.", file=sys.stderr)

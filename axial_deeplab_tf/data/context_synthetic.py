@@ -50,6 +50,13 @@ BANNER_COLORS = {WARM_TOKEN: (235, 130, 50), COOL_TOKEN: (60, 130, 235)}
 _GROUND_COLOR = np.array([120, 125, 110], np.float32)
 _TOKEN_GREY = 200.0
 _SHAPES = ("circle", "square", "triangle")
+# Shape, outline, texture and bbox helpers shared with the quickstart set.
+# pylint: disable=protected-access
+_shape_mask = synthetic._shape_mask
+_boundary = synthetic._boundary
+_smooth_noise = synthetic._smooth_noise
+_bbox = synthetic._bbox
+# pylint: enable=protected-access
 _REFERENCE_AREA = 128 * 128
 
 
@@ -127,7 +134,7 @@ def render_context_example(
 
   yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
   image = (_GROUND_COLOR
-           + 12.0 * synthetic._smooth_noise(rng, height, width, 6)[..., None]  # pylint: disable=protected-access
+           + 12.0 * _smooth_noise(rng, height, width, 6)[..., None]
            + rng.normal(0, 8, (height, width, 1))).astype(np.float32)
   banner_color = np.array(BANNER_COLORS[token_class], np.float32)
   image[banner] = (banner_color + rng.normal(0, 6, (height, width, 1)))[banner]
@@ -140,7 +147,7 @@ def render_context_example(
     r = rng.uniform(min_radius, max_radius) * size
     cy = rng.uniform(0.05, 0.95) * height
     cx = rng.uniform(0.05, 0.95) * width
-    mask = synthetic._shape_mask(  # pylint: disable=protected-access
+    mask = _shape_mask(
         _SHAPES[int(rng.integers(len(_SHAPES)))], cy, cx, r,
         rng.uniform(0, 2 * np.pi), yy, xx)
     if mask.sum() < min_visible_area or (mask & forbidden).any():
@@ -170,7 +177,7 @@ def render_context_example(
     fill = grey + rng.normal(0, 5, (height, width, 1))
     image[mask] = np.broadcast_to(fill, (height, width, 3))[mask]
     # A darker outline lets touching tokens be told apart.
-    image[synthetic._boundary(mask)] = 0.55 * grey  # pylint: disable=protected-access
+    image[_boundary(mask)] = 0.55 * grey
   image = np.clip(np.round(image), 0, 255).astype(np.uint8)
   return image, segment_ids, segments, {"token_class": token_class,
                                         "side": side}
@@ -216,8 +223,7 @@ def write_split(output_dir: str, split: str, num_images: int,
     segments_info = []
     for seg in segments:
       mask = segment_ids == seg["id"]
-      segments_info.append(dict(seg, area=int(mask.sum()),
-                                bbox=synthetic._bbox(mask)))  # pylint: disable=protected-access
+      segments_info.append(dict(seg, area=int(mask.sum()), bbox=_bbox(mask)))
     images.append({"id": image_id, "file_name": f"{stem}.png",
                    "height": height, "width": width,
                    "banner_side": scene["side"]})

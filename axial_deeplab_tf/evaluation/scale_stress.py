@@ -534,6 +534,9 @@ def plot_report(report: Dict[str, Any], path: str) -> None:
       ax.bar(xs + (i - 1) * width, ys, width, color=color,
              label=_LABELS[key])
     ax.axhline(0.0, color="black", lw=0.8)
+    # Ratios over a small baseline PQ can be hundreds of percent: a
+    # symmetric log scale keeps the small changes readable too.
+    ax.set_yscale("symlog", linthresh=10.0)
     ax.set_xticks(xs)
     ax.set_xticklabels([c["resolution"] for c in changes])
     ax.set_xlabel("test resolution (px)" + (
@@ -579,8 +582,17 @@ def markdown_table(report: Dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def summarize(report: Dict[str, Any]) -> str:
-  """Sentences that state what the numbers show (computed, not written)."""
+def summarize(report: Dict[str, Any], small_baseline: float = 10.0) -> str:
+  """Sentences that state what the numbers show (computed, not written).
+
+  Args:
+    report: a run_scale_stress_test report.
+    small_baseline: baseline PQ values below this are pointed out, since
+      relative changes over them are large and unstable.
+
+  Returns:
+    The sentences; "" without a baseline model.
+  """
   if "relative_change" not in report:
     return ""
   names = [m["name"] for m in report["models"]]
@@ -614,6 +626,17 @@ def summarize(report: Dict[str, Any]) -> str:
   if lines:
     text += (f" Relative PQ change of {names[0]} against {names[1]}, " +
              "; ".join(lines) + ".")
+  small = []
+  for key in PQ_KEYS:
+    low = [r["resolution"] for r in report["models"][1]["results"]
+           if r[key] is not None and not math.isnan(r[key]) and
+           r[key] < small_baseline]
+    if low:
+      small.append(f"{_LABELS[key]} at {', '.join(low)}")
+  if small:
+    text += (f" {names[1]} scores below {small_baseline:g} PQ for "
+             f"{'; '.join(small)}: relative changes there are ratios of "
+             f"small numbers.")
   return text
 
 

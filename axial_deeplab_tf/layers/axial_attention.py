@@ -367,9 +367,18 @@ class AxialAttention(tf_keras.layers.Layer):
     return mean, var
 
   # --------------------------------------------------------------- the core
+  def _is_global(self, length) -> bool:
+    """Whether every key of an axis of `length` is in span (one block)."""
+    return self._span is None or (isinstance(length, int) and
+                                  length <= self._radius + 1)
+
   def _attend(self, q, k, v, rq, rk, rv, gamma, beta, moving_mean,
-              moving_var, training):
+              moving_var, training, sequence_major=False):
     """Attention on [batch, length, heads, depth] q, k, v.
+
+    With `sequence_major` q, k, v (and the outputs) are [length, batch, ...]:
+    the relative terms are batched over positions anyway, so this layout
+    saves their transposes (AxialAttention2D's height pass has it for free).
 
     Layout: queries are cut into `blocks` of Q positions, each attending to a
     window of K keys ([B, blocks, N, Q, K] logits; one block of Q = K = L
@@ -393,20 +402,30 @@ class AxialAttention(tf_keras.layers.Layer):
       Retrieved content [B, L, N * dvh], retrieved positional [B, L, N * dvh]
       (or None), and the similarity batch mean and variance (or None).
     """
-    length = _static_or_dynamic(q, 1)
+    length = _static_or_dynamic(q, 0 if sequence_major else 1)
     radius = self._radius
     heads = self._num_heads
     dvh = v.shape[-1]
-    batch = tf.shape(q)[0]
+    batch = tf.shape(q)[1 if sequence_major else 0]
     compute_dtype = q.dtype
-    if self._span is None or (isinstance(length, int) and
-                              length <= radius + 1):
+    if sequence_major and not self._is_global(length):
+      # Query blocks need the batch-major layout.
+      q, k, v = [tf.transpose(t, [1, 0, 2, 3]) for t in (q, k, v)]
+      out, out_pos, mean, var = self._attend(
+          q, k, v, rq, rk, rv, gamma, beta, moving_mean, moving_var,
+          training)
+      out = tf.transpose(out, [1, 0, 2])
+      if out_pos is not None:
+        out_pos = tf.transpose(out_pos, [1, 0, 2])
+      return out, out_pos, mean, var
+    if self._is_global(length):
       # Every key is in range: one block, rows m - l + radius of the table.
       num_blocks, q_len, k_len = 1, length, length
       padded = length
-      qb = tf.expand_dims(q, 1)
-      kw = tf.expand_dims(k, 1)
-      vw = tf.expand_dims(v, 1)
+      if not sequence_major:
+        qb = tf.expand_dims(q, 1)
+        kw = tf.expand_dims(k, 1)
+        vw = tf.expand_dims(v, 1)
       rows = _relative_rows(length, length, radius, self.table_rows)
       mask = None
     else:
@@ -445,10 +464,20 @@ class AxialAttention(tf_keras.layers.Layer):
       x = x * tf.cast(tf.reshape(s, [heads, 1]), compute_dtype)
       return tf.reshape(x, [p_len, -1, depth])
 
-    qc = tf.transpose(qb, [0, 1, 3, 2, 4])  # [B, blocks, N, Q, d]
-    kc = tf.transpose(kw, [0, 1, 3, 2, 4])
-    qr = to_query_major(qb) if rq is not None else None
-    kr = to_query_major(kw) if rk is not None else None
+    if sequence_major:
+      # [L, B, N, d] -> [B, 1, N, L, d]; the query-major form is a reshape.
+      qc = tf.expand_dims(tf.transpose(q, [1, 2, 0, 3]), 1)
+      kc = tf.expand_dims(tf.transpose(k, [1, 2, 0, 3]), 1)
+      vc = tf.expand_dims(tf.transpose(v, [1, 2, 0, 3]), 1)
+      to_rows = lambda x: tf.reshape(x, [length, -1, x.shape[-1]])
+      qr = to_rows(q) if rq is not None else None
+      kr = to_rows(k) if rk is not None else None
+    else:
+      qc = tf.transpose(qb, [0, 1, 3, 2, 4])  # [B, blocks, N, Q, d]
+      kc = tf.transpose(kw, [0, 1, 3, 2, 4])
+      vc = tf.transpose(vw, [0, 1, 3, 2, 4])
+      qr = to_query_major(qb) if rq is not None else None
+      kr = to_query_major(kw) if rk is not None else None
     table_q = _expand_table(rq, rows) if rq is not None else None  # [Q, K, d]
     table_k = (_expand_table(rk, tf.transpose(rows))  # [K, Q, d]
                if rk is not None else None)
@@ -532,16 +561,22 @@ class AxialAttention(tf_keras.layers.Layer):
         x = x[:, :length]
       return x
 
-    vc = tf.transpose(vw, [0, 1, 3, 2, 4])
-    out = tf.transpose(tf.matmul(weights, vc), [0, 1, 3, 2, 4])
-    out = to_sequence(out)
+    out = tf.matmul(weights, vc)  # [B, blocks, N, Q, dvh]
+    if sequence_major:
+      out = tf.transpose(out, [3, 0, 1, 2, 4])
+      out = tf.reshape(out, [length, batch, heads * dvh])
+    else:
+      out = to_sequence(tf.transpose(out, [0, 1, 3, 2, 4]))
     out_pos = None
     if rv is not None:
       wr = tf.transpose(weights, [3, 0, 1, 2, 4])
       wr = tf.reshape(wr, [q_len, -1, k_len])
       out_pos = tf.matmul(wr, _expand_table(rv, rows))  # [Q, B*blocks*N, dvh]
-      out_pos = tf.reshape(out_pos, [q_len, batch, num_blocks, heads, dvh])
-      out_pos = to_sequence(tf.transpose(out_pos, [1, 2, 0, 3, 4]))
+      if sequence_major:
+        out_pos = tf.reshape(out_pos, [length, batch, heads * dvh])
+      else:
+        out_pos = tf.reshape(out_pos, [q_len, batch, num_blocks, heads, dvh])
+        out_pos = to_sequence(tf.transpose(out_pos, [1, 2, 0, 3, 4]))
     return out, out_pos, mean, var
 
   # ------------------------------------------------------------------ call
@@ -643,7 +678,23 @@ class AxialAttention(tf_keras.layers.Layer):
     out = tf.add_n(outputs) if count > 1 else outputs[0]
     return tf.cast(tf.reshape(out, shape), terms[0].dtype)
 
-  def call(self, inputs, training=None):
+  # Only Python-level branches: skipping autograph's conversion of this
+  # code makes building and tracing models several times faster.
+  @tf.autograph.experimental.do_not_convert
+  def call(self, inputs, training=None, sequence_major=False):
+    """Attends along the length axis.
+
+    Args:
+      inputs: [batch, length, channels] ([length, batch, channels] if
+        sequence_major).
+      training: Python bool or None (Keras learning phase).
+      sequence_major: the layout of inputs and outputs; AxialAttention2D
+        uses it to skip transposes.
+
+    Returns:
+      [batch, length, value_depth] ([length, batch, value_depth] if
+      sequence_major).
+    """
     if inputs.shape.rank != 3:
       raise ValueError(f"AxialAttention expects inputs of rank 3 [batch, "
                        f"length, channels], got shape {inputs.shape}.")
@@ -651,7 +702,8 @@ class AxialAttention(tf_keras.layers.Layer):
       training = tf_keras.backend.learning_phase()
     training = bool(tf.get_static_value(training)) if not isinstance(
         training, bool) else training
-    length = _static_or_dynamic(inputs, 1)
+    sequence_major = bool(sequence_major)
+    length = _static_or_dynamic(inputs, 0 if sequence_major else 1)
     if self._span is None:
       if isinstance(length, int):
         if length > self._max_length:
@@ -674,10 +726,11 @@ class AxialAttention(tf_keras.layers.Layer):
     heads = self._num_heads
     dk = self._key_depth // heads
     dv = self._value_depth // heads
-    batch = tf.shape(inputs)[0]
-    q = tf.reshape(q, [batch, length, heads, dk])
-    k = tf.reshape(k, [batch, length, heads, dk])
-    v = tf.reshape(v, [batch, length, heads, dv])
+    batch = tf.shape(inputs)[1 if sequence_major else 0]
+    lead = [length, batch] if sequence_major else [batch, length]
+    q = tf.reshape(q, lead + [heads, dk])
+    k = tf.reshape(k, lead + [heads, dk])
+    v = tf.reshape(v, lead + [heads, dv])
     tables = [
         None if t is None else tf.cast(t, q.dtype)
         for t in (self.query_positional, self.key_positional,
@@ -695,7 +748,7 @@ class AxialAttention(tf_keras.layers.Layer):
         full[i] = t
       out, out_pos, mean, var = self._attend(q, k, v, *full, gamma, beta,
                                              moving_mean, moving_var,
-                                             training)
+                                             training, sequence_major)
       results = [out] + ([out_pos] if out_pos is not None else [])
       if training:
         results += [mean, var]
@@ -846,6 +899,9 @@ class AxialAttention2D(tf_keras.layers.Layer):
     self.width_attention.build([None, None, self._config["value_depth"]])
     super().build(input_shape)
 
+  # Only Python-level branches: skipping autograph's conversion of this
+  # code makes building and tracing models several times faster.
+  @tf.autograph.experimental.do_not_convert
   def call(self, inputs, training=None):
     if inputs.shape.rank != 4:
       raise ValueError(f"AxialAttention2D expects inputs of rank 4 [batch, "
@@ -860,11 +916,23 @@ class AxialAttention2D(tf_keras.layers.Layer):
     channels = inputs.shape[-1]
     dv = self._config["value_depth"]
     # Height pass: a batch of batch*width columns.
-    x = tf.transpose(inputs, [0, 2, 1, 3])
-    x = tf.reshape(x, [batch * w, h, channels])
-    x = self.height_attention(x, training=training)
-    x = tf.reshape(x, [batch, w, h, dv])
-    x = tf.transpose(x, [0, 2, 1, 3])
+    if self.height_attention._is_global(h):  # pylint: disable=protected-access
+      # Height-major [h, batch*w, C] is the input itself for batch 1.
+      batch_one = isinstance(batch, int) and batch == 1
+      if batch_one:
+        x = tf.reshape(inputs, [h, w, channels])
+      else:
+        x = tf.reshape(tf.transpose(inputs, [1, 0, 2, 3]),
+                       [h, batch * w, channels])
+      x = self.height_attention(x, training=training, sequence_major=True)
+      if not batch_one:
+        x = tf.transpose(tf.reshape(x, [h, batch, w, dv]), [1, 0, 2, 3])
+    else:
+      x = tf.transpose(inputs, [0, 2, 1, 3])
+      x = tf.reshape(x, [batch * w, h, channels])
+      x = self.height_attention(x, training=training)
+      x = tf.reshape(x, [batch, w, h, dv])
+      x = tf.transpose(x, [0, 2, 1, 3])
     # Width pass: a batch of batch*height rows.
     x = tf.reshape(x, [batch * h, w, dv])
     x = self.width_attention(x, training=training)
@@ -1017,6 +1085,9 @@ class AxialBlock(tf_keras.layers.Layer):
         if c["drop_path_rate"] > 0 else None)
     super().build(input_shape)
 
+  # Only Python-level branches: skipping autograph's conversion of this
+  # code makes building and tracing models several times faster.
+  @tf.autograph.experimental.do_not_convert
   def call(self, inputs, training=None):
     shortcut = inputs
     if self._shortcut:

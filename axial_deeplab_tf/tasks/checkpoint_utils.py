@@ -1,20 +1,23 @@
-"""Restoring a (sub-)model from a checkpoint of a different model by name.
+"""Restoring a backbone from a checkpoint of a different model.
 
 Object-based checkpoints key variables by their path in the saved object
-graph (`model/backbone/layer_with_weights-3/kernel`), and Keras functional
-models name those paths by layer position. A classifier with a "conv" stem
-and a segmentation model with an "inception" stem therefore disagree on every
-position after the stem even where the layers are the same. The object graph
-also records each variable's name when it was saved (`res3_block2/attention/
-qkv/kernel`); those names come from the layer names, which the backbone
-builder fixes, so matching by name finds the shared layers whatever precedes
-them.
+graph (`model/backbone/layer_with_weights-3/_attention/_qkv_bn/gamma`), and
+Keras functional models name the first step below the model by layer
+position. A classifier with a "conv" stem and a segmentation model with an
+"inception" stem therefore disagree on every position after the stem even
+where the layers are the same, so a plain `tf.train.Checkpoint` restore
+either fails or pairs the wrong layers. Variable names do not help either:
+sub-layers built inside their parent's `build` share the parent's name
+scope, so one block can hold several variables named `.../gamma`.
 
-`restore_by_name` restores every variable whose name and shape match,
-converts relative positional tables between spans (see below), and reports
-what it restored, converted and left alone.
+`restore_by_name` pairs the layers by their names (which the backbone
+builder fixes, e.g. `res3_block2`) and, inside a pair, variables by their
+object path below the layer (attribute names of the same layer class). It
+restores what matches, converts relative positional tables between spans
+(see below) and reports what it restored, converted and left alone.
 """
 
+import collections
 import dataclasses
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -39,19 +42,19 @@ _BACKBONE_PATHS = (("model", "backbone"), ("backbone",), ("model",))
 
 @dataclasses.dataclass
 class RestoreReport:
-  """What `restore_by_name` did, by variable name.
+  """What `restore_by_name` did; names are "<layer name>/<object path>".
 
   Attributes:
     restored: restored unchanged.
     cropped: relative positional tables restored from the centre rows of a
       larger-span table: (name, checkpoint shape, model shape).
-    shape_mismatch: same name, incompatible shape; left as initialised:
-      (name, checkpoint shape, model shape).
-    missing: model variables with no variable of that name in the checkpoint
-      (left as initialised).
-    unused: checkpoint variables (of the searched subtree) no model variable
-      is named after.
-    checkpoint_scope: the object-graph path that was searched.
+    shape_mismatch: present in both, incompatible shapes; left as
+      initialised: (name, checkpoint shape, model shape).
+    missing: model variables the checkpoint does not hold (left as
+      initialised).
+    unused: checkpoint variables (of the searched model) that no model
+      variable corresponds to.
+    checkpoint_scope: the object-graph path of the saved model.
   """
   restored: List[str] = dataclasses.field(default_factory=list)
   cropped: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = (
@@ -89,10 +92,6 @@ class RestoreReport:
     return "; ".join(parts) + "."
 
 
-def _strip_device_suffix(name: str) -> str:
-  return name[:-2] if name.endswith(":0") else name
-
-
 def _object_graph(reader) -> trackable_object_graph_pb2.TrackableObjectGraph:
   graph = trackable_object_graph_pb2.TrackableObjectGraph()
   graph.ParseFromString(reader.get_tensor(_OBJECT_GRAPH_KEY))
@@ -114,18 +113,59 @@ def _find_scope(graph, paths: Sequence[Tuple[str, ...]]
   return None, ""
 
 
-def checkpoint_variables(path: str,
-                         scopes: Sequence[Tuple[str, ...]] = _BACKBONE_PATHS
-                        ) -> Tuple[Dict[str, str], str]:
-  """Variables of the first existing object-graph scope, by saved name.
+def _checkpoint_subtree(graph, root: int) -> Dict[str, Tuple[str, str]]:
+  """{relative path: (checkpoint key, saved variable name)} below `root`.
+
+  Breadth-first with children in saved order, the first path to a node
+  wins: the same rule TensorFlow uses to name checkpoint keys, and the one
+  `_model_subtree` applies to the live layer.
+  """
+  found, seen, queue = {}, {root}, collections.deque([(root, "")])
+  while queue:
+    node_id, path = queue.popleft()
+    for attribute in graph.nodes[node_id].attributes:
+      if attribute.name == _VALUE_ATTRIBUTE:
+        found[path] = (attribute.checkpoint_key, attribute.full_name)
+    for child in graph.nodes[node_id].children:
+      if child.node_id not in seen:
+        seen.add(child.node_id)
+        queue.append((child.node_id,
+                      f"{path}/{child.local_name}" if path else
+                      child.local_name))
+  return found
+
+
+def _model_subtree(layer) -> Dict[str, tf.Variable]:
+  """{relative path: variable} below a live layer (see _checkpoint_subtree)."""
+  view = tf.train.TrackableView(layer)
+  found, seen, queue = {}, {id(layer)}, collections.deque([(layer, "")])
+  while queue:
+    obj, path = queue.popleft()
+    if isinstance(obj, tf.Variable):
+      found[path] = obj
+      continue
+    for name, child in view.children(obj).items():
+      if id(child) not in seen:
+        seen.add(id(child))
+        queue.append((child, f"{path}/{name}" if path else name))
+  return found
+
+
+def checkpoint_layers(path: str,
+                      scopes: Sequence[Tuple[str, ...]] = _BACKBONE_PATHS
+                     ) -> Tuple[Dict[str, Dict[str, str]], str]:
+  """The layers of a saved (functional) model, by layer name.
+
+  A layer's name is read off the saved names of its variables (their first
+  component, e.g. `res3_block2/...`); layers without variables are left
+  out, and so are two saved layers that claim the same name.
 
   Args:
     path: a checkpoint prefix (".../ckpt-100").
-    scopes: candidate object-graph paths from the root, tried in order.
+    scopes: candidate object-graph paths of the model, tried in order.
 
   Returns:
-    ({variable name: checkpoint key}, the scope used). Names saved more
-    than once in the subtree (ambiguous) are left out.
+    ({layer name: {path below the layer: checkpoint key}}, the scope used).
 
   Raises:
     ValueError: the checkpoint has no object graph or none of the scopes.
@@ -141,22 +181,21 @@ def checkpoint_variables(path: str,
     raise ValueError(f"{path} holds none of the object paths "
                      f"{['/'.join(s) for s in scopes]}; its top level has "
                      f"{top}.")
-  found: Dict[str, List[str]] = {}
-  seen, stack = set(), [root]
-  while stack:
-    node_id = stack.pop()
-    if node_id in seen:
+  layers: Dict[str, Dict[str, str]] = {}
+  claimed: Dict[str, int] = {}
+  for child in graph.nodes[root].children:
+    variables = _checkpoint_subtree(graph, child.node_id)
+    names = collections.Counter(full.split("/")[0]
+                                for _, full in variables.values() if full)
+    if not names:
       continue
-    seen.add(node_id)
-    node = graph.nodes[node_id]
-    for attribute in node.attributes:
-      if attribute.name == _VALUE_ATTRIBUTE and attribute.full_name:
-        found.setdefault(attribute.full_name, []).append(
-            attribute.checkpoint_key)
-    stack.extend(c.node_id for c in node.children)
-  variables = {name: keys[0] for name, keys in found.items()
-               if len(set(keys)) == 1}
-  return variables, scope
+    name = names.most_common(1)[0][0]
+    if claimed.get(name, child.node_id) != child.node_id:
+      layers.pop(name, None)  # Ambiguous: two saved layers, one name.
+      continue
+    claimed[name] = child.node_id
+    layers[name] = {rel: key for rel, (key, _) in variables.items()}
+  return layers, scope
 
 
 def _center_rows(table: np.ndarray, rows: int) -> np.ndarray:
@@ -164,64 +203,72 @@ def _center_rows(table: np.ndarray, rows: int) -> np.ndarray:
   return table[start:start + rows]
 
 
+def _is_relative_table(name: str, saved: np.ndarray, shape) -> bool:
+  return bool(_POSITIONAL.search(name) and saved.ndim == 2 and
+              len(shape) == 2 and saved.shape[1] == shape[1] and
+              saved.shape[0] > shape[0] and saved.shape[0] % 2 == 1 and
+              shape[0] % 2 == 1)
+
+
 def restore_by_name(model: tf_keras.Model, path: str,
                     scopes: Sequence[Tuple[str, ...]] = _BACKBONE_PATHS,
                     require_any: bool = True) -> RestoreReport:
-  """Assigns checkpoint values to the model variables of the same name.
+  """Restores the layers of `model` that a checkpoint holds under their names.
 
-  Names are compared without the ":0" suffix. Relative positional tables
-  (`*_positional`, [2 * radius + 1, depth]) whose checkpoint table has a
-  larger radius are restored from its centre rows: the same relative
+  Layers are paired by name, variables inside a pair by object path. A
+  variable of the same shape is restored. A relative positional table
+  (`*_positional`, [2 * radius + 1, depth]) whose saved table has a larger
+  radius is restored from the saved centre rows: the same relative
   distances, so a global-span ImageNet table initialises a local-span one
-  exactly. Everything else with a different shape is reported, not forced.
+  exactly. Every other difference is reported, never forced.
 
   Args:
-    model: the (sub-)model to initialise, built.
+    model: the functional (sub-)model to initialise, built.
     path: checkpoint prefix.
-    scopes: object-graph paths to search (first existing one is used).
-    require_any: raise if no variable at all could be restored (the
-      checkpoint is of some unrelated model).
+    scopes: object-graph paths of the saved model (first existing one).
+    require_any: raise if nothing could be restored (the checkpoint is of
+      an unrelated model).
 
   Returns:
-    A RestoreReport.
+    A RestoreReport; names are "<layer name>/<path below the layer>".
 
   Raises:
-    ValueError: unreadable/unsuitable checkpoint, no match with
-      require_any, or duplicate variable names in the model.
+    ValueError: unreadable or unsuitable checkpoint, nothing restored with
+      require_any, or an unbuilt model.
   """
   if not model.built:
     raise ValueError(f"model {model.name!r} must be built before restoring.")
-  saved, scope = checkpoint_variables(path, scopes)
+  saved_layers, scope = checkpoint_layers(path, scopes)
   reader = tf.train.load_checkpoint(path)
   report = RestoreReport(checkpoint_scope=scope)
-  by_name: Dict[str, tf.Variable] = {}
-  for variable in model.variables:
-    name = _strip_device_suffix(variable.name)
-    if name in by_name and by_name[name] is not variable:
-      raise ValueError(f"model {model.name!r} has two variables named "
-                       f"{name!r}; restoring by name would be ambiguous.")
-    by_name[name] = variable
-  for name, variable in by_name.items():
-    if name not in saved:
-      report.missing.append(name)
-      continue
-    value = reader.get_tensor(saved[name])
-    model_shape = tuple(variable.shape.as_list())
-    if value.shape == model_shape:
-      variable.assign(tf.cast(value, variable.dtype))
-      report.restored.append(name)
-    elif (_POSITIONAL.search(name) and value.ndim == 2 and
-          len(model_shape) == 2 and value.shape[1] == model_shape[1] and
-          value.shape[0] > model_shape[0] and value.shape[0] % 2 == 1 and
-          model_shape[0] % 2 == 1):
-      variable.assign(tf.cast(_center_rows(value, model_shape[0]),
-                              variable.dtype))
-      report.cropped.append((name, value.shape, model_shape))
-    else:
-      report.shape_mismatch.append((name, value.shape, model_shape))
-  report.unused = sorted(set(saved) - set(by_name))
+  model_names = set()
+  for layer in model.layers:
+    model_names.add(layer.name)
+    saved = saved_layers.get(layer.name, {})
+    live = _model_subtree(layer)
+    for rel, variable in live.items():
+      name = f"{layer.name}/{rel}"
+      if rel not in saved:
+        report.missing.append(name)
+        continue
+      value = reader.get_tensor(saved[rel])
+      shape = tuple(variable.shape.as_list())
+      if value.shape == shape:
+        variable.assign(tf.cast(value, variable.dtype))
+        report.restored.append(name)
+      elif _is_relative_table(rel, value, shape):
+        variable.assign(tf.cast(_center_rows(value, shape[0]),
+                                variable.dtype))
+        report.cropped.append((name, value.shape, shape))
+      else:
+        report.shape_mismatch.append((name, value.shape, shape))
+    report.unused.extend(f"{layer.name}/{rel}" for rel in sorted(saved)
+                         if rel not in live)
+  for name in sorted(set(saved_layers) - model_names):
+    report.unused.extend(f"{name}/{rel}" for rel in sorted(saved_layers[name]))
   if require_any and not (report.restored or report.cropped):
     raise ValueError(
         f"No variable of {model.name!r} matches a variable of {path} "
-        f"(scope '{scope}') by name and shape: {report.summary()}")
+        f"(scope '{scope}') by layer name, path and shape: "
+        f"{report.summary()}")
   return report

@@ -32,6 +32,7 @@ GIN_ROOT = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
         __file__)))), "gin")
 
+_SEARCH_PATHS = set()
 _STRATEGIES = ("one_device", "mirrored", "multi_worker_mirrored", "tpu")
 _PRECISIONS = ("float32", "bfloat16", "float16")
 
@@ -297,8 +298,10 @@ def parse_experiment(gin_files: Sequence[str],
   for path in [GIN_ROOT] + list(gin_files):
     folder = path if os.path.isdir(path) else os.path.dirname(
         os.path.abspath(path))
-    if folder not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
+    # gin keeps search paths for the whole process: add each folder once.
+    if folder not in _SEARCH_PATHS:
       gin.add_config_file_search_path(folder)
+      _SEARCH_PATHS.add(folder)
   quiet = _DropGinPathProbes()
   logging.getLogger().addFilter(quiet)
   try:

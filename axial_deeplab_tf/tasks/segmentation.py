@@ -1,14 +1,19 @@
-"""Model Garden tasks: panoptic segmentation, semantic segmentation, classification.
+"""Model Garden tasks: panoptic and semantic segmentation, classification.
 
 Each is an `official.core.base_task.Task` registered with Model Garden's task
-factory for its config class, so `train_lib.run_experiment` and the Orbit
-controller drive it. Evaluation metrics that need whole images (PQ, AP,
-mIoU) are aggregated on the host in `aggregate_logs`, as Model Garden's
-panoptic task does.
+factory for its config class, so Model Garden's trainer and the Orbit
+controller (see train_lib.py) drive it. Evaluation metrics that need whole
+images (PQ, AP, mIoU) are aggregated on the host in `aggregate_logs`, as
+Model Garden's panoptic task does.
+
+Reliability hooks: deterministic training input restarts at the data
+position of the checkpoint a run resumes from (`resume_input_at_step`), and
+`losses.inject_nan_at_step` poisons one step's loss to exercise Model
+Garden's NaN recovery.
 """
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 from absl import logging
 import numpy as np
@@ -299,7 +304,8 @@ class PanopticSegmentationTask(_BaseTask):
         small_instance_weight=losses.small_instance_weight)
 
   def build_inputs(self, params: configs.DataConfig, input_context=None):
-    return self._build_dataset(params, self.parser_config(params), input_context)
+    return self._build_dataset(params, self.parser_config(params),
+                               input_context)
 
   def build_losses(self, labels, model_outputs, aux_losses=None):
     losses = dict(self._loss_fn(model_outputs, labels))

@@ -394,7 +394,7 @@ def _peak_bytes(fn: Callable[[], Any]) -> Optional[int]:
   return int(peak - before)
 
 
-def run_layers(sizes: Sequence[int] = (16, 24, 32, 48, 64),
+def run_layers(sizes: Sequence[int] = (32, 48, 64, 96, 128),
                kinds: Sequence[str] = LAYER_KINDS,
                channels: int = 64,
                runs: int = 5,
@@ -486,6 +486,10 @@ def run_layers(sizes: Sequence[int] = (16, 24, 32, 48, 64),
       mem = [peaks[s] for s in fns]
       fit = {"kind": kind, "mode": mode,
              "time_exponent": fit_exponent(pix, med),
+             # Small maps are dominated by per-op overheads; the largest
+             # three sizes show the asymptotic growth better.
+             "time_exponent_top3": (fit_exponent(pix[-3:], med[-3:])
+                                    if len(pix) > 3 else None),
              "expected": EXPECTED_EXPONENTS[kind]}
       if all(m is not None and m > 0 for m in mem):
         fit["memory_exponent"] = fit_exponent(pix, mem)
@@ -502,6 +506,8 @@ def run_models(names: Optional[Sequence[str]] = None,
                xla: Sequence[bool] = (False, True),
                dtypes: Sequence[str] = ("float32", "bfloat16"),
                throughput_batch: int = 4,
+               default_num_classes: Optional[int] = None,
+               matmul_size: int = 2048,
                log: Callable[[str], None] = print) -> Dict[str, Any]:
   """Params, M-Adds, latency (batch 1) and throughput of zoo models.
 
@@ -512,7 +518,11 @@ def run_models(names: Optional[Sequence[str]] = None,
     warmup: untimed calls per case.
     xla: jit_compile settings.
     dtypes: "float32" and/or "bfloat16" (the mixed_bfloat16 policy).
-    throughput_batch: batch size of the throughput measurement.
+    throughput_batch: batch size of the throughput measurement; 0 skips it.
+    default_num_classes: num_classes for models whose zoo entry has no
+      default (None: such models report an error).
+    matmul_size: side of the reference float32 matmul, timed interleaved
+      with each model.
     log: progress printer.
 
   Returns:
@@ -533,15 +543,18 @@ def run_models(names: Optional[Sequence[str]] = None,
       raise ValueError(f"dtypes must be 'float32' and/or 'bfloat16', got "
                        f"{d!r}.")
   if isinstance(throughput_batch, bool) or not isinstance(
-      throughput_batch, int) or throughput_batch < 1:
-    raise ValueError(f"throughput_batch must be a positive int, got "
-                     f"{throughput_batch!r}.")
+      throughput_batch, int) or throughput_batch < 0:
+    raise ValueError(f"throughput_batch must be a non-negative int (0: no "
+                     f"throughput run), got {throughput_batch!r}.")
   modes = _xla_modes(xla)
   result = {"suite": "models", "input_size": input_size, "runs": runs,
             "warmup": warmup, "throughput_batch": throughput_batch,
+            "default_num_classes": default_num_classes,
+            "matmul_size": matmul_size,
             "dtypes": list(dtypes), "xla": modes,
             "madds_method": madds_lib.METHOD, "models": []}
   policy = tf_keras.mixed_precision.global_policy()
+  matmul = matmul_function(matmul_size)
   for name in names:
     entry = {"model": name, "cases": []}
     result["models"].append(entry)
@@ -549,28 +562,44 @@ def run_models(names: Optional[Sequence[str]] = None,
       try:
         tf_keras.mixed_precision.set_global_policy(
             "mixed_bfloat16" if dtype == "bfloat16" else "float32")
-        log(f"{name} {dtype}: building")
-        model = models.build(name, input_size=(input_size, input_size))
+        overrides = {"input_size": (input_size, input_size)}
+        if (default_num_classes is not None and
+            "num_classes" not in models.get_entry(name).defaults):
+          overrides["num_classes"] = default_num_classes
+          entry["num_classes"] = default_num_classes
+        t0 = time.perf_counter()
+        model = models.build(name, **overrides)
+        log(f"{name} {dtype}: built in {time.perf_counter() - t0:.0f} s")
         if "params" not in entry:
           entry["params"] = madds_lib.count_params(model)
           entry["madds"] = madds_lib.count_madds(
               model, [1, input_size, input_size, 3]).total
         for jit in modes:
+          t0 = time.perf_counter()
           one = tf.random.stateless_uniform(
               [1, input_size, input_size, 3], seed=[0, 1], maxval=255.0)
           many = tf.random.stateless_uniform(
-              [throughput_batch, input_size, input_size, 3], seed=[0, 2],
-              maxval=255.0)
+              [max(throughput_batch, 1), input_size, input_size, 3],
+              seed=[0, 2], maxval=255.0)
           fns = {"latency": forward_function(model, one, jit),
-                 "throughput": forward_function(model, many, jit)}
+                 "matmul": matmul}
+          if throughput_batch:
+            fns["throughput"] = forward_function(model, many, jit)
           times = time_interleaved(fns, runs, warmup)
           lat = summarize(times["latency"])["median_s"]
-          thr = summarize(times["throughput"])["median_s"]
-          entry["cases"].append({
-              "dtype": dtype, "xla": jit, "latency_s": lat,
-              "throughput_images_per_s": throughput_batch / thr,
-              "gflops": gflops(entry["madds"], lat)})
-          log(f"  xla={jit}: latency {lat * 1e3:.1f} ms")
+          mm = gflops(float(matmul_size)**3,
+                      summarize(times["matmul"])["median_s"])
+          case = {"dtype": dtype, "xla": jit, "latency_s": lat,
+                  "gflops": gflops(entry["madds"], lat),
+                  "matmul_gflops": mm,
+                  "throughput_images_per_s": None}
+          case["fraction_of_matmul"] = case["gflops"] / mm
+          if throughput_batch:
+            thr = summarize(times["throughput"])["median_s"]
+            case["throughput_images_per_s"] = throughput_batch / thr
+          entry["cases"].append(case)
+          log(f"  xla={jit}: latency {lat * 1e3:.1f} ms "
+              f"({time.perf_counter() - t0:.0f} s incl. tracing)")
       except Exception as e:  # pylint: disable=broad-except
         # Reported, not hidden: the table shows the error for this model.
         entry["cases"].append({"dtype": dtype,
@@ -583,13 +612,21 @@ def run_models(names: Optional[Sequence[str]] = None,
 
 
 # ------------------------------------------------------------------- plots
-def write_plots(result: Dict[str, Any], output_dir: str) -> List[str]:
-  """Writes the PNG plots of a suite result; returns their paths."""
+def write_plots(result: Dict[str, Any], output_dir: str,
+                prefix: Optional[str] = None) -> List[str]:
+  """Writes the PNG plots of a suite result; returns their paths.
+
+  Args:
+    result: a suite result.
+    output_dir: directory of the PNG files.
+    prefix: file name prefix (default: the suite name).
+  """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   os.makedirs(output_dir, exist_ok=True)
   suite = result["suite"]
+  prefix = prefix or suite
   paths = []
   if suite == "layers":
     for quantity, key, unit in (("time", "median_s", "seconds"),
@@ -611,9 +648,10 @@ def write_plots(result: Dict[str, Any], output_dir: str) -> List[str]:
         ax.set_ylabel(unit)
         ax.set_title(f"{quantity}, {mode.replace('_', '+')}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+          ax.legend(fontsize=7)
       fig.tight_layout()
-      path = os.path.join(output_dir, f"layers_{quantity}.png")
+      path = os.path.join(output_dir, f"{prefix}_{quantity}.png")
       fig.savefig(path, dpi=90)
       plt.close(fig)
       paths.append(path)
@@ -636,7 +674,7 @@ def write_plots(result: Dict[str, Any], output_dir: str) -> List[str]:
     ax.set_ylabel(f"{result['model']} time / ResNet-50 time")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = os.path.join(output_dir, "resnet_ratio.png")
+    path = os.path.join(output_dir, f"{prefix}.png")
     fig.savefig(path, dpi=90)
     plt.close(fig)
     paths.append(path)
@@ -653,7 +691,7 @@ def write_plots(result: Dict[str, Any], output_dir: str) -> List[str]:
       ax.set_xlabel(f"latency, ms (batch 1, {result['input_size']}^2, "
                     "float32, XLA off)")
       fig.tight_layout()
-      path = os.path.join(output_dir, "models_latency.png")
+      path = os.path.join(output_dir, f"{prefix}_latency.png")
       fig.savefig(path, dpi=90)
       plt.close(fig)
       paths.append(path)
@@ -734,9 +772,10 @@ def markdown_section(result: Dict[str, Any], machine: Dict[str, Any],
         "",
         "Fitted exponents (time ~ N^e, N = pixels; log-log least squares):",
         "",
-        "| layer | expected | fwd time e | fwd+bwd time e | fwd memory e |"
-        " fwd+bwd memory e |",
-        "|---|---|---|---|---|---|",
+        "| layer | expected | fwd time e | fwd+bwd time e | fwd time e, 3 "
+        "largest | fwd+bwd time e, 3 largest | fwd memory e | fwd+bwd memory"
+        " e |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     kinds = list(dict.fromkeys(f["kind"] for f in result["fits"]))
     for kind in kinds:
@@ -746,6 +785,8 @@ def markdown_section(result: Dict[str, Any], machine: Dict[str, Any],
           f"| {kind} | {EXPECTED_EXPONENTS[kind]} | "
           f"{_fmt(fw.get('time_exponent'))} | "
           f"{_fmt(fb.get('time_exponent'))} | "
+          f"{_fmt(fw.get('time_exponent_top3'))} | "
+          f"{_fmt(fb.get('time_exponent_top3'))} | "
           f"{_fmt(fw.get('memory_exponent'))} | "
           f"{_fmt(fb.get('memory_exponent'))} |")
     sizes = result["sizes"]
@@ -776,12 +817,15 @@ def markdown_section(result: Dict[str, Any], machine: Dict[str, Any],
   elif suite == "models":
     lines += [
         f"Input {result['input_size']}x{result['input_size']}, inference "
-        f"mode; latency = median of {result['runs']} calls at batch 1; "
-        f"throughput at batch {result['throughput_batch']}; M-Adds for one "
-        f"image ({result['madds_method']}); GFLOP/s = 2 x M-Adds / latency.",
+        f"mode; latency = median of {result['runs']} calls at batch 1 "
+        "(interleaved with the throughput batch and the reference matmul); "
+        f"M-Adds for one image ({result['madds_method']}); GFLOP/s = 2 x "
+        "M-Adds / latency. Models without a zoo default for num_classes use "
+        f"{result['default_num_classes']}.",
         "",
         "| model | params | M-Adds (G) | dtype | XLA | latency ms | "
-        "images/s | GFLOP/s |",
+        f"images/s (batch {result['throughput_batch']}) | GFLOP/s (% of "
+        f"{result['matmul_size']}^2 float32 matmul) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for m in result["models"]:
@@ -794,7 +838,8 @@ def markdown_section(result: Dict[str, Any], machine: Dict[str, Any],
           lines.append(
               head + f" {'on' if c['xla'] else 'off'} | "
               f"{c['latency_s'] * 1e3:.1f} | "
-              f"{c['throughput_images_per_s']:.2f} | {c['gflops']:.1f} |")
+              f"{_fmt(c['throughput_images_per_s'])} | {c['gflops']:.1f} "
+              f"({100 * c['fraction_of_matmul']:.0f}%) |")
   for p in plot_paths:
     rel = os.path.relpath(p, relative_to) if relative_to else p
     lines.append("")

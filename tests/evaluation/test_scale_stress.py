@@ -272,3 +272,31 @@ def test_update_markdown_section_replaces_only_its_section(tmp_path):
   with pytest.raises(ValueError, match="start with its heading"):
     scale_stress.update_markdown_section(new, "## Scale stress test",
                                          "## Other\n")
+
+
+def test_table_and_summary_state_the_numbers():
+  def entry(name, values):
+    return {"name": name, "results": [
+        {"resolution": str(r), "value": r, "pq": v, "pq_th": v / 2,
+         "pq_st": float("nan")} for r, v in zip((64, 128, 256), values)]}
+  a = entry("A", [30.0, 40.0, 24.0])
+  b = entry("B", [20.0, 40.0, 30.0])
+  report = {"resolutions": ["64", "128", "256"], "train_resolution": 128,
+            "models": [a, b],
+            "relative_change": scale_stress.relative_change(a["results"],
+                                                            b["results"])}
+  table = scale_stress.markdown_table(report).splitlines()
+  assert len(table) == 5
+  assert table[2].split(" | ") == ["| 64", "0.50", "30.0", "15.0", "n/a",
+                                   "20.0", "10.0", "n/a", "+50.0", "+50.0",
+                                   "n/a |"]
+  summary = scale_stress.summarize(report)
+  assert summary.startswith("A has the higher PQ at 1 of 3 test resolutions.")
+  assert "below the training resolution (64): +50.0%" in summary
+  assert "at the training resolution (128): +0.0%" in summary
+  assert "above the training resolution (256): -20.0%" in summary
+  assert "small numbers" not in summary
+  b["results"][2]["pq_th"] = 4.0
+  assert scale_stress.summarize(report, small_baseline=10.0).endswith(
+      "B scores below 10 PQ for PQ th at 256: relative changes there are "
+      "ratios of small numbers.")

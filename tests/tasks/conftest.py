@@ -9,14 +9,14 @@ import os
 
 import pytest
 
+from axial_deeplab_tf.data import synthetic
+from axial_deeplab_tf.data.converters import coco_panoptic
 from tests.tasks.run_utils import TinyExperiment
 
 
 @pytest.fixture(scope="session")
 def tiny_experiment(tmp_path_factory) -> TinyExperiment:
   """Writes the tiny dataset once per session."""
-  from axial_deeplab_tf.data import synthetic  # pylint: disable=g-import-not-at-top
-  from axial_deeplab_tf.data.converters import coco_panoptic  # pylint: disable=g-import-not-at-top
   root = str(tmp_path_factory.mktemp("tiny_panoptic"))
   raw = os.path.join(root, "raw")
   out = os.path.join(root, "tfrecord")

@@ -129,7 +129,7 @@ class ToolRun:
     self.returncode = None
     self.killed = False
     self.seconds = None
-    self._start_time = None
+    self.started = None
     self.done = threading.Event()
 
   @property
@@ -181,7 +181,7 @@ class RunPool:
     return run
 
   def _start(self, run: ToolRun) -> None:
-    run._start_time = time.time()  # pylint: disable=protected-access
+    run.started = time.time()
     run.process = start_tool(run.command, run.log_path, run.env)
     self._running.append(run)
 
@@ -197,7 +197,7 @@ class RunPool:
           code = run.process.poll()
           if code is not None:
             run.returncode = code
-            run.seconds = time.time() - run._start_time  # pylint: disable=protected-access
+            run.seconds = time.time() - run.started
             self._running.remove(run)
             finished.append(run)
         while self._queue and (

@@ -98,8 +98,10 @@ def runs(tiny_experiment, tmp_path_factory):
   dirs = {name: os.path.join(root, name) for name in (
       "uninterrupted", "killed", "multi_worker", "mirrored", "nan",
       "bfloat16", "float16")}
-  # Non-chief workers checkpoint into a fresh temporary folder.
-  env = {"TMPDIR": root}
+  # Non-chief workers checkpoint into a fresh temporary folder: keep those
+  # (and autograph's files) inside the test's folder.
+  os.makedirs(os.path.join(root, "tmp"))
+  env = {"TMPDIR": os.path.join(root, "tmp")}
   pool = RunPool(max_running=4)
 
   def tool(name, model_dir, bindings, **kwargs):
@@ -130,6 +132,7 @@ def runs(tiny_experiment, tmp_path_factory):
                tiny_experiment.bindings(
                    train_steps=4, model_extra=SYNC_BN,
                    extra=dict(DETERMINISTIC, **{
+                       "optimization.decay_steps": str(STEPS),
                        "runtime.distribution_strategy":
                            "'multi_worker_mirrored'"})),
                group="multi_worker")
@@ -142,6 +145,7 @@ def runs(tiny_experiment, tmp_path_factory):
       train_steps=4,
       model_extra=SYNC_BN + ", 'recompute_grad': True",
       extra=dict(DETERMINISTIC, **{
+          "optimization.decay_steps": str(STEPS),
           "runtime.distribution_strategy": "'mirrored'",
           "runtime.num_cpu_devices": "2"}))))
   pool.submit(driver("nan", tiny_experiment.bindings(
@@ -260,26 +264,40 @@ def test_nan_loss_restores_the_last_checkpoint_and_training_goes_on(runs):
                    run.log)
 
 
+def _relative_differences(losses, reference):
+  steps = sorted(losses)
+  got = np.array([losses[s] for s in steps])
+  want = np.array([reference[s] for s in steps])
+  return np.abs(got - want) / np.abs(want)
+
+
 def test_multi_worker_losses_equal_one_worker_at_the_same_batch(runs):
   pool, dirs = runs
-  for index in range(2):
-    _finished(pool, f"worker{index}")
-  _finished(pool, "uninterrupted")
+  for name in ("worker0", "worker1", "mirrored", "uninterrupted"):
+    _finished(pool, name)
   per_worker = _losses(dirs["multi_worker"])
-  (single,) = _losses(dirs["uninterrupted"])
+  (one_worker,) = _losses(dirs["mirrored"])
+  (one_device,) = _losses(dirs["uninterrupted"])
   assert len(per_worker) == 2
-  assert per_worker[0] == per_worker[1]  # Both report the global loss.
-  steps = sorted(per_worker[0])
-  assert steps == [1, 2, 3, 4]
-  two = np.array([per_worker[0][s] for s in steps])
-  one = np.array([single[s] for s in steps])
-  # Same examples, augmentation and sync-BN statistics; only the order of
-  # float sums differs (per-worker means averaged vs one batch mean,
-  # all-reduced gradients and moments), which RAdam then amplifies a little
-  # over the steps. The learning rate schedules differ after step 1
-  # (4 vs 6 total steps), so steps 1-2 are compared tightly and all loosely.
-  np.testing.assert_allclose(two[:1], one[:1], rtol=1e-5)
-  np.testing.assert_allclose(two, one, rtol=0.05)
+  # Both workers log the global loss (the mean over all replicas).
+  assert per_worker[0] == per_worker[1]
+  assert sorted(per_worker[0]) == [1, 2, 3, 4]
+  # Reference 1: one worker process with two replicas (two logical CPU
+  # devices), same global batch of 4, same examples and augmentation. Only
+  # the all-reduce transport differs (gRPC collectives between processes vs
+  # in-process), so the losses agree to float32 rounding. (The reference
+  # also recomputes gradients, which must not change them.)
+  np.testing.assert_array_less(
+      _relative_differences(per_worker[0], one_worker), 1e-5)
+  # Reference 2: one worker on one device. Batch-norm moments are then
+  # computed over one replica's batch directly instead of as all-reduced
+  # sums and sums of squares (var = E[x^2] - E[x]^2), which rounds
+  # differently; small-variance channels amplify that into the gradients.
+  # Step 1 (before any update) agrees to rounding, the next steps to
+  # about 1e-3 (measured: see the report of this module's tests).
+  differences = _relative_differences(per_worker[0], one_device)
+  assert differences[0] < 1e-6, differences
+  np.testing.assert_array_less(differences, 1e-2)
 
 
 def test_mirrored_sync_bn_and_recompute_grad_train_on_two_cpu_devices(runs):
@@ -288,12 +306,14 @@ def test_mirrored_sync_bn_and_recompute_grad_train_on_two_cpu_devices(runs):
   assert re.search(r"MirroredStrategy with devices \(.*CPU:0.*CPU:1",
                    run.log), run.log[-2000:]
   (losses,) = _losses(dirs["mirrored"])
-  (single,) = _losses(dirs["uninterrupted"])
   assert sorted(losses) == [1, 2, 3, 4]
   assert all(math.isfinite(v) for v in losses.values())
-  # Two replicas of 2 images with synchronised BN see the statistics of the
-  # 4-image batch: the first loss (before any update) matches one device.
-  np.testing.assert_allclose(losses[1], single[1], rtol=1e-5)
+  # Two replicas of 2 images with synchronised batch norm see the moments of
+  # the whole batch of 4: the first loss (before any update) equals the
+  # one-device loss to rounding (with per-replica moments it would not).
+  _finished(pool, "uninterrupted")
+  (one_device,) = _losses(dirs["uninterrupted"])
+  assert _relative_differences({1: losses[1]}, one_device)[0] < 1e-6
 
 
 @pytest.mark.parametrize("dtype,optimizer", [

@@ -134,6 +134,10 @@ def test_models_json(run):
   assert "error" not in case, case
   assert case["dtype"] == "float32" and case["xla"] is False
   assert case["latency_s"] > 0 and case["throughput_images_per_s"] > 0
+  assert case["gflops"] == pytest.approx(
+      2 * model["madds"] / case["latency_s"] / 1e9)
+  assert case["fraction_of_matmul"] == pytest.approx(
+      case["gflops"] / case["matmul_gflops"])
 
 
 def test_markdown_sections_replaced_in_place(run):
@@ -142,9 +146,10 @@ def test_markdown_sections_replaced_in_place(run):
   # Hand-written text and other people's sections are untouched.
   assert text.startswith("# Benchmarks\n\n## Notes written by hand\n\nKeep me.")
   assert "old text of another section" in text
-  assert text.rstrip().endswith("Also keep me.")
-  # The stale layer section was replaced, not duplicated; the new suites were
-  # appended once each.
+  assert "## Later section\n\nAlso keep me.\n" in text
+  # The stale layer section was replaced in place, not duplicated; the new
+  # suites were appended once each, after the existing text.
+  assert text.index("Also keep me.") < text.index("benchmark:resnet_ratio")
   assert "STALE LAYER TABLE" not in text
   for suite in ("layers", "resnet_ratio", "models"):
     begin = (f"<!-- BEGIN GENERATED SECTION: benchmark:{suite} "
