@@ -18,9 +18,10 @@ Suites (--suite, comma separated):
   python tools/benchmark.py --suite=models --model_input_size=64 \
       --output_dir=/tmp/bench --markdown=BENCHMARKS.md
 
-Each suite writes <output_dir>/<suite>.json and its PNGs; with --markdown
-it replaces only its own generated section of that file (other sections are
-kept). The protocol is described in axial_deeplab_tf/utils/benchmark.py.
+Each suite writes <output_dir>/<suite>.json (or <section>.json with
+--section) and its PNGs; with --markdown it replaces only its own generated
+section of that file (other sections are kept). --render_json re-renders a
+saved result without running anything. The protocol is described in axial_deeplab_tf/utils/benchmark.py.
 """
 
 import os
@@ -78,6 +79,10 @@ flags.DEFINE_string("section", None,
                     "Name of the JSON file and markdown section (default: "
                     "the suite name); lets runs with different flags keep "
                     "separate sections. Only with a single --suite.")
+flags.DEFINE_string("render_json", None,
+                    "Instead of running: re-render the plots and markdown "
+                    "section of a saved <section>.json (keeps its machine, "
+                    "date and command).")
 flags.mark_flag_as_required("output_dir")
 flags.register_validator(
     "suite", lambda v: bool(v) and all(
@@ -119,6 +124,19 @@ def _command() -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.render_json:
+    # Re-renders a saved result (its machine, date and command are kept).
+    import json  # pylint: disable=g-import-not-at-top
+    from axial_deeplab_tf.utils import benchmark  # pylint: disable=g-import-not-at-top
+    try:
+      with open(FLAGS.render_json) as f:
+        result = json.load(f)
+      result.setdefault("section", result["suite"])
+      os.makedirs(FLAGS.output_dir, exist_ok=True)
+      _write(benchmark, result)
+    except (OSError, KeyError, ValueError) as e:
+      sys.exit(f"ERROR: --render_json={FLAGS.render_json}: {e}")
+    return
   if FLAGS.section is not None:
     if len(FLAGS.suite) != 1:
       raise app.UsageError("--section needs exactly one --suite.")
@@ -163,24 +181,29 @@ def main(argv):
       sys.exit(f"ERROR: {e}")
     result["machine"] = machine
     result["command"] = _command()
-    name = FLAGS.section or suite
-    result["section"] = name
-    json_path = os.path.join(FLAGS.output_dir, f"{name}.json")
-    plots = benchmark.write_plots(result, FLAGS.output_dir, prefix=name)
-    benchmark.save_json(result, json_path)
-    logging.info("wrote %s and %d plots", json_path, len(plots))
-    print(json_path)
-    if FLAGS.markdown:
-      md_dir = os.path.dirname(os.path.abspath(FLAGS.markdown))
-      body = benchmark.markdown_section(result, machine, result["command"],
-                                        plots, relative_to=md_dir)
-      title = _TITLES[suite]
-      if FLAGS.section:
-        title = title.replace(" (generated)", f": {FLAGS.section} (generated)")
-      benchmark.update_markdown_section(FLAGS.markdown, f"benchmark:{name}",
-                                        title, body)
-      print(FLAGS.markdown)
+    result["section"] = FLAGS.section or suite
+    _write(benchmark, result)
 
+
+def _write(benchmark, result):
+  """Writes a result's JSON, plots and (with --markdown) its section."""
+  name, suite = result["section"], result["suite"]
+  json_path = os.path.join(FLAGS.output_dir, f"{name}.json")
+  plots = benchmark.write_plots(result, FLAGS.output_dir, prefix=name)
+  benchmark.save_json(result, json_path)
+  logging.info("wrote %s and %d plots", json_path, len(plots))
+  print(json_path)
+  if FLAGS.markdown:
+    md_dir = os.path.dirname(os.path.abspath(FLAGS.markdown))
+    body = benchmark.markdown_section(result, result["machine"],
+                                      result["command"], plots,
+                                      relative_to=md_dir)
+    title = _TITLES[suite]
+    if name != suite:
+      title = title.replace(" (generated)", f": {name} (generated)")
+    benchmark.update_markdown_section(FLAGS.markdown, f"benchmark:{name}",
+                                      title, body)
+    print(FLAGS.markdown)
 
 if __name__ == "__main__":
   app.run(main)

@@ -90,7 +90,8 @@ def main(argv):
       try:
         scales.append(float(s))
       except ValueError as e:
-        raise ValueError(f"--scales must be numbers, got {FLAGS.scales}.") from e
+        raise ValueError(
+            f"--scales must be numbers, got {FLAGS.scales}.") from e
     loaded = export_module.load_model(
         model_name=FLAGS.model,
         overrides=export_module.parse_overrides(FLAGS.set),

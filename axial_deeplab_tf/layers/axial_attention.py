@@ -6,13 +6,28 @@ content (q_l . k_m), query-dependent position (q_l . r^q[m - l]) and
 key-dependent position (k_m . r^k[m - l]); the retrieved output has two terms,
 sum_m a_lm v_m and sum_m a_lm r^v[m - l], also batch-normalised separately.
 
-How the relative terms are computed: instead of materialising an
-[L, L, depth] embedding per call (an einsum over L small matrices), the
-queries (keys) are multiplied with the relative table in one large matmul
-([batch * heads * L, depth] x [depth, rows]) and the result is moved from
-relative to absolute key coordinates with a pad-flatten-reshape "skew",
-which is pure data movement. The value term uses the inverse skew followed by
-one matmul with the table.
+How it is computed (measured choices; see BENCHMARKS.md):
+  * Relative terms as matmuls batched over position. The rows of a relative
+    table for every (query l, key m) pair form a small [L, L, depth] tensor
+    that does not depend on the batch (a gather from the table, whose
+    gradient is summed back densely). The query term is then one matmul
+    batched over l, [L, batch*heads, depth] x [L, depth, L]; the key term is
+    batched over m and the value term over l. One transpose brings each
+    result to the [batch, heads, L, L] logits layout. No pads, slices or
+    "skews" of the logits, whose gradients are slow strided scatters.
+  * Batch norm of the similarity terms without passes over the logits. Each
+    term's norm is an affine map per head, so its scale multiplies q or k
+    (small tensors) before the matmul. In training, the batch statistics of
+    the relative terms (and of the content term with a global span) come in
+    closed form from depth x depth Gram matrices: sum_l,m (q_l . r_lm)^2 =
+    sum_l q_l^T (sum_m r_lm r_lm^T) q_l.
+  * Fused batch-norm kernels for the q/k/v projection and the two output
+    terms; in inference the projection's norm, the content output's norm
+    and both output offsets are folded into the projection kernel and bias.
+  * AxialAttention2D runs the height pass on the [height, batch*width, C]
+    layout, which is the NHWC input itself for batch 1 and is already the
+    layout the position-batched matmuls want.
+XLA (jit_compile) works but measured slower on CPU than these TF ops.
 
 Span:
   * span=None: global attention over the whole axis; the relative tables have
@@ -26,8 +41,7 @@ Span:
     norm takes its statistics over valid (in-span) query/key pairs only.
 """
 
-import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -154,8 +168,12 @@ def _key_windows(x, num_blocks, block, window, radius, length):
 
 
 def _local_mask(num_blocks, block, window, radius, length):
-  """float32 [num_blocks, 1, block, window]: 1 for in-span pairs of real keys
-  and queries, else 0."""
+  """Which (query, window key) pairs of the query blocks count.
+
+  Returns:
+    float32 [num_blocks, 1, block, window]: 1 for an in-span pair of a real
+    query and a real key (not padding), else 0.
+  """
   query_pos = tf.range(num_blocks)[:, None, None] * block + tf.range(
       block)[None, :, None]
   key_pos = tf.range(num_blocks)[:, None, None] * block - radius + tf.range(
@@ -163,6 +181,13 @@ def _local_mask(num_blocks, block, window, radius, length):
   mask = ((tf.abs(key_pos - query_pos) <= radius) & (key_pos >= 0) &
           (key_pos < length) & (query_pos < length))
   return tf.cast(mask, tf.float32)[:, None]
+
+
+def _band_mask(length: int, radius: int) -> tf.Tensor:
+  """float32 [1, 1, length, length]: 1 where |m - l| <= radius, else 0."""
+  pos = np.arange(length)
+  band = np.abs(pos[None, :] - pos[:, None]) <= radius
+  return tf.constant(band.astype(np.float32)[None, None])
 
 
 def _check_positive_int(name, value):
@@ -368,9 +393,24 @@ class AxialAttention(tf_keras.layers.Layer):
 
   # --------------------------------------------------------------- the core
   def _is_global(self, length) -> bool:
-    """Whether every key of an axis of `length` is in span (one block)."""
+    """Whether every key of an axis of `length` is in span."""
     return self._span is None or (isinstance(length, int) and
                                   length <= self._radius + 1)
+
+  def _single_block(self, length) -> bool:
+    """Whether all queries of `length` are computed as one block.
+
+    True for global attention, and for a local span whenever the full
+    [L, L] logits with a band mask are no larger than the query blocks with
+    their halos (e.g. length 65 with span 65: 65^2 against 3 x 32 x 96).
+    """
+    if self._is_global(length):
+      return True
+    if not isinstance(length, int):
+      return False
+    block = self._block_length_for()
+    blocks = -(-length // block)
+    return length * length <= blocks * block * (block + 2 * self._radius)
 
   def _attend(self, q, k, v, rq, rk, rv, gamma, beta, moving_mean,
               moving_var, training, sequence_major=False):
@@ -408,7 +448,7 @@ class AxialAttention(tf_keras.layers.Layer):
     dvh = v.shape[-1]
     batch = tf.shape(q)[1 if sequence_major else 0]
     compute_dtype = q.dtype
-    if sequence_major and not self._is_global(length):
+    if sequence_major and not self._single_block(length):
       # Query blocks need the batch-major layout.
       q, k, v = [tf.transpose(t, [1, 0, 2, 3]) for t in (q, k, v)]
       out, out_pos, mean, var = self._attend(
@@ -418,8 +458,9 @@ class AxialAttention(tf_keras.layers.Layer):
       if out_pos is not None:
         out_pos = tf.transpose(out_pos, [1, 0, 2])
       return out, out_pos, mean, var
-    if self._is_global(length):
-      # Every key is in range: one block, rows m - l + radius of the table.
+    if self._single_block(length):
+      # One block of all queries and keys; rows m - l + radius of the table;
+      # a band mask unless every key is in span.
       num_blocks, q_len, k_len = 1, length, length
       padded = length
       if not sequence_major:
@@ -427,7 +468,7 @@ class AxialAttention(tf_keras.layers.Layer):
         kw = tf.expand_dims(k, 1)
         vw = tf.expand_dims(v, 1)
       rows = _relative_rows(length, length, radius, self.table_rows)
-      mask = None
+      mask = None if self._is_global(length) else _band_mask(length, radius)
     else:
       q_len = self._block_length_for()
       k_len = q_len + 2 * radius
@@ -495,7 +536,8 @@ class AxialAttention(tf_keras.layers.Layer):
         squares.append(tf.reduce_sum(
             tf.matmul(qc32, qc32, transpose_a=True) *
             tf.matmul(kc32, kc32, transpose_a=True), axis=[0, 1, 3, 4]))
-        count = tf.cast(batch * q_len * k_len, tf.float32)
+        count = tf.cast(batch, tf.float32) * tf.cast(q_len * k_len,
+                                                     tf.float32)
       else:
         # A windowed Gram sum would cost more than one pass over the logits.
         content = f32(tf.matmul(qc, kc, transpose_b=True))
@@ -518,12 +560,11 @@ class AxialAttention(tf_keras.layers.Layer):
         squares.append(sq)
       mean, var = self._reduce_moments(tf.stack(sums), tf.stack(squares),
                                        count)
+      scale = gamma * tf.math.rsqrt(var + self._norm_epsilon)
+      shift = tf.reduce_sum(beta - mean * scale, axis=0)
     else:
-      mean_used, var_used = moving_mean, moving_var
-    if training:
-      mean_used, var_used = mean, var
-    scale = gamma * tf.math.rsqrt(var_used + self._norm_epsilon)
-    shift = tf.reduce_sum(beta - mean_used * scale, axis=0)
+      scale = gamma * tf.math.rsqrt(moving_var + self._norm_epsilon)
+      shift = None  # Constant along the softmax axis: no effect (below).
     term = 0
     logits = []
     if content is not None:
@@ -546,7 +587,7 @@ class AxialAttention(tf_keras.layers.Layer):
     # output; in training it is added so that the graph (and the gradient of
     # the batch-norm offset) is the batch norm's; in inference it is skipped.
     # (Carrying it as an extra depth channel of a matmul measured slower.)
-    bias = tf.reshape(shift, [heads, 1, 1]) if training else None
+    bias = tf.reshape(shift, [heads, 1, 1]) if shift is not None else None
     if mask is not None:
       mask_bias = (1.0 - mask) * _NEG_INF
       bias = mask_bias if bias is None else bias + mask_bias
@@ -558,7 +599,7 @@ class AxialAttention(tf_keras.layers.Layer):
       # [B, blocks, Q, N, dvh] -> [B, L, N * dvh].
       x = tf.reshape(x, [batch, padded, heads * dvh])
       if mask is not None:
-        x = x[:, :length]
+        x = tf.slice(x, [0, 0, 0], [-1, length, -1])
       return x
 
     out = tf.matmul(weights, vc)  # [B, blocks, N, Q, dvh]
@@ -614,7 +655,8 @@ class AxialAttention(tf_keras.layers.Layer):
     flat = tf.reshape(inputs, [-1, channels])
     rows = (None if inputs.shape[0] is None or inputs.shape[1] is None else
             inputs.shape[0] * inputs.shape[1])
-    if rows is not None and 2 * rows < 3 * channels:
+    if (rows is not None and 2 * rows < 3 * channels and
+        inputs.dtype != tf.float64):
       # Few rows: one batch-norm pass over the projection (and the split)
       # costs less than scaling and splitting the [channels, 2 * key +
       # value] kernel.
@@ -650,8 +692,10 @@ class AxialAttention(tf_keras.layers.Layer):
   def _normalize_outputs(self, terms):
     """Training batch norm of each retrieved term ([B, L, C]), summed."""
     bn = self._output_bn
-    if self._use_sync_bn or bn.epsilon <= 1.001e-5:
-      # The fused kernel has neither cross-replica statistics nor tiny eps.
+    if (self._use_sync_bn or bn.epsilon <= 1.001e-5 or
+        terms[0].dtype == tf.float64):
+      # The fused kernel has neither cross-replica statistics, nor tiny eps,
+      # nor float64.
       stacked = tf.stack(terms, axis=2)
       return tf.reduce_sum(bn(stacked, training=True), axis=2)
     count = len(terms)
@@ -673,7 +717,8 @@ class AxialAttention(tf_keras.layers.Layer):
     var = tf.stack(variances) * (n - 1.0) / n
     mean = tf.stack(means)
     for moving, value in ((bn.moving_mean, mean), (bn.moving_variance, var)):
-      value = tf.reshape(tf.stop_gradient(value), moving.shape)
+      value = tf.cast(tf.reshape(tf.stop_gradient(value), moving.shape),
+                      moving.dtype)
       moving.assign_sub((moving - value) * (1.0 - bn.momentum))
     out = tf.add_n(outputs) if count > 1 else outputs[0]
     return tf.cast(tf.reshape(out, shape), terms[0].dtype)
@@ -916,7 +961,7 @@ class AxialAttention2D(tf_keras.layers.Layer):
     channels = inputs.shape[-1]
     dv = self._config["value_depth"]
     # Height pass: a batch of batch*width columns.
-    if self.height_attention._is_global(h):  # pylint: disable=protected-access
+    if self.height_attention._single_block(h):  # pylint: disable=protected-access
       # Height-major [h, batch*w, C] is the input itself for batch 1.
       batch_one = isinstance(batch, int) and batch == 1
       if batch_one:

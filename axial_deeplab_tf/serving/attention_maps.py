@@ -16,14 +16,15 @@ the weights must equal the layer's own output at l, which is how the
 weights are checked against the layer.
 
 For a whole model, `attention_maps` runs the model once on an image,
-records the inputs of the height and width layers of the chosen
-AxialAttention2D, and returns the height-axis weights of the query pixel
-over its column and the width-axis weights over its row.
+records the input of the chosen AxialAttention2D, rebuilds the columns its
+height layer attends over and the rows (of the height layer's output) its
+width layer attends over, and returns the height-axis weights of the query
+pixel over its column and the width-axis weights over its row.
 """
 
 import contextlib
 import dataclasses
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -341,28 +342,36 @@ def attention_maps(model: tf_keras.Model,
       not 0 <= head < num_heads):
     raise ValueError(f"head must be an int in 0..{num_heads - 1} for block "
                      f"{name!r}, got {head!r}.")
-  records = {"height": [], "width": []}
-  axes = {"height": layer.height_attention, "width": layer.width_attention}
+  # Only the input of the 2D layer is recorded; the column and row inputs of
+  # its two 1D layers are rebuilt from it as the layer defines them (height
+  # pass on columns, width pass on the rows of its output), so nothing here
+  # depends on how the layer lays its tensors out internally.
+  records = {"input": []}
   images = tf.convert_to_tensor(image[np.newaxis])
-  with _record_inputs(axes, records):
+  with _record_inputs({"input": layer}, records):
     if model_fn is None:
       model(images, training=False)
     else:
       model_fn(model, images)
-  if len(records["height"]) != 1 or len(records["width"]) != 1:
+  if len(records["input"]) != 1:
     raise ValueError(f"Expected one call of block {name!r} in the forward "
-                     f"pass, saw {len(records['height'])} height and "
-                     f"{len(records['width'])} width calls (run the model "
+                     f"pass, saw {len(records['input'])} (run the model "
                      f"eagerly).")
-  columns = records["height"][0]  # [feature_width, feature_height, c]
-  rows = records["width"][0]  # [feature_height, feature_width, c]
-  fh, fw = columns.shape[1], rows.shape[1]
-  if columns.shape[0] != fw or rows.shape[0] != fh:
-    raise ValueError(f"Unexpected attention inputs: columns {columns.shape}, "
-                     f"rows {rows.shape}.")
+  features = records["input"][0]  # [1, feature_height, feature_width, c]
+  if features.ndim != 4 or features.shape[0] != 1:
+    raise ValueError(f"Unexpected input of block {name!r}: shape "
+                     f"{features.shape}.")
+  fh, fw = features.shape[1], features.shape[2]
   fy = min(y * fh // height, fh - 1)
   fx = min(x * fw // width, fw - 1)
+  columns = np.transpose(features[0], (1, 0, 2))  # [fw, fh, c]
   column = query_attention(layer.height_attention, columns[fx:fx + 1], fy)
+  # The width layer's input row fy: the height layer's output at row fy of
+  # every column.
+  height_out = layer.height_attention(
+      tf.convert_to_tensor(columns, dtype=layer.height_attention.compute_dtype),
+      training=False)
+  rows = np.transpose(np.asarray(height_out), (1, 0, 2))  # [fh, fw, dv]
   row = query_attention(layer.width_attention, rows[fy:fy + 1], fx)
   return AttentionMaps(block=name, head=int(head), query=(y, x),
                        query_feature=(fy, fx), feature_size=(fh, fw),

@@ -1,4 +1,4 @@
-"""SavedModel export of the zoo models: signatures, in-graph pre/post-processing.
+"""SavedModel export of the zoo models: signatures, in-graph processing.
 
 Built on Model Garden's `official.core.export_base.ExportModule`. One module
 per task:
@@ -54,6 +54,7 @@ export (task, classes, post-processing settings, dataset metadata) is
 written to `assets.extra/axial_deeplab_serving.json` inside the export.
 """
 
+import abc
 import ast
 import contextlib
 import dataclasses
@@ -70,6 +71,7 @@ from official.core import export_base
 
 from axial_deeplab_tf.data import metadata as metadata_lib
 from axial_deeplab_tf.data import tfrecord_schema
+from axial_deeplab_tf.modeling import registry
 from axial_deeplab_tf.ops import post_processing
 from axial_deeplab_tf.ops import test_time_augmentation
 
@@ -301,8 +303,9 @@ class ImageExportModule(export_base.ExportModule):
                                                    tf.uint8)])
 
   # --------------------------------------------------------------- serving
+  @abc.abstractmethod
   def serve(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
-    raise NotImplementedError
+    """Outputs of checked uint8 [batch, height, width, 3] images."""
 
   def _with_size(self, outputs, images):
     outputs = dict(outputs)
@@ -883,7 +886,6 @@ def load_model(*,
   Returns:
     A LoadedModel.
   """
-  from axial_deeplab_tf.modeling import registry  # pylint: disable=g-import-not-at-top
   if bool(model_name) == bool(gin_files):
     raise ValueError(f"Give exactly one of model_name and gin_files; got "
                      f"model_name={model_name!r}, gin_files="

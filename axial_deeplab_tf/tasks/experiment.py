@@ -310,7 +310,12 @@ def parse_experiment(gin_files: Sequence[str],
     raise ValueError(_name_binding(str(e), gin_params)) from e
   finally:
     logging.getLogger().removeFilter(quiet)
-  return experiment()
+  try:
+    return experiment()
+  except (ValueError, TypeError) as e:
+    # gin re-raises through a proxy subclass; raise the plain type.
+    kind = ValueError if isinstance(e, ValueError) else TypeError
+    raise kind(_strip_call_context(str(e))) from e
 
 
 class _DropGinPathProbes(logging.Filter):
@@ -339,6 +344,19 @@ def _name_binding(message: str, gin_params: Sequence[str]) -> str:
     return message
   return message.replace(match.group(0),
                          f"In --gin_param {bindings[line - 1].strip()!r}")
+
+
+def _strip_call_context(message: str) -> str:
+  """Replaces gin's "In call to configurable 'x' (<function ...>)" lines.
+
+  gin appends one per enclosing configurable call, with the function's
+  address; the innermost configurable is what the reader needs.
+  """
+  pattern = r"\s*In call to configurable '([^']+)' \(<[^>]*>\)"
+  names = re.findall(pattern, message)
+  if not names:
+    return message
+  return f"{re.sub(pattern, '', message)} (gin configurable '{names[0]}')"
 
 
 def operative_config() -> str:

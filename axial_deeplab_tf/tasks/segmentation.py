@@ -315,7 +315,8 @@ class PanopticSegmentationTask(_BaseTask):
     losses["total_loss"] = total
     return losses
 
-  def build_metrics(self, training: bool = True) -> List[tf_keras.metrics.Metric]:
+  def build_metrics(self, training: bool = True
+                   ) -> List[tf_keras.metrics.Metric]:
     return [tf_keras.metrics.Mean(k, dtype=tf.float32) for k in _LOSS_KEYS]
 
   def train_step(self, inputs, model, optimizer, metrics=None):

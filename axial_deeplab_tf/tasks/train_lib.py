@@ -179,7 +179,12 @@ def latest_checkpoint(model_dir: str) -> Tuple[Optional[str], int]:
   path = tf.train.latest_checkpoint(model_dir)
   if not path:
     return None, 0
-  return path, int(tf.train.load_variable(path, _GLOBAL_STEP_KEY))
+  try:
+    return path, int(tf.train.load_variable(path, _GLOBAL_STEP_KEY))
+  except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+    raise ValueError(f"model_dir {model_dir!r} holds checkpoint {path!r} "
+                     f"without a global step: not a training checkpoint of "
+                     f"this trainer; use a fresh model_dir.") from e
 
 
 def configure_cpu_devices(num_devices: int) -> None:

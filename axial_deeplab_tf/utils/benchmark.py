@@ -489,7 +489,7 @@ def run_layers(sizes: Sequence[int] = (32, 48, 64, 96, 128),
              # Small maps are dominated by per-op overheads; the largest
              # three sizes show the asymptotic growth better.
              "time_exponent_top3": (fit_exponent(pix[-3:], med[-3:])
-                                    if len(pix) > 3 else None),
+                                    if len(pix) >= 3 else None),
              "expected": EXPECTED_EXPONENTS[kind]}
       if all(m is not None and m > 0 for m in mem):
         fit["memory_exponent"] = fit_exponent(pix, mem)
@@ -830,8 +830,9 @@ def markdown_section(result: Dict[str, Any], machine: Dict[str, Any],
     ]
     for m in result["models"]:
       for c in m["cases"]:
-        head = (f"| {m['model']} | {m.get('params', 0):,} | "
-                f"{m.get('madds', 0) / 1e9:.2f} | {c['dtype']} |")
+        params = f"{m['params']:,}" if "params" in m else "-"
+        madds = f"{m['madds'] / 1e9:.2f}" if "madds" in m else "-"
+        head = f"| {m['model']} | {params} | {madds} | {c['dtype']} |"
         if "error" in c:
           lines.append(head + f" - | error: {c['error'][:120]} | | |")
         else:

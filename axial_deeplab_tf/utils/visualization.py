@@ -1,4 +1,4 @@
-"""Pictures of predictions: colorized semantic/panoptic maps, overlays, attention.
+"""Pictures of predictions: colorized label maps, overlays, attention maps.
 
 Pure numpy (plus Pillow for text and matplotlib for a color map), so tools
 and notebooks can use it without TensorFlow. Every function takes and
@@ -337,7 +337,7 @@ def attention_figure(image: np.ndarray,
   """Height-axis and width-axis maps side by side with captions.
 
   Returns:
-    uint8 [height + caption, 2 * width + gap, 3].
+    uint8 [height + 28, 2 * width + 8, 3] (height + 16 without a title).
   """
   from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
   left = axis_band_overlay(image, height_weights, "height", query,
@@ -345,13 +345,15 @@ def attention_figure(image: np.ndarray,
   right = axis_band_overlay(image, width_weights, "width", query,
                             feature_size)
   height, width = left.shape[:2]
-  gap, caption = 8, 16
+  gap = 8
+  caption = 28 if title else 16
   canvas = np.full((height + caption, 2 * width + gap, 3), 255, np.uint8)
   canvas[caption:, :width] = left
   canvas[caption:, width + gap:] = right
   picture = Image.fromarray(canvas)
   draw = ImageDraw.Draw(picture)
-  draw.text((2, 2), f"height axis {title}".strip(), fill=(0, 0, 0))
-  draw.text((width + gap + 2, 2), f"width axis {title}".strip(),
-            fill=(0, 0, 0))
+  if title:
+    draw.text((2, 2), title, fill=(0, 0, 0))
+  draw.text((2, caption - 13), "height axis", fill=(0, 0, 0))
+  draw.text((width + gap + 2, caption - 13), "width axis", fill=(0, 0, 0))
   return np.asarray(picture)

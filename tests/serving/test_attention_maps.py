@@ -104,8 +104,14 @@ def test_model_maps_follow_the_query_through_the_layers():
   rows = first.height_attention(
       np.transpose(pooled, (1, 0, 2)), training=False).numpy()
   row = np.transpose(rows, (1, 0, 2))[6][None]
-  want = am.query_attention(first.width_attention, row, 3).weights[0, 1]
-  np.testing.assert_allclose(maps.width_weights, want, atol=1e-5)
+  rebuilt = am.query_attention(first.width_attention, row, 3)
+  np.testing.assert_allclose(maps.width_weights, rebuilt.weights[0, 1],
+                             atol=1e-5)
+  # Those rows are what the 2D layer's width pass attends over: the output
+  # rebuilt from them is the layer's own output at the query.
+  layer_out = first(pooled[None], training=False).numpy()[0, 6, 3]
+  np.testing.assert_allclose(rebuilt.output[0], layer_out, atol=2e-5,
+                             rtol=1e-5)
   assert abs(maps.width_weights.sum() - 1) < 1e-9
   # Local span 5: nothing beyond 2 cells from the query.
   assert np.all(maps.height_weights[np.abs(np.arange(9) - 6) > 2] == 0)
@@ -114,7 +120,7 @@ def test_model_maps_follow_the_query_through_the_layers():
   assert second_maps.block == "second"
   assert np.all(second_maps.height_weights > 0)
   # The layers are back to their own call after recording.
-  assert "call" not in vars(first.height_attention)
+  assert "call" not in vars(first)
 
 
 def test_model_maps_check_arguments():

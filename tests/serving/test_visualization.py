@@ -112,6 +112,8 @@ def test_attention_band_marks_the_query_band():
   assert brightness[8:12].min() > brightness[:4].max()
   figure = vis.attention_figure(image, weights, np.ones(6) / 6, (9, 13),
                                 (5, 6), title="b h")
-  assert figure.shape == (36, 68, 3)
+  assert figure.shape == (48, 68, 3)
+  assert vis.attention_figure(image, weights, np.ones(6) / 6, (9, 13),
+                              (5, 6)).shape == (36, 68, 3)
   with pytest.raises(ValueError, match="shape"):
     vis.axis_band_overlay(image, weights, "width", (9, 13), (5, 6))

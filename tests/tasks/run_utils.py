@@ -158,14 +158,21 @@ class RunPool:
     self._thread = threading.Thread(target=self._loop, daemon=True)
     self._thread.start()
 
-  def submit(self, *runs: ToolRun, then: Optional[Callable] = None) -> None:
-    """Queues runs that start together; `then(last_run)` runs when all end."""
+  def submit(self, *runs: ToolRun, then: Optional[Callable] = None,
+             first: bool = False) -> None:
+    """Queues runs that start together.
+
+    Args:
+      *runs: the group.
+      then: called with the last run of the group when it has ended.
+      first: put the group at the head of the queue.
+    """
     with self._lock:
       for run in runs:
         self._runs[run.name] = run
       if then is not None:
         self._then[runs[-1].name] = then
-      self._queue.append(list(runs))
+      self._queue.insert(0 if first else len(self._queue), list(runs))
 
   def wait(self, name: str, timeout: float = 1200.0) -> ToolRun:
     """Blocks until run `name` (submitted or to be submitted) ends."""

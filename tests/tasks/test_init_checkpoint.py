@@ -156,8 +156,10 @@ def test_panoptic_task_initialises_its_backbone_from_an_axial_resnet(
         counts["restored"] += 1
         continue
       # Only relative tables differ: the classifier's global spans at
-      # 224x224 have radius 55 (res2, 56x56), 27, 13 and 6; the panoptic
-      # span 65 has radius 32. Larger tables give their centre rows.
+      # 224x224 have the radius of the resolution a block attends at, 55
+      # (56x56: res2 and the first res3 block, which downsamples after
+      # attending), 27, 13 or 6; the panoptic span 65 has radius 32. Larger
+      # tables give their centre rows.
       assert src.shape[1:] == value.shape[1:] and value.shape[0] == 65
       if src.shape[0] > 65:
         c = (src.shape[0] - 1) // 2
@@ -168,8 +170,9 @@ def test_panoptic_task_initialises_its_backbone_from_an_axial_resnet(
         counts["kept"] += 1
   # The inception stem: 3 x (conv kernel + 4 batch-norm variables).
   assert counts["restored"] > 100 and counts["stem"] == 15
-  # res2 has 1 block of 2 axial layers x 3 tables (depth 26: blocks 1,2,4,1).
-  assert counts["cropped"] == 6 and counts["kept"] == 7 * 6
+  # Depth 26 has blocks (1, 2, 4, 1), each with 2 axial layers x 3 tables;
+  # res2_block1 and res3_block1 attend at 56x56.
+  assert counts["cropped"] == 2 * 6 and counts["kept"] == 6 * 6
 
   report = checkpoint_utils.restore_by_name(model.backbone, path)
   assert len(report.restored) == counts["restored"]

@@ -218,3 +218,21 @@ def test_bad_flags_exit_with_message(tmp_path):
       capture_output=True, text=True, cwd=REPO, timeout=120)
   assert result.returncode != 0
   assert "--layer_sizes takes integers" in result.stderr
+
+
+def test_render_json_rewrites_a_section_without_running(run, tmp_path):
+  out, _ = run
+  md = tmp_path / "R.md"
+  md.write_text("# Benchmarks\n\nhand-written\n")
+  result = subprocess.run(
+      [sys.executable, TOOL, f"--render_json={out / 'layers.json'}",
+       f"--output_dir={tmp_path}", f"--markdown={md}"],
+      capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  text = md.read_text()
+  assert text.startswith("# Benchmarks\n\nhand-written\n")
+  assert text.count("<!-- BEGIN GENERATED SECTION: benchmark:layers ") == 1
+  # The original run's command and date are kept, not the re-render's.
+  assert "- Command: `python tools/benchmark.py --suite=layers," in text
+  assert (tmp_path / "layers.json").exists()
+  assert (tmp_path / "layers_time.png").exists()

@@ -147,12 +147,29 @@ def exported(tmp_path_factory):
           "served": served, "report": report}
 
 
-def _reference(model, images):
-  raw = model(images, training=False)
-  out = post_processing.PanopticDeepLabPostProcessor(**PP_ARGS)(raw)
-  out = {k: v.numpy() for k, v in out.items()}
-  out.update({k: v.numpy() for k, v in raw.items()})
-  return out
+def _reference_fn(model):
+  """The Keras model and the post-processor, run in this process.
+
+  Both run inside one tf.function: the SavedModel's functions are graphs
+  too, and graph execution may fuse kernels (e.g. conv + bias + relu) that
+  round differently from op-by-op eager execution; a class tie within
+  float32 rounding could then flip a pixel between the two modes.
+  """
+  post_processor = post_processing.PanopticDeepLabPostProcessor(**PP_ARGS)
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3],
+                                              tf.uint8)])
+  def run(images):
+    raw = model(images, training=False)
+    return raw, post_processor(raw)
+
+  def reference(images):
+    raw, out = run(tf.constant(images, tf.uint8))
+    out = {k: v.numpy() for k, v in out.items()}
+    out.update({k: v.numpy() for k, v in raw.items()})
+    return out
+
+  return reference
 
 
 def test_fresh_process_matches_in_process_model_and_post_processing(
@@ -161,9 +178,10 @@ def test_fresh_process_matches_in_process_model_and_post_processing(
   assert report["foreign_modules"] == []
   assert report["signatures"] == ["serve_image_bytes", "serve_tf_example",
                                   "serving_default"]
+  reference = _reference_fn(exported["model"])
   for name, (batch, height, width) in CASES.items():
     images = exported["inputs"][f"case_{name}"]
-    ref = _reference(exported["model"], images)
+    ref = reference(images)
     got = {k.split("/", 1)[1]: v for k, v in served.items()
            if k.startswith(f"case_{name}/")}
     assert got["panoptic_pred"].shape == (batch, height, width)

@@ -37,7 +37,7 @@ def test_draws_both_axes_for_a_query(tmp_path):
   assert summary["block"].endswith("/attention")
   assert summary["head"] == 5
   figure = np.asarray(Image.open(output))
-  assert figure.shape == (height + 16, 2 * width + 8, 3)
+  assert figure.shape == (height + 28, 2 * width + 8, 3)
   maps = np.load(weights)
   fh, fw = maps["feature_size"]
   # The last stage runs at output stride 16 on the 70 x 90 input.
