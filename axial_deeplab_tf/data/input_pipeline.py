@@ -698,7 +698,8 @@ def build_dataset(file_pattern: Union[str, Sequence[str]],
     input_context: tf.distribute input context, if distributed.
     shuffle_buffer_size: example shuffle buffer (training).
     seed: dataset seed; required with deterministic=True.
-    deterministic: reproducible order and augmentation (slower).
+    deterministic: reproducible training order and augmentation (slower);
+      evaluation always reads in file order.
     drop_remainder: drop the last partial batch (default: is_training).
     cache: cache parsed examples (augmentation then repeats each epoch).
     cycle_length: files read in parallel.
@@ -727,7 +728,9 @@ def build_dataset(file_pattern: Union[str, Sequence[str]],
       is_training=is_training,
       drop_remainder=is_training if drop_remainder is None else drop_remainder,
       shuffle_buffer_size=shuffle_buffer_size, cache=cache,
-      cycle_length=cycle_length, deterministic=deterministic, seed=seed,
+      cycle_length=cycle_length,
+      # Evaluation always keeps the file order so results line up with files.
+      deterministic=deterministic or not is_training, seed=seed,
       prefetch_buffer_size=prefetch_buffer_size)
   reader = input_reader.InputReader(
       params, dataset_fn=tf.data.TFRecordDataset,

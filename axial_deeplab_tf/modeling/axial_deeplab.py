@@ -129,6 +129,9 @@ class PanopticDeepLabDecoder(tf_keras.layers.Layer):
     if fusion not in ("separable_conv", "axial"):
       raise ValueError(f"fusion must be 'separable_conv' or 'axial', got "
                        f"{fusion!r}.")
+    if fusion == "axial" and (channels % 4 or (channels // 4) % num_heads):
+      raise ValueError(f"axial fusion needs channels divisible by 4 * "
+                       f"num_heads = {4 * num_heads}, got channels={channels}.")
     self._config = dict(
         high_key=high_key, low_keys=list(low_keys), channels=channels,
         low_channels=list(low_channels), context=context,

@@ -52,7 +52,10 @@ def test_offsets_are_rescaled_to_input_pixels():
 
 
 def test_axial_decoder_variant_and_conv_baseline_run():
-  for name, kwargs in [("axial_deeplab_l_axial_decoder", TINY),
+  with pytest.raises(ValueError, match="axial fusion needs channels"):
+    models.build("axial_deeplab_l_axial_decoder", num_classes=4, **TINY)
+  for name, kwargs in [("axial_deeplab_l_axial_decoder",
+                        dict(TINY, semantic_channels=32)),
                        ("panoptic_deeplab_r50", {})]:
     model = models.build(name, num_classes=4, **kwargs)
     out = model(tf.random.uniform((1, 49, 51, 3), 0, 255), training=False)
