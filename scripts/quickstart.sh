@@ -49,8 +49,7 @@ $P tools/export_saved_model.py --gin_file=gin/quickstart/axial_deeplab.gin \
 echo "== 5/6 predict held-out images -> $OUT/predictions"
 rm -rf "$OUT/predictions"
 $P tools/predict.py --saved_model="$OUT/saved_model" \
-  --images="$OUT/raw/val/*.png" --output_dir="$OUT/predictions" \
-  --metadata="$OUT/tfrecord/metadata.json"
+  --images="$OUT/raw/val/*.png" --output_dir="$OUT/predictions"
 
 echo "== 6/6 results"
 $P - "$OUT" "$start" <<'PYEOF'
@@ -63,8 +62,8 @@ keys = ["panoptic_quality", "panoptic_quality/sq", "panoptic_quality/rq",
 for k in keys:
   if k in r:
     print(f"  {k:28s} {r[k]:.4f}")
-n = len([f for f in os.listdir(os.path.join(out, "predictions"))
-         if f.endswith(".png")])
+n = len([f for f in os.listdir(os.path.join(out, "predictions", "overlays"))
+         if f.endswith(".png")]) if os.path.isdir(os.path.join(out, "predictions", "overlays")) else 0
 print(f"  prediction PNGs written      {n} in {out}/predictions")
 print(f"  total time                   {time.time() - start:.0f} s")
 PYEOF
