@@ -57,7 +57,11 @@ def test_global_span_needs_input_size():
 
 
 def test_full_axial_resnet_runs_any_size():
-  model = models.build("full_axial_resnet_50s", num_classes=5,
+  # The 0.75 width: a 48-channel stem whose attention depth is rounded up to
+  # a multiple of the 8 heads (48 // 4 = 12 -> 16).
+  model = models.build("full_axial_resnet_50m", num_classes=5,
                        input_size=(None, None))
+  stem = model.backbone.get_layer("stem_block1")
+  assert stem._attention.height_attention.get_config()["key_depth"] == 16
   out = model(tf.random.uniform([1, 45, 37, 3], 0, 255), training=False)
   assert out["logits"].shape == (1, 5)

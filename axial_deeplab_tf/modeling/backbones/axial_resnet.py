@@ -148,7 +148,9 @@ def build_axial_resnet_backbone(
       x = _bn(name=f"stem_bn{i + 1}", **bn)(x)
       x = tf_keras.layers.ReLU(name=f"stem_relu{i + 1}")(x)
   else:
-    stem_filters = max(stem_width // expansion, num_heads)
+    # Attention depths split over the heads: round up to a multiple of them
+    # (the 0.75-width stem would otherwise have 12 channels for 8 heads).
+    stem_filters = -(-max(stem_width // expansion, 1) // num_heads) * num_heads
     for i in range(3):
       x = AxialBlock(
           filters=stem_filters, strides=2 if i == 0 else 1, span=stem_span,
