@@ -82,7 +82,28 @@ class _Runner(mg_train_lib.OrbitExperimentRunner):
   def __init__(self, *args, after_actions: Sequence[Callable] = (),
                **kwargs):
     self._after_actions = tuple(after_actions)
+    self._last_eval = None  # (global step, logs) of the latest evaluation.
     super().__init__(*args, **kwargs)
+
+  def _record_eval(self, logs):
+    self._last_eval = (int(self.trainer.global_step.numpy()), logs)
+
+  def run(self):
+    # Model Garden evaluates once more after train_and_eval / eval for the
+    # returned logs; reuse the evaluation of the final step instead.
+    post_eval, self._run_post_eval = self._run_post_eval, False
+    try:
+      model, logs = super().run()
+    finally:
+      self._run_post_eval = post_eval
+    if not post_eval:
+      return model, logs
+    step = int(self.trainer.global_step.numpy())
+    if self._last_eval is not None and self._last_eval[0] == step:
+      return model, self._last_eval[1]
+    with self.strategy.scope():
+      return model, self.controller.evaluate(
+          steps=self.params.trainer.validation_steps)
 
   def _maybe_build_checkpoint_manager(self):
     if (self.trainer.checkpoint is None or
@@ -116,7 +137,8 @@ class _Runner(mg_train_lib.OrbitExperimentRunner):
                                     self.params.trainer.train_steps))
     controller = super()._build_controller(
         trainer, evaluator, save_summary=save_summary, train_actions=actions,
-        eval_actions=eval_actions, controller_cls=controller_cls,
+        eval_actions=list(eval_actions or []) + [self._record_eval],
+        controller_cls=controller_cls,
         enable_async_checkpointing=enable_async_checkpointing)
     if trainer is not None and self._after_actions:
       controller.train_actions = (tuple(controller.train_actions) +
