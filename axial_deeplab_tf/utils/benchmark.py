@@ -22,8 +22,10 @@ Protocol (shared machines are noisy, so everything is a same-run ratio):
 Suites: `run_resnet_ratio` (Axial-ResNet against tf_keras.applications
 ResNet50), `run_layers` (attention layers against feature-map size, with
 fitted exponents of time against pixel count), `run_models` (every zoo
-model). `write_plots` draws PNGs and `markdown_section` /
-`update_markdown_section` write a generated section of BENCHMARKS.md.
+model); the suites issa_dense, recompute_memory, input_pipeline and
+large_inference live in `benchmark_suites.py`. `write_plots` draws PNGs and
+`markdown_section` / `update_markdown_section` write a generated section of
+BENCHMARKS.md.
 """
 
 import datetime
@@ -41,7 +43,15 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-SUITES = ("resnet_ratio", "layers", "models")
+# Suites implemented in benchmark_suites.py (which imports this module).
+MORE_SUITES = ("issa_dense", "recompute_memory", "input_pipeline",
+               "large_inference")
+SUITES = ("resnet_ratio", "layers", "models") + MORE_SUITES
+
+MEMORY_METHOD = ("TF CPU allocator peak during one call minus live bytes "
+                 "before it (tf.config.experimental.get_memory_info; "
+                 "allocations under 256 KiB do not show in these statistics "
+                 "on TF 2.20, so tiny shapes read low)")
 
 LAYER_KINDS = ("axial_global", "axial_local", "local_2d", "global_2d", "issa",
                "msca")
@@ -234,6 +244,35 @@ def forward_backward_function(model, x, jit_compile: bool = False):
     return loss, tape.gradient(loss, variables)
 
   return fn
+
+
+def time_inference(model, inputs: Dict[str, tf.Tensor], matmul,
+                   matmul_size: int, runs: int, warmup: int,
+                   jit_compile: bool = False):
+  """Times inference of `model` on each input, interleaved with a matmul.
+
+  Args:
+    model: a Keras model (called with training=False).
+    inputs: name -> input tensor; "matmul" is reserved.
+    matmul: the reference function of `matmul_function(matmul_size)`.
+    matmul_size: its side (for its GFLOP/s).
+    runs: timed interleaved rounds.
+    warmup: untimed calls of each function first.
+    jit_compile: XLA for the model calls.
+
+  Returns:
+    (fns, medians, matmul_gflops): the zero-argument functions by name (warm,
+    for further measurements such as peak memory), name -> median wall
+    seconds, and the matmul's achieved GFLOP/s.
+  """
+  if "matmul" in inputs:
+    raise ValueError("inputs must not be named 'matmul' (the reference).")
+  fns = {name: forward_function(model, x, jit_compile)
+         for name, x in inputs.items()}
+  fns["matmul"] = matmul
+  times = time_interleaved(fns, runs, warmup)
+  medians = {name: summarize(t)["median_s"] for name, t in times.items()}
+  return fns, medians, gflops(float(matmul_size)**3, medians["matmul"])
 
 
 def _xla_modes(xla: Sequence[bool]) -> List[bool]:
@@ -433,9 +472,7 @@ def run_layers(sizes: Sequence[int] = (32, 48, 64, 96, 128),
   result = {"suite": "layers", "sizes": sizes, "channels": channels,
             "runs": runs, "warmup": warmup, "local_span": local_span,
             "batch": 1, "dtype": "float32", "xla": False,
-            "memory_method": ("TF CPU allocator peak during one call minus "
-                              "live bytes before it "
-                              "(tf.config.experimental.get_memory_info)"),
+            "memory_method": MEMORY_METHOD,
             "cases": [], "fits": [], "skipped": []}
   for kind in kinds:
     if kind not in _LAYER_MODULES:
@@ -581,22 +618,20 @@ def run_models(names: Optional[Sequence[str]] = None,
           many = tf.random.stateless_uniform(
               [max(throughput_batch, 1), input_size, input_size, 3],
               seed=[0, 2], maxval=255.0)
-          fns = {"latency": forward_function(model, one, jit),
-                 "matmul": matmul}
+          inputs = {"latency": one}
           if throughput_batch:
-            fns["throughput"] = forward_function(model, many, jit)
-          times = time_interleaved(fns, runs, warmup)
-          lat = summarize(times["latency"])["median_s"]
-          mm = gflops(float(matmul_size)**3,
-                      summarize(times["matmul"])["median_s"])
+            inputs["throughput"] = many
+          _, medians, mm = time_inference(model, inputs, matmul, matmul_size,
+                                          runs, warmup, jit)
+          lat = medians["latency"]
           case = {"dtype": dtype, "xla": jit, "latency_s": lat,
                   "gflops": gflops(entry["madds"], lat),
                   "matmul_gflops": mm,
                   "throughput_images_per_s": None}
           case["fraction_of_matmul"] = case["gflops"] / mm
           if throughput_batch:
-            thr = summarize(times["throughput"])["median_s"]
-            case["throughput_images_per_s"] = throughput_batch / thr
+            case["throughput_images_per_s"] = (throughput_batch /
+                                               medians["throughput"])
           entry["cases"].append(case)
           log(f"  xla={jit}: latency {lat * 1e3:.1f} ms "
               f"({time.perf_counter() - t0:.0f} s incl. tracing)")
@@ -628,6 +663,9 @@ def write_plots(result: Dict[str, Any], output_dir: str,
   suite = result["suite"]
   prefix = prefix or suite
   paths = []
+  if suite in MORE_SUITES:
+    from axial_deeplab_tf.utils import benchmark_suites  # pylint: disable=g-import-not-at-top
+    return benchmark_suites.write_plots(result, plt, output_dir, prefix)
   if suite == "layers":
     for quantity, key, unit in (("time", "median_s", "seconds"),
                                 ("memory", "peak_bytes", "bytes")):
@@ -725,7 +763,10 @@ def markdown_section(result: Dict[str, Any], machine: Dict[str, Any],
   suite = result["suite"]
   lines = _machine_lines(machine, command)
   lines.append("")
-  if suite == "resnet_ratio":
+  if suite in MORE_SUITES:
+    from axial_deeplab_tf.utils import benchmark_suites  # pylint: disable=g-import-not-at-top
+    lines += benchmark_suites.markdown_lines(result)
+  elif suite == "resnet_ratio":
     model = result["model"]
     shape = result["input_shape"]
     lines += [

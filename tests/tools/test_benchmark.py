@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from axial_deeplab_tf.utils import benchmark
+from axial_deeplab_tf.utils import benchmark_suites
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -236,3 +237,220 @@ def test_render_json_rewrites_a_section_without_running(run, tmp_path):
   assert "- Command: `python tools/benchmark.py --suite=layers," in text
   assert (tmp_path / "layers.json").exists()
   assert (tmp_path / "layers_time.png").exists()
+
+
+# ------------------------------------------------ issa_dense, recompute_memory,
+# input_pipeline, large_inference
+NEW_SUITES = ("issa_dense", "recompute_memory", "input_pipeline",
+              "large_inference")
+
+
+@pytest.fixture(scope="module")
+def run_new(tmp_path_factory):
+  """Runs the four suites once, on tiny sizes, in one process.
+
+  The model suites share one model build and the train-step trace (same
+  crop); depth 26 at width x0.125 keeps building and tracing short.
+  """
+  out = tmp_path_factory.mktemp("bench_new")
+  md = out / "BENCHMARKS.md"
+  md.write_text("# Benchmarks\n\nhand-written\n")
+  cmd = [
+      sys.executable, TOOL, "--suite=" + ",".join(NEW_SUITES),
+      f"--output_dir={out}", f"--markdown={md}", "--runs=2", "--warmup=1",
+      "--issa_sizes=32x32,16x24", "--issa_channels=32",
+      "--issa_key_channels=16", "--issa_partition=4,4",
+      "--model_overrides=depth=26,width_multiplier=0.125", "--num_classes=7",
+      "--recompute_crop=33x33", "--pipeline_crop=33x33",
+      "--pipeline_image_size=40x56", "--pipeline_images=2",
+      "--pipeline_batches=4", "--pipeline_warmup_batches=1",
+      "--large_size=33x49", "--large_gflops_size=33x33", "--matmul_size=64",
+  ]
+  result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
+                          timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return out, md
+
+
+def _group_map_bytes(height, width, p_h, p_w):
+  """Softmax-map bytes of ISSA's two passes, by listing each group's members.
+
+  Positions of the padded map; long-range groups share (row % P_h,
+  col % P_w), short-range groups share (row // P_h, col // P_w); a group of
+  n positions has an n x n float32 map.
+  """
+  rows = -(-height // p_h) * p_h
+  cols = -(-width // p_w) * p_w
+  long_groups, short_groups = {}, {}
+  for r in range(rows):
+    for c in range(cols):
+      key = (r % p_h, c % p_w)
+      long_groups[key] = long_groups.get(key, 0) + 1
+      key = (r // p_h, c // p_w)
+      short_groups[key] = short_groups.get(key, 0) + 1
+  return 4 * sum(n * n for g in (long_groups, short_groups)
+                 for n in g.values())
+
+
+def test_issa_dense_json_and_memory(run_new):
+  out, _ = run_new
+  data = _load(out, "issa_dense")
+  assert data["sizes"] == [[32, 32], [16, 24]]
+  assert data["channels"] == 32 and data["key_channels"] == 16
+  assert data["partition_factors"] == [4, 4]
+  for case in data["cases"]:
+    assert "error" not in case, case
+    h, w = case["size"]
+    assert case["attention_map_bytes"] == {
+        "dense": 4 * (h * w)**2, "issa": _group_map_bytes(h, w, 4, 4)}
+    secs = case["seconds"]
+    assert secs["issa"]["runs"] == 2 and secs["dense"]["median_s"] > 0
+    assert case["time_ratio"]["wall_ratio_of_medians"] == pytest.approx(
+        secs["issa"]["median_s"] / secs["dense"]["median_s"])
+  big = data["cases"][0]
+  # At 32x32 the dense layer holds a 4 MiB softmax map (1024 x 1024); ISSA's
+  # maps total 320 KiB (16 groups of 64 x 64, 64 of 16 x 16) and its feature
+  # maps are 128 KiB each: its peak must be far below the dense one.
+  peaks = big["peak_bytes"]
+  assert peaks["dense"] >= 4 * 1024 * 1024
+  assert peaks["issa"] is not None and peaks["issa"] < 0.5 * peaks["dense"]
+  assert big["memory_ratio"] == pytest.approx(peaks["issa"] / peaks["dense"])
+  with open(os.path.join(out, "issa_dense.png"), "rb") as f:
+    assert f.read(4) == b"\x89PNG"
+
+
+def test_recompute_memory_same_results(run_new):
+  out, _ = run_new
+  data = _load(out, "recompute_memory")
+  assert data["model"] == "axial_deeplab_s" and data["crop"] == [33, 33]
+  assert data["model_overrides"] == {"depth": 26, "width_multiplier": 0.125}
+  v = data["variants"]
+  assert v["recompute_off"]["recompute_grad"] is False
+  assert v["recompute_on"]["recompute_grad"] is True
+  # Recomputing the attention maps must not change the step's results.
+  loss = data["loss"]
+  assert np.isfinite(loss["recompute_off"]) and loss["recompute_off"] > 0
+  assert abs(loss["recompute_on"] - loss["recompute_off"]) <= 1e-5 * abs(
+      loss["recompute_off"])
+  grads = data["gradients"]
+  assert grads["compared"] == data["trainable_variables"] > 100
+  assert grads["gradient_present_in_one_only"] == []
+  assert grads["max_relative_difference"] <= 1e-5
+  off, on = (v[k]["peak_bytes"] for k in ("recompute_off", "recompute_on"))
+  assert off > 0 and on > 0
+  assert data["memory_ratio"] == pytest.approx(on / off)
+  assert data["time_ratio"]["wall_ratio_of_medians"] == pytest.approx(
+      v["recompute_on"]["seconds"]["median_s"] /
+      v["recompute_off"]["seconds"]["median_s"])
+
+
+def test_input_pipeline_json(run_new):
+  out, _ = run_new
+  data = _load(out, "input_pipeline")
+  assert data["batch_image_shape"] == [1, 33, 33, 3]
+  assert data["records"]["num_images"] == 2
+  assert data["records"]["image_size"] == [40, 56]
+  assert data["records"]["bytes"] > 2 * 40 * 56 // 10
+  assert data["augmentation"]["min_scale"] == 0.5
+  assert data["augmentation"]["max_scale"] == 1.5
+  p = data["pipeline"]
+  assert p["batches"] == 4 and p["batch_seconds"]["runs"] == 4
+  assert p["examples_per_s"] == pytest.approx(4 / p["wall_s"])
+  # Per-batch waits happen inside the timed span.
+  assert sum([p["batch_seconds"]["min_s"]] * 4) <= p["wall_s"]
+  step = data["train_step"]
+  assert step["runs"] == 2 and step["median_s"] > 0
+  assert data["input_to_step_ratio"] == pytest.approx(
+      p["seconds_per_example"] / step["median_s"])
+
+
+def test_large_inference_json(run_new):
+  out, _ = run_new
+  data = _load(out, "large_inference")
+  cases = data["cases"]
+  assert cases["large"]["size"] == [33, 49]
+  assert cases["gflops_input"]["size"] == [33, 33]
+  for c in cases.values():
+    assert c["latency_s"] > 0
+    assert c["peak_bytes"] is None or c["peak_bytes"] >= 0
+  assert data["gflops_madds"] > 0
+  assert data["gflops"] == pytest.approx(
+      2 * data["gflops_madds"] / cases["gflops_input"]["latency_s"] / 1e9)
+  assert data["fraction_of_matmul"] == pytest.approx(
+      data["gflops"] / data["matmul_gflops"])
+  assert data["madds_method"].startswith("graph walk")
+
+
+def test_new_markdown_sections(run_new):
+  _, md = run_new
+  text = md.read_text()
+  assert text.startswith("# Benchmarks\n\nhand-written\n")
+  for suite in NEW_SUITES:
+    assert text.count(f"<!-- BEGIN GENERATED SECTION: benchmark:{suite} ") == 1
+    assert text.count(f"<!-- END GENERATED SECTION: benchmark:{suite} -->") == 1
+    assert f"![{suite}.png]({suite}.png)" in text
+  assert text.count("- Command: `python tools/benchmark.py --suite="
+                    "issa_dense,recompute_memory,input_pipeline,"
+                    "large_inference") == 4
+  assert text.count("- Date: ") == 4
+  assert "Target at 128x256: ISSA peak memory <= 0.10 x dense" in text
+  assert "The target size 128x256 was not measured in this run." in text
+  assert "| 32x32 |" in text and "| 16x24 |" in text
+  assert "Tolerance 1e-05: met." in text
+  assert "(target <= 0.6: " in text
+  assert "| input pipeline |" in text and "| train step |" in text
+  assert "| 33x49 |" in text and "| 33x33 |" in text
+
+
+def test_attention_map_elements_match_spec():
+  # Spec (segnext_issa.md section 3): 512 channels, P = 8x8: a 64x64 map
+  # needs 64 MiB dense vs 2 MiB ISSA; 128x256: 4096 MiB vs 72 MiB.
+  mib = 2**20
+  e = benchmark_suites.attention_map_elements(64, 64, (8, 8))
+  assert (4 * e["dense"] / mib, 4 * e["issa"] / mib) == (64, 2)
+  e = benchmark_suites.attention_map_elements(128, 256, (8, 8))
+  assert (4 * e["dense"] / mib, 4 * e["issa"] / mib) == (4096, 72)
+  # Padding: 13x10 with 4x4 cells is padded to 16x12.
+  assert 4 * benchmark_suites.attention_map_elements(13, 10, (4, 4))[
+      "issa"] == _group_map_bytes(13, 10, 4, 4)
+
+
+def test_max_relative_difference():
+  a = np.array([[1.0, -4.0], [2.0, 0.0]])
+  b = np.array([[1.0, -3.0], [2.5, 0.0]])
+  assert benchmark_suites.max_relative_difference(a, b) == 0.25  # 1 / 4
+  assert benchmark_suites.max_relative_difference(np.zeros(3),
+                                                  np.zeros(3)) == 0.0
+  assert benchmark_suites.max_relative_difference(
+      np.zeros(2), np.array([0.0, 1e-9])) == float("inf")
+  with pytest.raises(ValueError, match="shapes differ"):
+    benchmark_suites.max_relative_difference(np.zeros(2), np.zeros(3))
+
+
+def test_new_suites_reject_bad_arguments():
+  with pytest.raises(ValueError, match="recompute_grad"):
+    benchmark_suites.run_recompute_memory(
+        model_overrides={"recompute_grad": True})
+  with pytest.raises(ValueError, match="num_classes"):
+    benchmark_suites.run_large_inference(model_overrides={"num_classes": 3})
+  with pytest.raises(ValueError, match=r"\['bogus'\]"):
+    benchmark_suites.zoo_model("axial_deeplab_s", bogus=1)
+  with pytest.raises(ValueError, match=r"sizes\[1\]"):
+    benchmark_suites.run_issa_dense(sizes=[(8, 8), (8, 0)])
+  with pytest.raises(ValueError, match="image_format"):
+    benchmark_suites.write_synthetic_records("/nonexistent", 1, (16, 16),
+                                             "gif")
+
+
+def test_new_suite_flags_exit_with_message(tmp_path):
+  for flag, message in (("--issa_sizes=64", "--issa_sizes takes HxW"),
+                        ("--model_overrides=depth",
+                         "--model_overrides takes key=value"),
+                        ("--recompute_crop=0x5",
+                         "--recompute_crop takes positive sizes")):
+    result = subprocess.run(
+        [sys.executable, TOOL, "--suite=issa_dense", flag,
+         f"--output_dir={tmp_path}"],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
