@@ -29,18 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-flags.DEFINE_multi_string("gin_file", [], "Experiment gin file(s).")
-flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.")
-flags.DEFINE_string("model", None, "Zoo model name (instead of --gin_file).")
-flags.DEFINE_multi_string("set", [], "Builder override key=value for "
-                          "--model (Python literal values), repeatable.")
+from axial_deeplab_tf.serving import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+cli.define_model_flags("without it the model keeps its initial weights.")
 flags.DEFINE_string("dataset_metadata", None,
                     "metadata.json (or its folder) of the dataset, for "
                     "--model: classes, thing ids, label divisor, colors.")
-flags.DEFINE_string("checkpoint_path", None,
-                    "Checkpoint prefix or folder (latest checkpoint) saved "
-                    "with model=...; without it the model keeps its initial "
-                    "weights.")
 flags.DEFINE_string("export_dir", None, "Output SavedModel folder.")
 flags.DEFINE_list("signatures", ["image_tensor", "image_bytes", "tf_example"],
                   "Signatures to write: image_tensor (serving_default), "
@@ -65,43 +59,23 @@ flags.DEFINE_bool("overwrite", False, "Replace an existing --export_dir.")
 FLAGS = flags.FLAGS
 
 
-def _parse_ints(name, values):
-  try:
-    return [int(v) for v in values]
-  except ValueError as e:
-    raise ValueError(f"--{name} must be integers, got {values}.") from e
-
-
 def main(argv):
-  if len(argv) > 1:
-    print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-    return 2
-  if not FLAGS.export_dir:
-    print("error: --export_dir is required.", file=sys.stderr)
-    return 2
-  if bool(FLAGS.model) == bool(FLAGS.gin_file):
-    print("error: give either --model (a zoo model) or --gin_file (an "
-          "experiment).", file=sys.stderr)
-    return 2
+  status = cli.check_usage(argv, FLAGS, required=("export_dir",),
+                           model_flags=True)
+  if status is not None:
+    return status
+  try:
+    scales = cli.parse_list("scales", FLAGS.scales, float, "numbers")
+    things = cli.parse_list("thing_class_ids", FLAGS.thing_class_ids, int,
+                            "integers")
+  except ValueError as e:
+    return cli.report_error(e)
   from axial_deeplab_tf.serving import export_module  # pylint: disable=g-import-not-at-top
   try:
-    scales = []
-    for s in FLAGS.scales:
-      try:
-        scales.append(float(s))
-      except ValueError as e:
-        raise ValueError(
-            f"--scales must be numbers, got {FLAGS.scales}.") from e
-    loaded = export_module.load_model(
-        model_name=FLAGS.model,
-        overrides=export_module.parse_overrides(FLAGS.set),
-        dataset_metadata=FLAGS.dataset_metadata,
-        gin_files=FLAGS.gin_file, gin_params=FLAGS.gin_param,
-        checkpoint_path=FLAGS.checkpoint_path, dtype=FLAGS.dtype)
+    loaded = cli.load_model_from_flags(
+        FLAGS, dataset_metadata=FLAGS.dataset_metadata, dtype=FLAGS.dtype)
     post_processor_args = {
-        "thing_class_ids": (_parse_ints("thing_class_ids",
-                                        FLAGS.thing_class_ids)
-                            if FLAGS.thing_class_ids is not None else None),
+        "thing_class_ids": things,
         "label_divisor": FLAGS.label_divisor,
         "ignore_label": FLAGS.ignore_label,
         "center_threshold": FLAGS.center_threshold,
@@ -113,10 +87,8 @@ def main(argv):
         loaded, FLAGS.export_dir, scales=scales, flip=FLAGS.flip,
         function_keys=FLAGS.signatures,
         post_processor_args=post_processor_args, overwrite=FLAGS.overwrite)
-  except (ValueError, TypeError, FileNotFoundError, AssertionError) as e:
-    message = " ".join(str(e).split())
-    print(f"error: {type(e).__name__}: {message}", file=sys.stderr)
-    return 2
+  except (ValueError, TypeError, OSError, AssertionError) as e:
+    return cli.report_error(e)
   if not FLAGS.checkpoint_path:
     print("warning: no --checkpoint_path; exported the initial weights.",
           file=sys.stderr)

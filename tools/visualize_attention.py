@@ -22,14 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-flags.DEFINE_multi_string("gin_file", [], "Experiment gin file(s).")
-flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.")
-flags.DEFINE_string("model", None, "Zoo model name (instead of --gin_file).")
-flags.DEFINE_multi_string("set", [], "Builder override key=value for "
-                          "--model, repeatable.")
-flags.DEFINE_string("checkpoint_path", None,
-                    "Checkpoint prefix or folder saved with model=...; "
-                    "without it the maps show the initial weights.")
+from axial_deeplab_tf.serving import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+cli.define_model_flags("without it the maps show the initial weights.")
 flags.DEFINE_string("image", None, "Input image file.")
 flags.DEFINE_string("block", "0", "Axial-attention layer: index or path "
                     "(see --list_blocks); a block path selects its layer.")
@@ -42,59 +37,38 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-    return 2
-  if bool(FLAGS.model) == bool(FLAGS.gin_file):
-    print("error: give either --model (a zoo model) or --gin_file (an "
-          "experiment).", file=sys.stderr)
-    return 2
-  if not FLAGS.list_blocks:
-    for name in ("image", "query", "output"):
-      if not getattr(FLAGS, name):
-        print(f"error: --{name} is required.", file=sys.stderr)
-        return 2
+  required = () if FLAGS.list_blocks else ("image", "query", "output")
+  status = cli.check_usage(argv, FLAGS, required=required, model_flags=True)
+  if status is not None:
+    return status
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   from axial_deeplab_tf.serving import attention_maps  # pylint: disable=g-import-not-at-top
-  from axial_deeplab_tf.serving import export_module  # pylint: disable=g-import-not-at-top
   from axial_deeplab_tf.serving import predictor  # pylint: disable=g-import-not-at-top
   from axial_deeplab_tf.utils import visualization  # pylint: disable=g-import-not-at-top
   try:
-    loaded = export_module.load_model(
-        model_name=FLAGS.model,
-        overrides=export_module.parse_overrides(FLAGS.set),
-        gin_files=FLAGS.gin_file, gin_params=FLAGS.gin_param,
-        checkpoint_path=FLAGS.checkpoint_path)
+    loaded = cli.load_model_from_flags(FLAGS)
     if FLAGS.list_blocks:
       layers = attention_maps.find_axial_attention_2d(loaded.model)
       for i, name in enumerate(layers):
         print(f"{i}\t{name}")
       return 0
-    try:
-      query = tuple(int(v) for v in FLAGS.query)
-    except ValueError as e:
-      raise ValueError(f"--query must be two ints y,x, got "
-                       f"{FLAGS.query}.") from e
+    query = cli.parse_list("query", FLAGS.query, int, "two ints y,x")
     if len(query) != 2:
       raise ValueError(f"--query must be two ints y,x, got {FLAGS.query}.")
     block = int(FLAGS.block) if FLAGS.block.lstrip("-").isdigit() else (
         FLAGS.block)
     image = predictor.read_image(FLAGS.image)
     maps = attention_maps.attention_maps(loaded.model, image, block,
-                                         FLAGS.head, query)
+                                         FLAGS.head, tuple(query))
   except (ValueError, TypeError, OSError, AssertionError) as e:
-    message = " ".join(str(e).split())
-    print(f"error: {type(e).__name__}: {message}", file=sys.stderr)
-    return 2
+    return cli.report_error(e)
   if not FLAGS.checkpoint_path:
     print("warning: no --checkpoint_path; the maps show initial weights.",
           file=sys.stderr)
   figure = visualization.attention_figure(
       image, maps.height_weights, maps.width_weights, maps.query,
       maps.feature_size, title=f"{maps.block} head {maps.head}")
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-  Image.fromarray(figure).save(FLAGS.output, format="PNG")
+  visualization.save_png(figure, FLAGS.output)
   if FLAGS.save_weights:
     np.savez(FLAGS.save_weights, height_weights=maps.height_weights,
              width_weights=maps.width_weights, query=np.array(maps.query),

@@ -1,20 +1,36 @@
-"""Serving: SavedModel export modules and attention-map extraction."""
+"""Serving: SavedModel export modules, prediction files, attention maps.
 
-from axial_deeplab_tf.serving.export_module import build_export_module
-from axial_deeplab_tf.serving.export_module import ClassificationExportModule
-from axial_deeplab_tf.serving.export_module import compute_dtype_scope
-from axial_deeplab_tf.serving.export_module import export_saved_model
-from axial_deeplab_tf.serving.export_module import ImageExportModule
-from axial_deeplab_tf.serving.export_module import load_model
-from axial_deeplab_tf.serving.export_module import PanopticExportModule
-from axial_deeplab_tf.serving.export_module import read_serving_config
-from axial_deeplab_tf.serving.export_module import SemanticExportModule
-from axial_deeplab_tf.serving.export_module import ServingParams
-from axial_deeplab_tf.serving.export_module import SIGNATURE_NAMES
+Submodules: export_module (export), predictor (running an export on image
+files), attention_maps (paper Appendix C), cli (shared tool flags).
 
-__all__ = [
-    "build_export_module", "ClassificationExportModule",
-    "compute_dtype_scope", "export_saved_model", "ImageExportModule",
-    "load_model", "PanopticExportModule", "read_serving_config",
-    "SemanticExportModule", "ServingParams", "SIGNATURE_NAMES",
-]
+The names below load their module (and TensorFlow) on first use, so that
+`axial_deeplab_tf.serving.cli` stays light for the tools' `--help`.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "build_export_module": "export_module",
+    "ClassificationExportModule": "export_module",
+    "compute_dtype_scope": "export_module",
+    "export_loaded_model": "export_module",
+    "export_saved_model": "export_module",
+    "ImageExportModule": "export_module",
+    "load_model": "export_module",
+    "PanopticExportModule": "export_module",
+    "read_serving_config": "export_module",
+    "SemanticExportModule": "export_module",
+    "ServingParams": "export_module",
+    "SIGNATURE_NAMES": "export_module",
+    "PredictionWriter": "predictor",
+    "SavedModelPredictor": "predictor",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name not in _EXPORTS:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+  return getattr(module, name)

@@ -29,6 +29,12 @@ height and width of the request: int32 maps with -1, float maps with 0. The
 `image_size` output ([batch, 2] int32, (height, width)) tells each image's
 valid region. Every signature returns `image_size`.
 
+In the graph: the checks of the input, the model (which normalises the
+uint8 images itself), test-time augmentation if asked, the post-processing
+and the resize of every per-pixel output back to the input size (a model
+that predicts at a lower resolution is resized bilinearly, its offsets
+scaled by the ratio; outputs already at the input size pass untouched).
+
 Panoptic outputs (all at the input resolution):
   panoptic_pred   int32 [b, h, w]  semantic * label_divisor + instance;
                                    void pixels ignore_label * label_divisor.
@@ -47,11 +53,12 @@ Panoptic outputs (all at the input resolution):
 Semantic outputs: semantic_pred, semantic_probs. Classification outputs:
 logits, probabilities [b, num_classes] float32, classes [b] int32.
 
-Only the model's variables are saved with the serving functions (not the
-Keras objects), so `tf.saved_model.load` needs nothing but TensorFlow, and
-saving does not trace every Keras layer again. A JSON description of the
-export (task, classes, post-processing settings, dataset metadata) is
-written to `assets.extra/axial_deeplab_serving.json` inside the export.
+Only the model's variables are saved with the signatures (not the Keras
+objects, nor the traced model as a function of its own), so
+`tf.saved_model.load` needs nothing but TensorFlow, and saving traces the
+model only once. A JSON description of the export (task, classes,
+post-processing settings, dataset metadata) is written to
+`assets.extra/axial_deeplab_serving.json` inside the export.
 """
 
 import abc
@@ -298,14 +305,28 @@ class ImageExportModule(export_base.ExportModule):
     del self.model
     object.__setattr__(self, "model", model)
     self.model_variables = list(model.variables)
-    self._serve_images = tf.function(
-        self.serve, input_signature=[tf.TensorSpec([None, None, None, 3],
-                                                   tf.uint8)])
+    # Held in a plain dict, not as an attribute: saving writes every
+    # tf.function attribute as an object of its own and traces it once more
+    # (the whole model again); the signatures already hold its graph.
+    object.__setattr__(self, "_functions", {
+        "serve": tf.function(self.serve, input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.uint8)])
+    })
 
   # --------------------------------------------------------------- serving
   @abc.abstractmethod
   def serve(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
     """Outputs of checked uint8 [batch, height, width, 3] images."""
+
+  def _serve_images(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """`serve` as one traced function shared by all signatures."""
+    return self._functions["serve"](images)
+
+  def _output_specs(self) -> Dict[str, tf.TensorSpec]:
+    """Specs of the `serve` outputs, batch axis included."""
+    outputs = self._functions["serve"].get_concrete_function(
+    ).structured_outputs
+    return {k: tf.TensorSpec(v.shape, v.dtype) for k, v in outputs.items()}
 
   def _with_size(self, outputs, images):
     outputs = dict(outputs)
@@ -363,8 +384,7 @@ class ImageExportModule(export_base.ExportModule):
     def one_by_one():
       max_size = tf.reduce_max(sizes, axis=0)
       specs = {k: tf.TensorSpec(v.shape[1:], v.dtype)
-               for k, v in self._serve_images.get_concrete_function(
-               ).structured_outputs.items()}
+               for k, v in self._output_specs().items()}
 
       def serve_one(i):
         image = images.read(i)
@@ -438,10 +458,9 @@ class ImageExportModule(export_base.ExportModule):
 
   # -------------------------------------------------------------- metadata
   def num_classes(self) -> int:
-    outputs = self._serve_images.get_concrete_function().structured_outputs
     key = "probabilities" if self.params.task == "classification" else (
         "semantic_probs")
-    return int(outputs[key].shape[-1])
+    return int(self._output_specs()[key].shape[-1])
 
   def serving_config(self) -> Dict[str, Any]:
     """JSON-ready description of what the export computes."""
@@ -478,6 +497,29 @@ def _semantic_tta(model_fn, images, scales, flip):
       total = probs if total is None else total + probs
       passes += 1
   return total / passes
+
+
+def _at_input_size(outputs: Mapping[str, tf.Tensor],
+                   size: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """Panoptic model outputs (float32) at the input size `size` = (h, w).
+
+  Outputs already at the input size pass through untouched (so the result
+  is exactly the model's); a model that predicts at another resolution gets
+  its logits and heatmap resized bilinearly and its offsets, which are in
+  pixels of its own grid, also multiplied by the resize ratio of each axis.
+  """
+  outputs = {k: tf.cast(outputs[k], tf.float32)
+             for k in ("semantic_logits", "center_heatmap", "offset_map")}
+  out_size = tf.shape(outputs["semantic_logits"])[1:3]
+
+  def resized():
+    ratio = tf.cast(size, tf.float32) / tf.cast(out_size, tf.float32)
+    result = {k: _resize_to(v, size) for k, v in outputs.items()}
+    result["offset_map"] = result["offset_map"] * ratio
+    return result
+
+  return tf.cond(tf.reduce_all(tf.equal(out_size, size)),
+                 lambda: dict(outputs), resized)
 
 
 class PanopticExportModule(ImageExportModule):
@@ -522,9 +564,9 @@ class PanopticExportModule(ImageExportModule):
           flip=self.params.flip)
       semantic_probs = outputs["semantic_probs"]
     else:
-      outputs = self.inference_step(images)
-      semantic_probs = tf.nn.softmax(
-          tf.cast(outputs["semantic_logits"], tf.float32), axis=-1)
+      outputs = _at_input_size(self.inference_step(images),
+                               tf.shape(images)[1:3])
+      semantic_probs = tf.nn.softmax(outputs["semantic_logits"], axis=-1)
     result = self._post_processor(outputs)
     return {
         "panoptic_pred": result["panoptic_pred"],
@@ -1054,4 +1096,7 @@ def export_loaded_model(loaded: LoadedModel,
   return export_saved_model(
       module, export_dir, function_keys=function_keys,
       dataset_metadata=loaded.dataset_metadata,
-      extra_config={"model": loaded.description}, overwrite=overwrite)
+      extra_config={"model": loaded.description,
+                    "checkpoint_path": loaded.description.get(
+                        "checkpoint_path")},
+      overwrite=overwrite)

@@ -21,13 +21,23 @@
 
 <name> is the image file name without its extension; image ids in the JSON
 are these names. The COCO files are what the COCO panopticapi and the
-Cityscapes panoptic evaluation scripts read.
+Cityscapes panoptic evaluation read; the latter finds the PNGs of
+<dir>/panoptic.json in <dir>/panoptic/ by itself:
+
+  python -m cityscapesscripts.evaluation.evalPanopticSemanticLabeling \
+      --gt-json-file=gt.json --gt-folder=gt/ \
+      --prediction-json-file=<output_dir>/panoptic.json
+
+`predict_files` runs an export over image files with a PredictionWriter,
+reporting every image that fails and going on with the others.
 """
 
+import dataclasses
 import json
 import os
-import tempfile
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Tuple
 
 import numpy as np
 from PIL import Image
@@ -43,33 +53,13 @@ def read_image(path: str) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def _atomic_save_png(array: np.ndarray, path: str) -> None:
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".png")
-  os.close(handle)
-  try:
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+def _write_json(content: Any, path: str) -> None:
 
-
-def _atomic_write_json(content: Any, path: str) -> None:
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
-  os.close(handle)
-  try:
+  def write(tmp):
     with open(tmp, "w") as f:
       json.dump(content, f, indent=1)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+
+  visualization.write_atomically(path, write)
 
 
 class SavedModelPredictor:
@@ -239,9 +229,9 @@ class PredictionWriter:
       ignore = int(dataset.get("ignore_label", 255))
       overlay = visualization.semantic_overlay(
           image, semantic, self.colors, ignore, self.overlay_alpha)
-      _atomic_save_png(self._label_png(semantic),
-                       self._path("semantic", name))
-      _atomic_save_png(overlay, self._path("overlays", name))
+      visualization.save_png(self._label_png(semantic),
+                             self._path("semantic", name))
+      visualization.save_png(overlay, self._path("overlays", name))
       self.images.append(entry)
       return
     panoptic = np.asarray(outputs["panoptic_pred"])
@@ -253,12 +243,12 @@ class PredictionWriter:
     overlay = visualization.panoptic_overlay(
         image, panoptic, divisor, self.colors,
         self.config.get("thing_class_ids", []), ignore, self.overlay_alpha)
-    _atomic_save_png(overlay, self._path("overlays", name))
+    visualization.save_png(overlay, self._path("overlays", name))
     if self.save_semantic:
-      _atomic_save_png(self._label_png(semantic),
-                       self._path("semantic", name))
+      visualization.save_png(self._label_png(semantic),
+                             self._path("semantic", name))
     if self.save_instance:
-      _atomic_save_png(
+      visualization.save_png(
           self._label_png(np.asarray(outputs["instance_pred"])),
           self._path("instance", name))
     self.annotations.append(annotation)
@@ -274,7 +264,64 @@ class PredictionWriter:
       written["panoptic_json"] = path
     elif self.task == "classification":
       path = os.path.join(self.output_dir, "predictions.json")
-      _atomic_write_json({"predictions": self.classifications,
+      _write_json({"predictions": self.classifications,
                           "categories": self.categories}, path)
       written["predictions_json"] = path
     return written
+
+
+@dataclasses.dataclass
+class PredictionSummary:
+  """What `predict_files` did.
+
+  Attributes:
+    predicted: images written.
+    failures: (path, reason) of every image that failed.
+    written: {kind: path} of the JSON files (from PredictionWriter.finish).
+    seconds: wall time.
+  """
+  predicted: int
+  failures: List[Tuple[str, str]]
+  written: Dict[str, str]
+  seconds: float
+
+
+def predict_files(images: Mapping[str, str],
+                  runner: "SavedModelPredictor",
+                  writer: PredictionWriter,
+                  progress: Optional[Callable[..., None]] = None
+                 ) -> PredictionSummary:
+  """Predicts image files one by one; a failing image does not stop the rest.
+
+  Args:
+    images: {output name: path}, e.g. from `cli.find_files`.
+    runner: the loaded export.
+    writer: where the results go; finished (JSON written) at the end.
+    progress: optional callable(done, text="", message="") called after
+      every image (e.g. `cli.ProgressBar.update`); failures come as
+      `message`.
+
+  Returns:
+    A PredictionSummary.
+  """
+  start = time.monotonic()
+  failures = []
+  for done, (name, path) in enumerate(images.items(), 1):
+    began = time.monotonic()
+    try:
+      image = read_image(path)
+      outputs = runner.predict(image)
+      writer.write(name, os.path.basename(path), image, outputs)
+    except Exception as e:  # pylint: disable=broad-except
+      # One bad image must not stop the others; every failure is reported.
+      reason = " ".join(f"{type(e).__name__}: {e}".split())[:500]
+      failures.append((path, reason))
+      if progress is not None:
+        progress(done, message=f"{path}: FAILED: {reason}")
+      continue
+    if progress is not None:
+      progress(done, text=f"{path} ({time.monotonic() - began:.2f} s)")
+  written = writer.finish()
+  return PredictionSummary(predicted=len(images) - len(failures),
+                           failures=failures, written=written,
+                           seconds=time.monotonic() - start)

@@ -1,8 +1,8 @@
 """Pictures of predictions: colorized label maps, overlays, attention maps.
 
-Pure numpy (plus Pillow for text and matplotlib for a color map), so tools
-and notebooks can use it without TensorFlow. Every function takes and
-returns uint8 RGB arrays [height, width, 3].
+Pure numpy (plus Pillow for text and PNG files and matplotlib for a color
+map), so tools and notebooks can use it without TensorFlow. Every picture is
+a uint8 RGB array [height, width, 3].
 
 Panoptic coloring: stuff segments and crowd regions take their class color;
 each thing instance takes its class color shifted by a deterministic
@@ -12,7 +12,9 @@ each other, and the same id always looks the same); void pixels take
 `void_color`.
 """
 
-from typing import Optional, Sequence, Tuple
+import os
+import tempfile
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -42,6 +44,44 @@ def _check_colors(colors: Sequence[Color]) -> np.ndarray:
     raise ValueError(f"colors must be a non-empty list of RGB triples in "
                      f"0..255, got an array of shape {table.shape}.")
   return table.astype(np.int64)
+
+
+def write_atomically(path: str, write_fn: Callable[[str], None]) -> None:
+  """Writes a file via write_fn(temporary path) in its folder, then renames.
+
+  A reader never sees a half-written file; the folder is created.
+  """
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_",
+                                 suffix=os.path.splitext(path)[1])
+  os.close(handle)
+  try:
+    write_fn(tmp)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def save_png(array: np.ndarray, path: str) -> None:
+  """Writes a uint8/uint16 image array as PNG, atomically.
+
+  Args:
+    array: uint8 [height, width, 3] or [height, width], or uint16
+      [height, width] (16-bit label maps).
+    path: output file; its folder is created.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  array = np.asarray(array)
+  if array.dtype not in (np.uint8, np.uint16) or array.ndim not in (2, 3) or (
+      array.ndim == 3 and (array.shape[-1] != 3 or array.dtype != np.uint8)):
+    raise ValueError(f"array must be uint8 [height, width, 3] or uint8/uint16"
+                     f" [height, width], got dtype {array.dtype} and shape "
+                     f"{array.shape}.")
+  write_atomically(path, lambda tmp: Image.fromarray(array).save(
+      tmp, format="PNG"))
 
 
 def palette(num_colors: int) -> np.ndarray:

@@ -11,39 +11,13 @@ import tf_keras
 from axial_deeplab_tf.data import metadata as metadata_lib
 from axial_deeplab_tf.ops import post_processing
 from axial_deeplab_tf.serving import export_module as em
+from tests.serving import serving_utils as su
 
 NUM_CLASSES = 4
 THINGS = (2, 3)
 PP_ARGS = dict(thing_class_ids=list(THINGS), num_classes=NUM_CLASSES,
                label_divisor=256, ignore_label=255, stuff_area_limit=8,
                nms_kernel=3, keep_k_centers=16)
-
-
-class _TinyPanoptic(tf_keras.Model):
-  """Conv stand-in with the panoptic output dict at input resolution."""
-
-  def __init__(self, **kwargs):
-    super().__init__(**kwargs)
-    init = tf_keras.initializers.RandomNormal(stddev=0.5, seed=1)
-    self.num_classes = NUM_CLASSES
-    self.body = tf_keras.layers.Conv2D(8, 3, padding="same",
-                                       activation="relu",
-                                       kernel_initializer=init)
-    self.pool = tf_keras.layers.AveragePooling2D(5, 1, padding="same")
-    self.semantic = tf_keras.layers.Conv2D(NUM_CLASSES, 1,
-                                           kernel_initializer=init)
-    # A positive bias puts local maxima above the center threshold.
-    self.center = tf_keras.layers.Conv2D(
-        1, 1, kernel_initializer=init,
-        bias_initializer=tf_keras.initializers.Constant(1.0))
-    self.offset = tf_keras.layers.Conv2D(2, 1, kernel_initializer=init)
-
-  def call(self, images, training=None):
-    x = tf.cast(images, self.compute_dtype) / 127.5 - 1.0
-    x = self.pool(self.body(x))
-    return {"semantic_logits": tf.cast(self.semantic(x), tf.float32),
-            "center_heatmap": tf.cast(self.center(x), tf.float32),
-            "offset_map": tf.cast(self.offset(x), tf.float32) * 3.0}
 
 
 class _TinySemantic(tf_keras.Model):
@@ -75,28 +49,21 @@ class _TinyClassifier(tf_keras.Model):
 
 
 def _built(model_cls):
-  model = model_cls()
-  model(tf.zeros([1, 8, 8, 3], tf.uint8))
-  return model
+  return su.built(model_cls())
+
+
+def _tiny_panoptic(**kwargs):
+  return su.built(su.TinyPanoptic(NUM_CLASSES, **kwargs))
 
 
 def _images(rng, batch, height, width):
-  """Flat-colored rectangles on a background, with a little noise."""
-  images = np.empty((batch, height, width, 3), np.int64)
-  for image in images:
-    image[:] = rng.integers(0, 256, size=3)
-    for _ in range(rng.integers(3, 7)):
-      y, x = rng.integers(0, height), rng.integers(0, width)
-      h, w = rng.integers(3, height // 2 + 3), rng.integers(3, width // 2 + 3)
-      image[y:y + h, x:x + w] = rng.integers(0, 256, size=3)
-  images += rng.integers(-8, 9, size=images.shape)
-  return np.clip(images, 0, 255).astype(np.uint8)
+  return su.scenes(rng, batch, height, width, rectangles=5, min_size=3)
 
 
 @pytest.fixture(scope="module")
 def panoptic_module():
   return em.build_export_module(em.ServingParams(task="panoptic"),
-                                _built(_TinyPanoptic), dict(PP_ARGS))
+                                _tiny_panoptic(), dict(PP_ARGS))
 
 
 def test_panoptic_serving_default_equals_model_plus_post_processing(
@@ -113,10 +80,8 @@ def test_panoptic_serving_default_equals_model_plus_post_processing(
                                   err_msg=key)
   np.testing.assert_allclose(out["instance_scores"].numpy(),
                              reference["instance_scores"].numpy(), atol=1e-6)
-  logits = raw["semantic_logits"].numpy().astype(np.float64)
-  probs = np.exp(logits - logits.max(-1, keepdims=True))
-  probs /= probs.sum(-1, keepdims=True)
-  np.testing.assert_allclose(out["semantic_probs"].numpy(), probs, atol=1e-6)
+  np.testing.assert_allclose(out["semantic_probs"].numpy(),
+                             su.softmax(raw["semantic_logits"]), atol=1e-6)
   # Graph-mode kernel fusions may round differently from eager ops.
   np.testing.assert_allclose(out["center_heatmap"].numpy(),
                              raw["center_heatmap"].numpy(), atol=1e-5)
@@ -172,7 +137,7 @@ def test_encoded_images_of_one_size_run_as_a_batch(panoptic_module):
 
 
 def test_multi_scale_flip_averages_independent_passes():
-  model = _built(_TinyPanoptic)
+  model = _tiny_panoptic()
   module = em.build_export_module(
       em.ServingParams(task="panoptic", scales=(0.5, 1.0), flip=True), model,
       dict(PP_ARGS))
@@ -192,9 +157,7 @@ def test_multi_scale_flip_averages_independent_passes():
         raw["offset_map"] = raw["offset_map"] * np.array([1.0, -1.0])
       back = {k: tf.image.resize(v, (20, 28)).numpy() for k, v in raw.items()}
       ratio = np.array([20 / size[0], 28 / size[1]])
-      logits = back["semantic_logits"]
-      e = np.exp(logits - logits.max(-1, keepdims=True))
-      probs.append(e / e.sum(-1, keepdims=True))
+      probs.append(su.softmax(back["semantic_logits"]))
       heat.append(back["center_heatmap"])
       offs.append(back["offset_map"] * ratio)
   np.testing.assert_allclose(out["semantic_probs"].numpy(), np.mean(probs, 0),
@@ -203,6 +166,30 @@ def test_multi_scale_flip_averages_independent_passes():
                              atol=1e-5)
   np.testing.assert_allclose(out["offset_map"].numpy(), np.mean(offs, 0),
                              atol=1e-4)
+
+
+def test_low_resolution_panoptic_outputs_come_back_to_input_size():
+  model = _tiny_panoptic(output_stride=2)
+  module = em.build_export_module(em.ServingParams(task="panoptic"), model,
+                                  dict(PP_ARGS))
+  images = _images(np.random.default_rng(9), 2, 21, 30)
+  out = module.inference_from_image_tensors(tf.constant(images))
+  raw = {k: v.numpy() for k, v in model(images, training=False).items()}
+  assert raw["semantic_logits"].shape[1:3] == (11, 15)
+  # Reference: bilinear resize; offsets are in pixels of the 11 x 15 grid.
+  back = {k: tf.image.resize(v, (21, 30)).numpy() for k, v in raw.items()}
+  back["offset_map"] *= np.array([21 / 11, 30 / 15])
+  np.testing.assert_allclose(out["semantic_probs"].numpy(),
+                             su.softmax(back["semantic_logits"]), atol=1e-5)
+  np.testing.assert_allclose(out["center_heatmap"].numpy(),
+                             back["center_heatmap"], atol=1e-5)
+  np.testing.assert_allclose(out["offset_map"].numpy(), back["offset_map"],
+                             atol=1e-4)
+  reference = post_processing.PanopticDeepLabPostProcessor(**PP_ARGS)(
+      {k: tf.constant(v) for k, v in back.items()})
+  np.testing.assert_array_equal(out["panoptic_pred"].numpy(),
+                                reference["panoptic_pred"].numpy())
+  assert len(np.unique(out["panoptic_pred"].numpy())) > 3
 
 
 def test_semantic_module_resizes_to_the_input_and_argmaxes():
@@ -235,9 +222,30 @@ def test_classification_module_resizes_to_input_size():
                              atol=1e-6)
 
 
+def test_saved_classifier_takes_any_size(tmp_path):
+  model = _built(_TinyClassifier)
+  module = em.build_export_module(
+      em.ServingParams(task="classification", input_size=(12, 12)), model)
+  export_dir = em.export_saved_model(module, str(tmp_path / "c"),
+                                     function_keys=["image_tensor"])
+  serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+  rng = np.random.default_rng(10)
+  for shape in ((1, 7, 40), (2, 31, 9)):
+    images = _images(rng, *shape)
+    out = serve(images=tf.constant(images))
+    resized = tf.image.resize(tf.cast(images, tf.float32), (12, 12))
+    logits = model(resized)["logits"].numpy()
+    np.testing.assert_allclose(out["logits"].numpy(), logits, atol=1e-5)
+    np.testing.assert_allclose(out["probabilities"].numpy(),
+                               su.softmax(logits), atol=1e-6)
+    np.testing.assert_array_equal(out["classes"].numpy(), logits.argmax(-1))
+    np.testing.assert_array_equal(out["image_size"].numpy(),
+                                  [shape[1:]] * shape[0])
+
+
 def test_bfloat16_model_serves_float32_outputs():
   with em.compute_dtype_scope("bfloat16"):
-    model = _built(_TinyPanoptic)
+    model = _tiny_panoptic()
   assert tf_keras.mixed_precision.global_policy().name == "float32"
   with pytest.raises(ValueError, match="bfloat16"):
     em.build_export_module(em.ServingParams(task="panoptic"), model,
@@ -278,10 +286,10 @@ def test_params_and_arguments_are_checked():
     em.ServingParams(task="classification", flip=True)
   with pytest.raises(ValueError, match="post_processor"):
     em.build_export_module(em.ServingParams(task="panoptic"),
-                           _built(_TinyPanoptic))
+                           _tiny_panoptic())
   with pytest.raises(ValueError, match="predicts 4 classes"):
     em.build_export_module(em.ServingParams(task="panoptic"),
-                           _built(_TinyPanoptic),
+                           _tiny_panoptic(),
                            dict(PP_ARGS, num_classes=5))
   assert em.parse_overrides(["a=0.125", "b=None", "c=(3, 4)", "d=tiny"]) == {
       "a": 0.125, "b": None, "c": (3, 4), "d": "tiny"}
@@ -318,6 +326,9 @@ def test_export_writes_description_and_refuses_to_overwrite(tmp_path):
   assert config["dataset"]["original_category_ids"] == [10, 11, 12, 13]
   assert list(config["signatures"]) == ["serving_default"]
   assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+  # Saving reuses the signatures' trace of the model; it does not trace the
+  # model again.
+  assert module._functions["serve"].experimental_get_tracing_count() == 1
   with pytest.raises(ValueError, match="not empty"):
     em.export_saved_model(module, export_dir, function_keys=["image_tensor"])
   loaded = tf.saved_model.load(export_dir)
@@ -329,6 +340,29 @@ def test_export_writes_description_and_refuses_to_overwrite(tmp_path):
                           dataset_metadata=metadata_lib.from_categories(
                               [{"id": i, "name": str(i)} for i in range(20)],
                               name="big", label_divisor=0, task="semantic"))
+
+
+def test_checkpoint_folder_resolves_to_its_latest_checkpoint(tmp_path):
+  model = _built(_TinySemantic)
+  manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
+                                       str(tmp_path / "run"), max_to_keep=3)
+  manager.save()
+  model.conv.kernel.assign(model.conv.kernel * 2.0)
+  latest = manager.save()
+  assert em.resolve_checkpoint(str(tmp_path / "run")) == latest
+  fresh = _built(_TinySemantic)  # Seeded: the first checkpoint's weights.
+  assert em.restore_checkpoint(fresh, str(tmp_path / "run")) == latest
+  np.testing.assert_array_equal(fresh.conv.kernel.numpy(),
+                                model.conv.kernel.numpy())
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="without checkpoints"):
+    em.resolve_checkpoint(str(tmp_path / "empty"))
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    em.resolve_checkpoint(str(tmp_path / "run" / "ckpt-9"))
+  other = tf.train.Checkpoint(model=_tiny_panoptic()).write(
+      str(tmp_path / "other" / "ckpt"))
+  with pytest.raises(AssertionError):
+    em.restore_checkpoint(fresh, other)
 
 
 def test_saved_encoded_image_signatures(tmp_path, panoptic_module):
@@ -362,37 +396,24 @@ def test_saved_encoded_image_signatures(tmp_path, panoptic_module):
         encoded_images=tf.constant([b"not an image"]))
 
 
-def test_load_model_from_a_gin_experiment(tmp_path):
-  # The task only needs the shards' metadata.json to build the model and
-  # the post-processor; the shard files themselves are not read.
-  meta = metadata_lib.from_categories(
-      [{"id": 1, "name": "sky"}, {"id": 2, "name": "grass"},
-       {"id": 3, "name": "circle", "isthing": 1}],
-      name="shapes", label_divisor=256, ignore_label=255)
-  meta.save(str(tmp_path))
-  for split in ("train", "val"):
-    (tmp_path / f"{split}-00000-of-00001.tfrecord").write_bytes(b"")
-  repo = os.path.dirname(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))))
-  gin_file = os.path.join(repo, "gin", "quickstart", "axial_deeplab.gin")
-  loaded = em.load_model(gin_files=[gin_file], gin_params=[
-      f"train/data.input_path = '{tmp_path}/train-*'",
-      f"eval/data.input_path = '{tmp_path}/val-*'",
-      "model.overrides = {'width_multiplier': 0.125, 'depth': 26, "
-      "'semantic_channels': 16, 'instance_channels': 16, "
-      "'context_channels': 16, 'stem_channels': (8, 8, 16)}",
-      "post_processing.stuff_area_limit = 32",
-  ])
-  assert loaded.task == "panoptic"
-  assert loaded.model.num_classes == 3
-  assert loaded.dataset_metadata == meta
-  config = loaded.post_processor.get_config()
-  assert config["thing_class_ids"] == [2]
-  assert config["stuff_area_limit"] == 32
-  assert config["nms_kernel"] == 7  # from the quickstart gin file
-  assert loaded.description["model_name"] == "axial_deeplab_s"
+def test_export_loaded_model_checks_its_arguments(tmp_path):
+  # An experiment's LoadedModel brings its post-processor.
+  loaded = em.LoadedModel(
+      model=_tiny_panoptic(), task="panoptic", dtype="float32",
+      post_processor=post_processing.PanopticDeepLabPostProcessor(**PP_ARGS),
+      dataset_metadata=None, input_size=None, description={})
   with pytest.raises(ValueError, match="experiment defines the post-proc"):
     em.export_loaded_model(loaded, str(tmp_path / "export"),
                            post_processor_args={"nms_kernel": 3})
+  semantic = em.LoadedModel(
+      model=_built(_TinySemantic), task="semantic", dtype="float32",
+      post_processor=None, dataset_metadata=None, input_size=None,
+      description={})
+  with pytest.raises(ValueError, match="for panoptic models, not semantic"):
+    em.export_loaded_model(semantic, str(tmp_path / "export"),
+                           post_processor_args={"nms_kernel": 3})
   with pytest.raises(ValueError, match="exactly one"):
-    em.load_model(model_name="axial_deeplab_s", gin_files=[gin_file])
+    em.load_model(model_name="axial_deeplab_s", gin_files=["x.gin"])
+  with pytest.raises(ValueError, match="exactly one"):
+    em.load_model()
+  assert not os.path.exists(tmp_path / "export")

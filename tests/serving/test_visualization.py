@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from axial_deeplab_tf.utils import visualization as vis
 
@@ -117,3 +118,23 @@ def test_attention_band_marks_the_query_band():
                               (5, 6)).shape == (36, 68, 3)
   with pytest.raises(ValueError, match="shape"):
     vis.axis_band_overlay(image, weights, "width", (9, 13), (5, 6))
+
+
+def test_save_png_writes_atomically(tmp_path):
+  labels = np.array([[0, 300], [65535, 7]], np.uint16)
+  path = tmp_path / "a" / "labels.png"
+  vis.save_png(labels, str(path))
+  np.testing.assert_array_equal(np.asarray(Image.open(path)), labels)
+  with pytest.raises(ValueError, match="uint8"):
+    vis.save_png(np.zeros((2, 2, 3), np.uint16), str(tmp_path / "b.png"))
+
+  def failing(tmp):
+    with open(tmp, "w") as f:
+      f.write("half")
+    raise OSError("disk full")
+
+  with pytest.raises(OSError, match="disk full"):
+    vis.write_atomically(str(tmp_path / "a" / "labels.png"), failing)
+  # The old file stays whole and no temporary file is left behind.
+  np.testing.assert_array_equal(np.asarray(Image.open(path)), labels)
+  assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["labels.png"]

@@ -1,8 +1,10 @@
-"""End-to-end: tools/export_saved_model.py on a tiny Axial-DeepLab.
+"""End-to-end: tools/export_saved_model.py on tiny models.
 
-One export (module-scoped) is loaded in a fresh Python process that imports
-only TensorFlow; its outputs are compared with the in-process Keras model
-and post-processor on the same images.
+A tiny quickstart experiment (gin file + trainer-style checkpoint folder, as
+scripts/quickstart.sh exports it) is loaded in a fresh Python process that
+imports only TensorFlow; its outputs are compared with the in-process Keras
+model and post-processor on the same images. A tiny SegNeXt zoo model is
+exported in bfloat16 with multi-scale and flip inference.
 """
 
 import json
@@ -12,24 +14,14 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from axial_deeplab_tf import models
-from axial_deeplab_tf.ops import post_processing
+from axial_deeplab_tf.serving import export_module as em
+from tests.serving import serving_utils as su
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-TOOL = os.path.join(REPO, "tools", "export_saved_model.py")
-
-MODEL = "axial_deeplab_s"
-# Narrow and shallow, so that building, tracing and serving stay cheap.
-OVERRIDES = {"width_multiplier": 0.125, "num_classes": 5, "depth": 26,
-             "semantic_channels": 16, "instance_channels": 16,
-             "context_channels": 16, "stem_channels": (8, 8, 16)}
-PP_ARGS = dict(thing_class_ids=[3, 4], num_classes=5, label_divisor=256,
-               ignore_label=255, stuff_area_limit=16, nms_kernel=7,
-               keep_k_centers=200)
+CATEGORIES = [{"id": 10 + k, "name": f"class{k}", "isthing": int(k >= 3)}
+              for k in range(5)]
 # name -> [batch, height, width]
 CASES = {"batch2": (2, 48, 64), "tall": (1, 451, 300), "wide": (1, 97, 1025)}
 
@@ -46,10 +38,9 @@ inputs = np.load(inputs_path)
 outputs, report = {}, {"signatures": sorted(loaded.signatures)}
 serve = loaded.signatures["serving_default"]
 for name in inputs.files:
-  if name.startswith("case_"):
-    result = serve(images=tf.constant(inputs[name]))
-    for key, value in result.items():
-      outputs[name + "/" + key] = value.numpy()
+  result = serve(images=tf.constant(inputs[name]))
+  for key, value in result.items():
+    outputs[name + "/" + key] = value.numpy()
 errors = {}
 for name, bad in (("float32", tf.zeros([1, 8, 8, 3], tf.float32)),
                   ("rank3", tf.zeros([8, 8, 3], tf.uint8)),
@@ -62,31 +53,12 @@ for name, bad in (("float32", tf.zeros([1, 8, 8, 3], tf.float32)),
 report["errors"] = errors
 report["foreign_modules"] = sorted(
     m for m in sys.modules
-    if m.split(".")[0] in ("axial_deeplab_tf", "official", "orbit", "gin"))
+    if m.split(".")[0] in ("axial_deeplab_tf", "official", "orbit", "gin",
+                           "tf_keras"))
 np.savez(outputs_path, **outputs)
 with open(report_path, "w") as f:
   json.dump(report, f)
 """
-
-
-def _plain_env():
-  """The environment of a service: no project settings for Keras."""
-  env = {k: v for k, v in os.environ.items()
-         if k not in ("TF_USE_LEGACY_KERAS", "PYTHONPATH")}
-  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-  return env
-
-
-def _scene(rng, height, width):
-  """Flat-colored rectangles with a little noise."""
-  image = np.empty((height, width, 3), np.int64)
-  image[:] = rng.integers(0, 256, size=3)
-  for _ in range(8):
-    y, x = rng.integers(0, height), rng.integers(0, width)
-    h, w = rng.integers(8, height // 2 + 9), rng.integers(8, width // 2 + 9)
-    image[y:y + h, x:x + w] = rng.integers(0, 256, size=3)
-  image += rng.integers(-6, 7, size=image.shape)
-  return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def _calibrate_heads(model, images):
@@ -109,45 +81,7 @@ def _calibrate_heads(model, images):
     bias.assign(target_mean - conv_mean * factor)
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-  root = tmp_path_factory.mktemp("export")
-  model = models.build(MODEL, **OVERRIDES)
-  rng = np.random.default_rng(0)
-  inputs = {f"case_{name}": np.stack([_scene(rng, h, w) for _ in range(b)])
-            for name, (b, h, w) in CASES.items()}
-  _calibrate_heads(model, inputs["case_batch2"])
-  prefix = tf.train.Checkpoint(model=model).write(str(root / "ckpt" / "ckpt"))
-  export_dir = str(root / "saved_model")
-  command = [
-      sys.executable, TOOL, f"--model={MODEL}",
-      f"--checkpoint_path={prefix}", f"--export_dir={export_dir}",
-      "--thing_class_ids=3,4", "--label_divisor=256", "--ignore_label=255",
-      "--stuff_area_limit=16", "--nms_kernel=7"
-  ] + [f"--set={k}={v!r}" for k, v in OVERRIDES.items()]
-  result = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
-                          timeout=900)
-  assert result.returncode == 0, result.stderr[-3000:]
-  summary = json.loads(result.stdout.strip().splitlines()[-1])
-  assert summary["export_dir"] == export_dir
-  assert summary["task"] == "panoptic"
-
-  np.savez(root / "inputs.npz", **inputs)
-  result = subprocess.run(
-      [sys.executable, "-I", "-c", SERVE_SCRIPT, export_dir,
-       str(root / "inputs.npz"), str(root / "outputs.npz"),
-       str(root / "report.json")],
-      capture_output=True, text=True, cwd=str(root), timeout=900,
-      env=_plain_env())
-  assert result.returncode == 0, result.stderr[-3000:]
-  with open(root / "report.json") as f:
-    report = json.load(f)
-  served = dict(np.load(root / "outputs.npz"))
-  return {"model": model, "export_dir": export_dir, "inputs": inputs,
-          "served": served, "report": report}
-
-
-def _reference_fn(model):
+def _reference(model, post_processor, inputs):
   """The Keras model and the post-processor, run in this process.
 
   Both run inside one tf.function: the SavedModel's functions are graphs
@@ -155,7 +89,6 @@ def _reference_fn(model):
   round differently from op-by-op eager execution; a class tie within
   float32 rounding could then flip a pixel between the two modes.
   """
-  post_processor = post_processing.PanopticDeepLabPostProcessor(**PP_ARGS)
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3],
                                               tf.uint8)])
@@ -163,27 +96,26 @@ def _reference_fn(model):
     raw = model(images, training=False)
     return raw, post_processor(raw)
 
-  def reference(images):
-    raw, out = run(tf.constant(images, tf.uint8))
-    out = {k: v.numpy() for k, v in out.items()}
-    out.update({k: v.numpy() for k, v in raw.items()})
-    return out
+  result = {}
+  for name, images in inputs.items():
+    raw, out = run(tf.constant(images))
+    result[name] = {k: v.numpy() for k, v in list(raw.items()) +
+                    list(out.items())}
+  return result
 
-  return reference
+
+def _saved_model_cli():
+  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+  if not os.path.exists(cli):
+    cli = shutil.which("saved_model_cli")
+  assert cli, "saved_model_cli not found"
+  return cli
 
 
-def test_fresh_process_matches_in_process_model_and_post_processing(
-    exported):
-  report, served = exported["report"], exported["served"]
-  assert report["foreign_modules"] == []
-  assert report["signatures"] == ["serve_image_bytes", "serve_tf_example",
-                                  "serving_default"]
-  reference = _reference_fn(exported["model"])
+def _check_outputs_match_the_reference(served, reference):
+  """Exact id maps on batch > 1 and odd sizes; floats to rounding."""
   for name, (batch, height, width) in CASES.items():
-    images = exported["inputs"][f"case_{name}"]
-    ref = reference(images)
-    got = {k.split("/", 1)[1]: v for k, v in served.items()
-           if k.startswith(f"case_{name}/")}
+    got, ref = served[name], reference[name]
     assert got["panoptic_pred"].shape == (batch, height, width)
     for key in ("panoptic_pred", "semantic_pred", "instance_pred"):
       assert got[key].dtype == np.int32
@@ -192,11 +124,8 @@ def test_fresh_process_matches_in_process_model_and_post_processing(
                                   ref["instance_centers"])
     np.testing.assert_allclose(got["instance_scores"], ref["instance_scores"],
                                atol=1e-5)
-    logits = ref["semantic_logits"].astype(np.float64)
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
     np.testing.assert_allclose(got["semantic_probs"],
-                               probs / probs.sum(-1, keepdims=True),
-                               atol=1e-5)
+                               su.softmax(ref["semantic_logits"]), atol=1e-5)
     np.testing.assert_allclose(got["center_heatmap"], ref["center_heatmap"],
                                atol=1e-4)
     np.testing.assert_allclose(got["offset_map"], ref["offset_map"],
@@ -210,8 +139,7 @@ def test_fresh_process_matches_in_process_model_and_post_processing(
     assert np.any(panoptic // 256 < 3), name
 
 
-def test_wrong_inputs_give_clear_errors(exported):
-  errors = exported["report"]["errors"]
+def _check_input_errors(errors):
   assert "uint8" in errors["float32"]
   for name, shape in (("rank3", "[8 8 3]"), ("channels4", "[1 8 8 4]")):
     assert "images must be uint8 [batch >= 1, height >= 1, width >= 1, 3]" in (
@@ -219,16 +147,7 @@ def test_wrong_inputs_give_clear_errors(exported):
     assert shape in errors[name], errors[name]
 
 
-def test_saved_model_cli_lists_the_signatures(exported):
-  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-  if not os.path.exists(cli):
-    cli = shutil.which("saved_model_cli")
-  assert cli, "saved_model_cli not found"
-  result = subprocess.run([cli, "show", "--dir", exported["export_dir"],
-                           "--all"], capture_output=True, text=True,
-                          timeout=600, env=_plain_env())
-  assert result.returncode == 0, result.stderr[-2000:]
-  text = result.stdout
+def _check_saved_model_cli(text):
   for signature, argument in (("serving_default", "images"),
                               ("serve_image_bytes", "encoded_images"),
                               ("serve_tf_example", "serialized_examples")):
@@ -241,21 +160,138 @@ def test_saved_model_cli_lists_the_signatures(exported):
   assert "DT_UINT8" in text and "DT_STRING" in text
 
 
-def test_export_description(exported):
-  with open(os.path.join(exported["export_dir"], "assets.extra",
-                         "axial_deeplab_serving.json")) as f:
-    config = json.load(f)
+def test_exported_experiment_in_a_plain_tensorflow_process(tmp_path):
+  # One export serves all the checks below: under pytest-xdist the tests
+  # of a module go to different workers, so separate tests sharing a
+  # fixture would export twice or leave a worker waiting.
+  (tmp_path / "data").mkdir()
+  gin_params = su.tiny_experiment(tmp_path / "data", CATEGORIES, [
+      "post_processing.stuff_area_limit = 16"])
+  loaded = em.load_model(gin_files=[su.QUICKSTART_GIN], gin_params=gin_params)
+  model, post_processor = loaded.model, loaded.post_processor
+  rng = np.random.default_rng(0)
+  inputs = {name: su.scenes(rng, b, h, w, rectangles=8, min_size=8, noise=6)
+            for name, (b, h, w) in CASES.items()}
+  _calibrate_heads(model, inputs["batch2"])
+  # The trainer's layout: a model_dir whose checkpoints hold model= and
+  # more (the step, the optimizer).
+  manager = tf.train.CheckpointManager(
+      tf.train.Checkpoint(model=model, global_step=tf.Variable(250)),
+      str(tmp_path / "model_dir"), max_to_keep=2)
+  checkpoint = manager.save()
+  export_dir = str(tmp_path / "saved_model")
+  result = su.run_tool("export_saved_model", [
+      f"--gin_file={su.QUICKSTART_GIN}"] + [
+          f"--gin_param={p}" for p in gin_params] + [
+              f"--checkpoint_path={tmp_path / 'model_dir'}",
+              f"--export_dir={export_dir}"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+      "export_dir": export_dir, "task": "panoptic",
+      "signatures": ["serve_image_bytes", "serve_tf_example",
+                     "serving_default"]}
+
+  # A service that imports only TensorFlow, and saved_model_cli, run while
+  # this process computes the reference.
+  np.savez(tmp_path / "inputs.npz", **inputs)
+  serve = subprocess.Popen(
+      [sys.executable, "-I", "-c", SERVE_SCRIPT, export_dir,
+       str(tmp_path / "inputs.npz"), str(tmp_path / "served.npz"),
+       str(tmp_path / "report.json")],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      cwd=str(tmp_path), env=su.plain_env())
+  show = subprocess.Popen([_saved_model_cli(), "show", "--dir", export_dir,
+                           "--all"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True,
+                          env=su.plain_env())
+  reference = _reference(model, post_processor, inputs)
+  _, serve_err = serve.communicate(timeout=900)
+  assert serve.returncode == 0, serve_err[-3000:]
+  show_out, show_err = show.communicate(timeout=900)
+  assert show.returncode == 0, show_err[-3000:]
+
+  report = json.loads((tmp_path / "report.json").read_text())
+  assert report["foreign_modules"] == []
+  assert report["signatures"] == ["serve_image_bytes", "serve_tf_example",
+                                  "serving_default"]
+  served = {}
+  for key, value in np.load(tmp_path / "served.npz").items():
+    name, output = key.split("/", 1)
+    served.setdefault(name, {})[output] = value
+  _check_outputs_match_the_reference(served, reference)
+  _check_input_errors(report["errors"])
+  _check_saved_model_cli(show_out)
+
+  config = em.read_serving_config(export_dir)
   assert config["task"] == "panoptic"
   assert config["num_classes"] == 5
   assert config["thing_class_ids"] == [3, 4]
   assert config["label_divisor"] == 256
   assert config["post_processor"]["stuff_area_limit"] == 16
-  assert config["model"]["model_name"] == MODEL
+  assert config["post_processor"]["nms_kernel"] == 7  # The gin file's.
+  assert config["model"]["model_name"] == su.TINY_AXIAL_DEEPLAB
+  assert config["checkpoint_path"] == checkpoint
+  assert config["dataset"]["original_category_ids"] == [10, 11, 12, 13, 14]
+
+
+SEGNEXT_OVERRIDES = {"num_classes": 4, "embed_dims": (8, 16, 24, 32),
+                     "depths": (1, 1, 1, 1), "head_channels": 16,
+                     "ham_channels": 16, "md_r": 4, "norm_groups": 4,
+                     "nmf_seed": 0}
+
+
+def test_semantic_model_in_bfloat16_with_multi_scale_and_flip(tmp_path):
+  with em.compute_dtype_scope("bfloat16"):
+    model = models.build("segnext_t", **SEGNEXT_OVERRIDES)
+  images = su.scenes(np.random.default_rng(3), 2, 37, 53)
+  # Logits of the random model are ~1e-2: scaled up, the classes differ.
+  logits = model(images, training=False)["semantic_logits"].numpy()
+  classifier = model.decode_head.classifier
+  classifier.kernel.assign(classifier.kernel * (2.0 / logits.std()))
+  prefix = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+  export_dir = str(tmp_path / "export")
+  result = su.run_tool("export_saved_model", [
+      "--model=segnext_t", f"--checkpoint_path={prefix}",
+      f"--export_dir={export_dir}", "--dtype=bfloat16", "--scales=0.5,1.0",
+      "--flip", "--signatures=image_tensor"] + su.set_flags(
+          SEGNEXT_OVERRIDES))
+  assert result.returncode == 0, result.stderr[-3000:]
+  config = em.read_serving_config(export_dir)
+  assert config["params"]["dtype"] == "bfloat16"
+  assert (config["params"]["scales"], config["params"]["flip"]) == (
+      [0.5, 1.0], True)
+  assert config["outputs"] == ["semantic_pred", "semantic_probs",
+                               "image_size"]
+
+  out = tf.saved_model.load(export_dir).signatures["serving_default"](
+      images=tf.constant(images))
+  # Reference: every pass by hand, numpy-side flips, softmax and mean.
+  probs = []
+  for scale in (0.5, 1.0):
+    size = (round(37 * scale), round(53 * scale))
+    scaled = tf.cast(tf.round(tf.image.resize(images, size)),
+                     tf.uint8).numpy()
+    for flip in (False, True):
+      x = scaled[:, :, ::-1] if flip else scaled
+      logits = tf.cast(model(x, training=False)["semantic_logits"],
+                       tf.float32).numpy()
+      if flip:
+        logits = logits[:, :, ::-1]
+      probs.append(su.softmax(tf.image.resize(logits, (37, 53)).numpy()))
+  want = np.mean(probs, axis=0)
+  got = out["semantic_probs"].numpy()
+  assert got.dtype == np.float32 and got.shape == (2, 37, 53, 4)
+  # bfloat16 keeps 8 bits of mantissa: graph and eager round differently.
+  np.testing.assert_allclose(got, want, atol=2e-2)
+  assert np.ptp(want) > 0.1  # The probabilities are not all alike.
+  np.testing.assert_array_equal(out["semantic_pred"].numpy(),
+                                got.argmax(-1))
 
 
 def test_usage_errors_exit_with_status_2(tmp_path):
-  result = subprocess.run(
-      [sys.executable, TOOL, f"--export_dir={tmp_path / 'x'}"],
-      capture_output=True, text=True, cwd=REPO, timeout=300)
-  assert result.returncode == 2
-  assert "--model" in result.stderr and "--gin_file" in result.stderr
+  su.assert_usage_error("export_saved_model",
+                        [f"--export_dir={tmp_path / 'x'}"], "--model",
+                        "--gin_file")
+  su.assert_usage_error("export_saved_model", [
+      "--model=axial_deeplab_s", f"--export_dir={tmp_path / 'x'}",
+      "--scales=1.0,big"], "--scales must be numbers")

@@ -1,29 +1,24 @@
 """End-to-end: tools/predict.py on a small exported model and labelled set.
 
 The COCO panoptic files it writes are scored by the Cityscapes panoptic
-evaluation scripts and by our PanopticQuality on the in-process predictions;
-the two must agree.
+evaluation script (run as its own program) and by our PanopticQuality on
+the in-process predictions; the two must agree.
 """
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras
 from PIL import Image
 
 from axial_deeplab_tf.data import metadata as metadata_lib
 from axial_deeplab_tf.evaluation import coco_panoptic_format as cpf
 from axial_deeplab_tf.evaluation.panoptic_quality import PanopticQuality
 from axial_deeplab_tf.serving import export_module as em
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-TOOL = os.path.join(REPO, "tools", "predict.py")
+from tests.serving import serving_utils as su
 
 CATEGORIES = [
     {"id": 7, "name": "road", "isthing": 0, "color": [128, 64, 128]},
@@ -35,45 +30,6 @@ THINGS = (2, 3)
 DIV = 1000
 IGNORE = 255
 SIZES = {"street": (40, 56), "odd": (33, 47), "square": (48, 48)}
-
-
-class _TinyPanoptic(tf_keras.Model):
-  """Conv stand-in with the panoptic output dict at input resolution."""
-
-  def __init__(self, **kwargs):
-    super().__init__(**kwargs)
-    init = tf_keras.initializers.RandomNormal(stddev=0.5, seed=11)
-    self.num_classes = len(CATEGORIES)
-    self.body = tf_keras.layers.Conv2D(8, 3, padding="same",
-                                       activation="relu",
-                                       kernel_initializer=init)
-    self.pool = tf_keras.layers.AveragePooling2D(5, 1, padding="same")
-    # Biased towards the thing classes so that scenes hold instances.
-    self.semantic = tf_keras.layers.Conv2D(
-        self.num_classes, 1, kernel_initializer=init,
-        bias_initializer=tf_keras.initializers.Constant([0., 0., 1.2, 1.2]))
-    self.center = tf_keras.layers.Conv2D(
-        1, 1, kernel_initializer=init,
-        bias_initializer=tf_keras.initializers.Constant(1.0))
-    self.offset = tf_keras.layers.Conv2D(2, 1, kernel_initializer=init)
-
-  def call(self, images, training=None):
-    x = tf.cast(images, tf.float32) / 127.5 - 1.0
-    x = self.pool(self.body(x))
-    return {"semantic_logits": self.semantic(x),
-            "center_heatmap": self.center(x),
-            "offset_map": self.offset(x) * 3.0}
-
-
-def _scene(rng, height, width):
-  image = np.empty((height, width, 3), np.int64)
-  image[:] = rng.integers(0, 256, size=3)
-  for _ in range(6):
-    y, x = rng.integers(0, height), rng.integers(0, width)
-    h, w = rng.integers(4, height // 2 + 5), rng.integers(4, width // 2 + 5)
-    image[y:y + h, x:x + w] = rng.integers(0, 256, size=3)
-  image += rng.integers(-8, 9, size=image.shape)
-  return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def _groundtruth(rng, pred):
@@ -96,11 +52,16 @@ def _groundtruth(rng, pred):
   return gt
 
 
-@pytest.fixture(scope="module")
-def predicted(tmp_path_factory):
-  root = tmp_path_factory.mktemp("predict")
-  model = _TinyPanoptic()
-  model(tf.zeros([1, 8, 8, 3], tf.uint8))
+def _produce_predictions(root):
+  """Export -> images (one broken) -> tools/predict.py.
+
+  Writes under root: export/, images/, out/ (the tool's output), tool.json
+  (its exit status and stderr), preds.npz (the export module's outputs in
+  this process).
+  """
+  # Biased towards the thing classes so that scenes hold instances.
+  model = su.built(su.TinyPanoptic(len(CATEGORIES), seed=11,
+                                   semantic_bias=(0., 0., 1.2, 1.2)))
   meta = metadata_lib.from_categories(CATEGORIES, name="tiny_city",
                                       label_divisor=DIV, ignore_label=IGNORE)
   module = em.build_export_module(
@@ -113,31 +74,42 @@ def predicted(tmp_path_factory):
   rng = np.random.default_rng(0)
   images_dir = root / "images"
   images_dir.mkdir()
-  images = {}
+  preds = {}
   for name, (h, w) in SIZES.items():
-    images[name] = _scene(rng, h, w)
-    Image.fromarray(images[name]).save(images_dir / f"{name}.png")
+    image = su.scene(rng, h, w)
+    Image.fromarray(image).save(images_dir / f"{name}.png")
+    out = module.inference_from_image_tensors(tf.constant(image[None]))
+    preds.update({f"{name}/{k}": v.numpy()[0] for k, v in out.items()})
   (images_dir / "broken.png").write_bytes(b"not a png at all")
-  output_dir = root / "out"
-  result = subprocess.run(
-      [sys.executable, TOOL, f"--saved_model={export_dir}",
-       f"--images={images_dir}/*.png", f"--output_dir={output_dir}",
-       "--save_semantic", "--save_instance"],
-      capture_output=True, text=True, cwd=REPO, timeout=600)
-  preds = {n: module.inference_from_image_tensors(tf.constant(i[None]))
-           for n, i in images.items()}
-  return {"result": result, "out": output_dir, "images": images,
-          "preds": {n: {k: v.numpy()[0] for k, v in p.items()}
-                    for n, p in preds.items()},
-          "root": root}
+  np.savez(root / "preds.npz", **preds)
+  result = su.run_tool("predict", [
+      f"--saved_model={export_dir}", f"--images={images_dir}/*.png",
+      f"--output_dir={root / 'out'}", "--save_semantic", "--save_instance"],
+                       timeout=600)
+  (root / "tool.json").write_text(json.dumps(
+      {"returncode": result.returncode, "stderr": result.stderr}))
+
+
+@pytest.fixture(scope="module")
+def predicted(tmp_path_factory):
+  root = su.run_once(tmp_path_factory, "predict", _produce_predictions)
+  preds = {}
+  for key, value in np.load(root / "preds.npz").items():
+    name, output = key.split("/", 1)
+    preds.setdefault(name, {})[output] = value
+  return {"root": root, "out": root / "out", "preds": preds,
+          "tool": json.loads((root / "tool.json").read_text())}
 
 
 def test_reports_the_bad_image_and_writes_the_others(predicted):
-  result = predicted["result"]
-  assert result.returncode == 1, result.stderr[-2000:]
-  assert "broken.png: FAILED" in result.stderr
-  assert "1 image(s) failed" in result.stderr
-  assert f"Predicted {len(SIZES)} of {len(SIZES) + 1} images" in result.stderr
+  returncode, stderr = (predicted["tool"]["returncode"],
+                        predicted["tool"]["stderr"])
+  assert returncode == 1, stderr[-2000:]
+  assert "broken.png: FAILED" in stderr
+  assert "1 image(s) failed" in stderr
+  assert f"Predicted {len(SIZES)} of {len(SIZES) + 1} images" in stderr
+  # The progress bar reaches the last of the four images.
+  assert f"] {len(SIZES) + 1}/{len(SIZES) + 1} " in stderr
   out = predicted["out"]
   content = json.loads((out / "panoptic.json").read_text())
   assert sorted(a["image_id"] for a in content["annotations"]) == sorted(SIZES)
@@ -162,8 +134,6 @@ def test_reports_the_bad_image_and_writes_the_others(predicted):
 
 
 def test_cityscapes_evaluator_agrees_with_ours(predicted):
-  cs_eval = pytest.importorskip(
-      "cityscapesscripts.evaluation.evalPanopticSemanticLabeling")
   rng = np.random.default_rng(1)
   root, out = predicted["root"], predicted["out"]
   metric = PanopticQuality(len(CATEGORIES), THINGS, IGNORE, DIV)
@@ -176,14 +146,19 @@ def test_cityscapes_evaluator_agrees_with_ours(predicted):
         str(root / "gt"), f"{name}.png", name, gt, CATEGORIES, DIV, IGNORE,
         is_groundtruth=True))
   cpf.write_json(str(root / "gt.json"), gt_annotations, CATEGORIES)
-  gt_json = cpf.read_json(str(root / "gt.json"))
-  pred_json = cpf.read_json(str(out / "panoptic.json"))
-  by_id = {a["image_id"]: a for a in pred_json["annotations"]}
-  pairs = [(a, by_id[a["image_id"]]) for a in gt_json["annotations"]]
-  categories = {c["id"]: c for c in gt_json["categories"]}
-  stat = cs_eval.pq_compute_single_core(0, pairs, str(root / "gt"),
-                                        str(out / "panoptic"), categories)
-  reference = cs_eval.average_pq(stat, categories)
+  # The official script as its own program; it finds the PNGs of
+  # <dir>/panoptic.json in <dir>/panoptic/ by its own convention.
+  results_file = root / "cityscapes_pq.json"
+  result = subprocess.run(
+      [sys.executable, "-m",
+       "cityscapesscripts.evaluation.evalPanopticSemanticLabeling",
+       f"--gt-json-file={root / 'gt.json'}", f"--gt-folder={root / 'gt'}",
+       f"--prediction-json-file={out / 'panoptic.json'}",
+       f"--results_file={results_file}"],
+      capture_output=True, text=True, cwd=str(root), timeout=300,
+      env=su.plain_env())
+  assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+  reference = json.loads(results_file.read_text())
   ours = metric.result()
   for name, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
     for key in ("pq", "sq", "rq"):
@@ -196,9 +171,8 @@ def test_cityscapes_evaluator_agrees_with_ours(predicted):
 
 
 def test_usage_errors_exit_with_status_2(tmp_path):
-  result = subprocess.run(
-      [sys.executable, TOOL, f"--saved_model={tmp_path}",
-       f"--images={tmp_path}/*.png", f"--output_dir={tmp_path / 'o'}"],
-      capture_output=True, text=True, cwd=REPO, timeout=300)
-  assert result.returncode == 2
-  assert "no files match" in result.stderr
+  su.assert_usage_error("predict", [
+      f"--saved_model={tmp_path}", f"--images={tmp_path}/*.png",
+      f"--output_dir={tmp_path / 'o'}"], "no files match")
+  su.assert_usage_error("predict", [f"--images={tmp_path}/*.png"],
+                        "--saved_model is required")

@@ -1,19 +1,34 @@
 """End-to-end: tools/visualize_attention.py on a tiny Axial-DeepLab."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-TOOL = os.path.join(REPO, "tools", "visualize_attention.py")
+from axial_deeplab_tf import models
+from axial_deeplab_tf.layers.axial_attention import AxialAttention
+from tests.serving import serving_utils as su
+
+OVERRIDES = dict(su.TINY_AXIAL_DEEPLAB_OVERRIDES, num_classes=3)
+HEAD = 5
 
 
-def test_draws_both_axes_for_a_query(tmp_path):
+def test_draws_both_axes_for_a_query_from_a_checkpoint(tmp_path):
+  # A checkpoint in which head HEAD of every axial-attention layer has all
+  # similarity norms at gamma = beta = 0: its logits are all 0, so it
+  # attends uniformly over its span (65 covers these short axes). A random
+  # initial model attends unevenly, so the maps show what was loaded.
+  model = models.build(su.TINY_AXIAL_DEEPLAB, **OVERRIDES)
+  layers = [l for l in model.submodules if isinstance(l, AxialAttention)]
+  assert layers
+  for layer in layers:
+    for table in (layer.similarity_gamma, layer.similarity_beta):
+      values = table.numpy()
+      values[:, HEAD] = 0.0
+      table.assign(values)
+  prefix = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+
   rng = np.random.default_rng(0)
   height, width = 70, 90
   image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
@@ -21,21 +36,17 @@ def test_draws_both_axes_for_a_query(tmp_path):
   output = tmp_path / "maps" / "attention.png"
   weights = tmp_path / "weights.npz"
   query = (50, 20)
-  result = subprocess.run(
-      [sys.executable, TOOL, "--model=axial_deeplab_s",
-       "--set=width_multiplier=0.125", "--set=num_classes=3", "--set=depth=26",
-       "--set=semantic_channels=16", "--set=instance_channels=16",
-       "--set=context_channels=16", "--set=stem_channels=(8, 8, 16)",
-       f"--image={tmp_path / 'image.png'}", "--block=-1", "--head=5",
-       f"--query={query[0]},{query[1]}", f"--output={output}",
-       f"--save_weights={weights}"],
-      capture_output=True, text=True, cwd=REPO, timeout=900)
+  result = su.run_tool("visualize_attention", [
+      f"--model={su.TINY_AXIAL_DEEPLAB}", f"--checkpoint_path={prefix}",
+      f"--image={tmp_path / 'image.png'}", "--block=backbone/res5_block1",
+      f"--head={HEAD}", f"--query={query[0]},{query[1]}",
+      f"--output={output}", f"--save_weights={weights}"
+  ] + su.set_flags(OVERRIDES))
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "no --checkpoint_path" in result.stderr
+  assert "no --checkpoint_path" not in result.stderr
   summary = json.loads(result.stdout.strip().splitlines()[-1])
-  assert summary["block"].startswith("backbone/")
-  assert summary["block"].endswith("/attention")
-  assert summary["head"] == 5
+  assert summary["block"] == "backbone/res5_block1/attention"
+  assert summary["head"] == HEAD
   figure = np.asarray(Image.open(output))
   assert figure.shape == (height + 28, 2 * width + 8, 3)
   maps = np.load(weights)
@@ -45,17 +56,27 @@ def test_draws_both_axes_for_a_query(tmp_path):
   np.testing.assert_array_equal(maps["query_feature"],
                                 [query[0] * fh // height,
                                  query[1] * fw // width])
-  assert maps["height_weights"].shape == (fh,)
-  assert maps["width_weights"].shape == (fw,)
-  for key in ("height_weights", "width_weights"):
-    assert abs(maps[key].sum() - 1.0) < 1e-9
-    assert np.all(maps[key] > 0)  # Span 65 covers these short axes.
+  np.testing.assert_allclose(maps["height_weights"], np.full(fh, 1 / fh),
+                             atol=1e-12)
+  np.testing.assert_allclose(maps["width_weights"], np.full(fw, 1 / fw),
+                             atol=1e-12)
+  # Left panel: the query's feature column (image columns 15..29) painted
+  # with one color (uniform weights), the rest of the image dimmed.
+  left = figure[28:, :width].astype(int)
+  band = left[:, 15:30].reshape(-1, 3)
+  cross = np.zeros((height, 15), bool)  # The query's marker, 2 px arms.
+  cross[query[0] - 2:query[0] + 3, query[1] - 15] = True
+  cross[query[0], query[1] - 17:query[1] - 12] = True
+  colors = {tuple(c) for c in band[~cross.ravel()]}
+  assert len(colors) == 1, colors
+  np.testing.assert_array_equal(left[:, :15],
+                                np.round(image[:, :15] * 0.35))
 
 
-def test_bad_query_exits_with_status_2(tmp_path):
-  result = subprocess.run(
-      [sys.executable, TOOL, "--model=axial_deeplab_s",
-       f"--image={tmp_path / 'missing.png'}", "--query=1,2"],
-      capture_output=True, text=True, cwd=REPO, timeout=300)
-  assert result.returncode == 2
-  assert "--output is required" in result.stderr
+def test_usage_errors_exit_with_status_2(tmp_path):
+  su.assert_usage_error("visualize_attention", [
+      "--model=axial_deeplab_s", f"--image={tmp_path / 'missing.png'}",
+      "--query=1,2"], "--output is required")
+  su.assert_usage_error("visualize_attention", [
+      "--model=axial_deeplab_s", "--gin_file=x.gin", "--list_blocks"],
+                        "either --model")

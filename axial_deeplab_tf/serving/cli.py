@@ -1,0 +1,197 @@
+"""Command-line pieces shared by the serving tools.
+
+tools/export_saved_model.py and tools/visualize_attention.py take a model
+the same way: a zoo name with builder overrides (`--model`, `--set`) or an
+experiment's gin files (`--gin_file`, `--gin_param`), and a checkpoint. All
+three serving tools report errors the same way: one line on stderr and exit
+status 2 for usage and setup errors. Only absl is imported here, so a tool's
+`--help` does not load TensorFlow.
+"""
+
+import glob
+import os
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence, TextIO
+from typing import TypeVar
+
+from absl import flags
+
+T = TypeVar("T")
+
+USAGE_ERROR = 2
+
+
+def define_model_flags(checkpoint_help: str,
+                       flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Defines --gin_file, --gin_param, --model, --set and --checkpoint_path.
+
+  Args:
+    checkpoint_help: what happens without a checkpoint (appended to the
+      --checkpoint_path help).
+    flag_values: where to define them.
+  """
+  flags.DEFINE_multi_string("gin_file", [], "Experiment gin file(s).",
+                            flag_values=flag_values)
+  flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.",
+                            flag_values=flag_values)
+  flags.DEFINE_string("model", None, "Zoo model name (instead of --gin_file).",
+                      flag_values=flag_values)
+  flags.DEFINE_multi_string(
+      "set", [], "Builder override key=value for --model (Python literal "
+      "values), repeatable.", flag_values=flag_values)
+  flags.DEFINE_string(
+      "checkpoint_path", None, "Checkpoint prefix, or a folder (its latest "
+      "checkpoint), saved with model=...; " + checkpoint_help,
+      flag_values=flag_values)
+
+
+def usage_error(message: str, stream: Optional[TextIO] = None) -> int:
+  """Prints `error: message` on stderr; returns the usage exit status."""
+  print(f"error: {message}", file=stream or sys.stderr)
+  return USAGE_ERROR
+
+
+def report_error(error: BaseException, stream: Optional[TextIO] = None) -> int:
+  """Prints an exception as one `error: Type: message` line; returns 2."""
+  message = " ".join(str(error).split())
+  return usage_error(f"{type(error).__name__}: {message}", stream)
+
+
+def check_usage(argv: Sequence[str],
+                flag_values: flags.FlagValues,
+                required: Sequence[str] = (),
+                model_flags: bool = False) -> Optional[int]:
+  """Checks what absl cannot: stray arguments, required and exclusive flags.
+
+  Args:
+    argv: the arguments absl left over (argv[0] is the program).
+    flag_values: the parsed flags.
+    required: names of flags that must be set (non-empty).
+    model_flags: also require exactly one of --model and --gin_file.
+
+  Returns:
+    None if all is well, else the exit status after printing the error.
+  """
+  if len(argv) > 1:
+    return usage_error(f"unexpected arguments {list(argv[1:])}")
+  for name in required:
+    if not flag_values[name].value:
+      return usage_error(f"--{name} is required.")
+  if model_flags and bool(flag_values.model) == bool(flag_values.gin_file):
+    return usage_error("give either --model (a zoo model) or --gin_file (an "
+                       "experiment).")
+  return None
+
+
+def load_model_from_flags(flag_values: flags.FlagValues, **kwargs):
+  """`export_module.load_model` with the model flags of `define_model_flags`.
+
+  Args:
+    flag_values: parsed flags.
+    **kwargs: more `load_model` arguments (dataset_metadata, dtype).
+
+  Returns:
+    An export_module.LoadedModel.
+  """
+  from axial_deeplab_tf.serving import export_module  # pylint: disable=g-import-not-at-top
+  return export_module.load_model(
+      model_name=flag_values.model,
+      overrides=export_module.parse_overrides(flag_values.set),
+      gin_files=flag_values.gin_file, gin_params=flag_values.gin_param,
+      checkpoint_path=flag_values.checkpoint_path, **kwargs)
+
+
+def parse_list(name: str, values: Optional[Sequence[str]],
+               convert: Callable[[str], T], expected: str
+              ) -> Optional[List[T]]:
+  """Converts the items of a list flag; None stays None.
+
+  Raises:
+    ValueError: an item `convert` rejects, naming the flag and `expected`.
+  """
+  if values is None:
+    return None
+  try:
+    return [convert(v) for v in values]
+  except ValueError as e:
+    raise ValueError(f"--{name} must be {expected}, got "
+                     f"{list(values)}.") from e
+
+
+def find_files(name: str, patterns: Sequence[str]) -> Dict[str, str]:
+  """Files matching the glob patterns of flag --name, by output name.
+
+  The output name of a file is its name without the extension; outputs
+  named after the inputs must not collide.
+
+  Args:
+    name: the flag, for messages.
+    patterns: glob patterns (`~` expanded); folders are skipped.
+
+  Returns:
+    {output name: path}, in path order.
+
+  Raises:
+    ValueError: nothing matches, or two files share an output name.
+  """
+  paths = sorted({p for pattern in patterns
+                  for p in glob.glob(os.path.expanduser(pattern))
+                  if os.path.isfile(p)})
+  if not paths:
+    raise ValueError(f"no files match --{name} {list(patterns)}.")
+  by_name: Dict[str, List[str]] = {}
+  for path in paths:
+    by_name.setdefault(os.path.splitext(os.path.basename(path))[0],
+                       []).append(path)
+  clashes = {n: p for n, p in by_name.items() if len(p) > 1}
+  if clashes:
+    raise ValueError(f"--{name}: files share output names (file name "
+                     f"without extension): {clashes}; rename them or run the "
+                     f"folders separately.")
+  return {stem: found[0] for stem, found in by_name.items()}
+
+
+class ProgressBar:
+  """A text progress bar on stderr: done/total, rate and time left.
+
+  On a terminal the bar is redrawn in place; elsewhere (a log file, a pipe)
+  each update is its own line, so that per-item messages stay readable.
+  """
+
+  def __init__(self, total: int, stream: Optional[TextIO] = None,
+               width: int = 30, clock: Callable[[], float] = time.monotonic):
+    if total < 0:
+      raise ValueError(f"total must be >= 0, got {total}.")
+    self.total = total
+    self.stream = stream or sys.stderr
+    self.width = width
+    self._clock = clock
+    self._start = clock()
+    self._in_place = bool(getattr(self.stream, "isatty", lambda: False)())
+
+  def line(self, done: int, text: str = "") -> str:
+    """The bar after `done` items, e.g. `[#####.....] 3/6 0.5/s 6s left`."""
+    filled = self.width * done // max(self.total, 1)
+    bar = "#" * filled + "." * (self.width - filled)
+    elapsed = max(self._clock() - self._start, 1e-9)
+    rate = done / elapsed
+    left = ""
+    if 0 < done < self.total:
+      left = f" {(self.total - done) / rate:.0f}s left"
+    return (f"[{bar}] {done}/{self.total} {rate:.2f}/s{left}"
+            + (f" {text}" if text else ""))
+
+  def update(self, done: int, text: str = "", message: str = "") -> None:
+    """Draws the bar; `message` (e.g. a failure) goes on its own line."""
+    if message:
+      if self._in_place:
+        self.stream.write("\r\033[K")
+      self.stream.write(message + "\n")
+    line = self.line(done, text)
+    if self._in_place:
+      end = "\n" if done >= self.total else ""
+      self.stream.write("\r\033[K" + line + end)
+    else:
+      self.stream.write(line + "\n")
+    self.stream.flush()
