@@ -64,3 +64,38 @@ def test_gin_param_overrides_and_missing_file():
   assert config.task.train_data.global_batch_size == 2
   with pytest.raises(FileNotFoundError, match="nope.gin"):
     experiment.parse_experiment(["nope.gin"])
+
+
+@pytest.mark.parametrize("binding", [
+    "losses.l2_weight_decai = 0.1",
+    "optimization.lookahead_sync_periods = 2",
+    "post_processing.nms = 3",
+    "evaluation.compute_pq = True",
+])
+def test_unknown_parameter_of_any_configurable_names_file_and_line(
+    tmp_path, binding):
+  bad = tmp_path / "bad.gin"
+  bad.write_text(f"include 'quickstart/axial_deeplab.gin'\n{binding}\n")
+  name = binding.split(" ")[0].split(".")[1]
+  with pytest.raises(ValueError, match=rf"{name}[\s\S]*bad\.gin.*line 2"):
+    experiment.parse_experiment([str(bad)])
+
+
+def test_imagenet_recipe_optimizer_and_weight_decay():
+  config = experiment.parse_experiment(
+      [os.path.join(ROOT, "gin", "imagenet", "axial_resnet_50l.gin")],
+      ["optimization.lookahead_sync_period = 3"])
+  assert config.task.losses.l2_weight_decay == 8e-5
+  optimizer = config.trainer.optimizer_config.optimizer
+  assert optimizer.type == "sgd"
+  assert (optimizer.sgd.momentum, optimizer.sgd.nesterov) == (0.9, True)
+  assert config.trainer.optimizer_config.lookahead is None
+  config = experiment.parse_experiment(
+      [os.path.join(ROOT, "gin", "imagenet", "axial_resnet_50l.gin")],
+      ["optimization.lookahead = True",
+       "optimization.lookahead_sync_period = 3"])
+  assert config.trainer.optimizer_config.lookahead.sync_period == 3
+  with pytest.raises(ValueError, match="weight_decay"):
+    experiment.parse_experiment(
+        [os.path.join(ROOT, "gin", "imagenet", "axial_resnet_50l.gin")],
+        ["optimization.weight_decay = 0.0001"])

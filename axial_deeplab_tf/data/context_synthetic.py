@@ -23,13 +23,10 @@ depends only on (seed, split, i).
 """
 
 import argparse
-import json
-import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
 
 from axial_deeplab_tf.data import synthetic
 
@@ -50,12 +47,11 @@ BANNER_COLORS = {WARM_TOKEN: (235, 130, 50), COOL_TOKEN: (60, 130, 235)}
 _GROUND_COLOR = np.array([120, 125, 110], np.float32)
 _TOKEN_GREY = 200.0
 _SHAPES = ("circle", "square", "triangle")
-# Shape, outline, texture and bbox helpers shared with the quickstart set.
+# Shape, outline and texture helpers shared with the quickstart set.
 # pylint: disable=protected-access
 _shape_mask = synthetic._shape_mask
 _boundary = synthetic._boundary
 _smooth_noise = synthetic._smooth_noise
-_bbox = synthetic._bbox
 # pylint: enable=protected-access
 _REFERENCE_AREA = 128 * 128
 
@@ -165,14 +161,9 @@ def render_context_example(
   for mask in objects:
     thing_pixels |= mask
   for category, mask in ((GROUND, ~banner & ~thing_pixels), (BANNER, banner)):
-    if mask.any():
-      segments.append({"id": len(segments) + 1, "category_id": category,
-                       "iscrowd": 0})
-      segment_ids[mask] = len(segments)
+    synthetic.add_segment(segment_ids, segments, mask, category)
   for mask in objects:
-    segments.append({"id": len(segments) + 1, "category_id": token_class,
-                     "iscrowd": 0})
-    segment_ids[mask] = len(segments)
+    synthetic.add_segment(segment_ids, segments, mask, token_class)
     grey = _TOKEN_GREY + rng.uniform(-25, 25)
     fill = grey + rng.normal(0, 5, (height, width, 1))
     image[mask] = np.broadcast_to(fill, (height, width, 3))[mask]
@@ -199,50 +190,17 @@ def write_split(output_dir: str, split: str, num_images: int,
   Returns:
     dict with "image_dir", "panoptic_dir", "panoptic_json".
   """
-  if num_images < 0:
-    raise ValueError(f"num_images must be >= 0, got {num_images}.")
-  height, width = image_size
-  image_dir = os.path.join(output_dir, split)
-  panoptic_dir = os.path.join(output_dir, "annotations", f"panoptic_{split}")
-  json_path = os.path.join(output_dir, "annotations",
-                           f"panoptic_{split}.json")
-  os.makedirs(image_dir, exist_ok=True)
-  os.makedirs(panoptic_dir, exist_ok=True)
-  # A split-dependent stream, stable across Python runs (no hash()).
-  split_index = sum(ord(c) * 31**i for i, c in enumerate(split)) % (2**31)
-  images, annotations = [], []
-  for index in range(num_images):
-    rng = np.random.default_rng([seed, split_index, index, 7])
+  stream = synthetic.split_index(split)
+
+  def render(index, height, width):
+    rng = np.random.default_rng([seed, stream, index, 7])
     image, segment_ids, segments, scene = render_context_example(
         rng, height, width, **render_kwargs)
-    image_id = index + 1
-    stem = f"{image_id:06d}"
-    Image.fromarray(image).save(os.path.join(image_dir, f"{stem}.png"))
-    Image.fromarray(synthetic.segment_ids_to_rgb(segment_ids)).save(
-        os.path.join(panoptic_dir, f"{stem}.png"))
-    segments_info = []
-    for seg in segments:
-      mask = segment_ids == seg["id"]
-      segments_info.append(dict(seg, area=int(mask.sum()), bbox=_bbox(mask)))
-    images.append({"id": image_id, "file_name": f"{stem}.png",
-                   "height": height, "width": width,
-                   "banner_side": scene["side"]})
-    annotations.append({"image_id": image_id, "file_name": f"{stem}.png",
-                        "segments_info": segments_info})
-  data = {
-      "info": {"description": f"synthetic context tokens, split {split}, "
-                              f"seed {seed}"},
-      "licenses": [],
-      "images": images,
-      "annotations": annotations,
-      "categories": [dict(c) for c in CATEGORIES],
-  }
-  tmp = f"{json_path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(data, f)
-  os.replace(tmp, json_path)
-  return {"image_dir": image_dir, "panoptic_dir": panoptic_dir,
-          "panoptic_json": json_path}
+    return image, segment_ids, segments, {"banner_side": scene["side"]}
+
+  return synthetic.write_panoptic_split(
+      output_dir, split, num_images, image_size, render, CATEGORIES,
+      f"synthetic context tokens, split {split}, seed {seed}")
 
 
 def generate_context_panoptic(
@@ -263,17 +221,10 @@ def generate_context_panoptic(
   Returns:
     {split: paths as returned by write_split, "categories_json": path}.
   """
-  if len(splits) != 2:
-    raise ValueError(f"splits must name (train, val), got {splits!r}.")
-  os.makedirs(output_dir, exist_ok=True)
-  categories_json = os.path.join(output_dir, "categories.json")
-  with open(categories_json, "w") as f:
-    json.dump([dict(c) for c in CATEGORIES], f, indent=1)
-  result: Dict[str, Any] = {"categories_json": categories_json}
-  for split, count in zip(splits, (num_train, num_val)):
-    result[split] = write_split(output_dir, split, count, image_size, seed,
-                                **render_kwargs)
-  return result
+  return synthetic.write_panoptic_dataset(
+      output_dir, CATEGORIES, splits, (num_train, num_val),
+      lambda split, count: write_split(output_dir, split, count, image_size,
+                                       seed, **render_kwargs))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

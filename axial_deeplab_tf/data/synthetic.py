@@ -18,7 +18,7 @@ on (seed, split, i), not on how many images are generated.
 
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -221,17 +221,11 @@ def render_example(rng: np.random.Generator, height: int = 128,
   for _, mask, _ in objects:
     thing_pixels |= mask
   for category in (_SKY, _GRASS, _ROAD):
-    mask = (layout == category) & ~thing_pixels
-    if mask.any():
-      segments.append({"id": len(segments) + 1, "category_id": category,
-                       "iscrowd": 0})
-      segment_ids[mask] = len(segments)
+    add_segment(segment_ids, segments, (layout == category) & ~thing_pixels,
+                category)
   for category, mask, crowd in objects:
-    if not mask.any():
+    if not add_segment(segment_ids, segments, mask, category, crowd):
       continue
-    segments.append({"id": len(segments) + 1, "category_id": category,
-                     "iscrowd": crowd})
-    segment_ids[mask] = len(segments)
     shade = rng.uniform(-20, 20)
     color = _color(category) + shade
     fill = color + rng.normal(0, 5, (height, width, 1))
@@ -241,6 +235,29 @@ def render_example(rng: np.random.Generator, height: int = 128,
     image[edge] = 0.55 * color
   return (np.clip(np.round(image), 0, 255).astype(np.uint8), segment_ids,
           segments)
+
+
+def add_segment(segment_ids: np.ndarray, segments: List[Dict[str, Any]],
+                mask: np.ndarray, category_id: int, iscrowd: int = 0) -> bool:
+  """Gives the pixels of `mask` the next segment id, unless it is empty.
+
+  Args:
+    segment_ids: int32 [height, width] id map, updated in place.
+    segments: the segments so far (dicts with "id", "category_id",
+      "iscrowd"), appended to in place; ids are 1, 2, ... in order.
+    mask: bool [height, width] pixels of the new segment.
+    category_id: its category.
+    iscrowd: 1 for a crowd region.
+
+  Returns:
+    Whether a segment was added (False for an empty mask).
+  """
+  if not mask.any():
+    return False
+  segments.append({"id": len(segments) + 1, "category_id": category_id,
+                   "iscrowd": iscrowd})
+  segment_ids[mask] = len(segments)
+  return True
 
 
 def segment_ids_to_rgb(segment_ids: np.ndarray) -> np.ndarray:
@@ -254,6 +271,115 @@ def _bbox(mask: np.ndarray) -> List[int]:
   rows, cols = np.nonzero(mask)
   return [int(cols.min()), int(rows.min()), int(cols.max() - cols.min() + 1),
           int(rows.max() - rows.min() + 1)]
+
+
+def split_index(split: str) -> int:
+  """A number per split name, stable across Python runs (unlike hash())."""
+  return sum(ord(c) * 31**i for i, c in enumerate(split)) % (2**31)
+
+
+# render(index, height, width) -> (image uint8 [h, w, 3], segment_ids int32
+# [h, w], segments, extra fields of the image's JSON entry).
+Renderer = Callable[[int, int, int], Tuple[np.ndarray, np.ndarray,
+                                           List[Dict[str, Any]],
+                                           Dict[str, Any]]]
+
+
+def write_panoptic_split(output_dir: str, split: str, num_images: int,
+                         image_size: Tuple[int, int], render: Renderer,
+                         categories: Sequence[Dict[str, Any]],
+                         description: str,
+                         image_format: str = "png") -> Dict[str, str]:
+  """Writes rendered images of one split in COCO panoptic format.
+
+  Args:
+    output_dir: dataset root (layout in the module docstring).
+    split: split name ("train", "val", ...).
+    num_images: number of images (>= 0); image i + 1 is render(i, ...).
+    image_size: (height, width).
+    render: draws image `index`, see `Renderer`.
+    categories: the category list written into the JSON.
+    description: the JSON's info.description.
+    image_format: "png" (lossless) or "jpeg" (quality 95).
+
+  Returns:
+    dict with "image_dir", "panoptic_dir", "panoptic_json".
+  """
+  if image_format not in ("png", "jpeg"):
+    raise ValueError(f"image_format must be 'png' or 'jpeg', got "
+                     f"{image_format!r}.")
+  if num_images < 0:
+    raise ValueError(f"num_images must be >= 0, got {num_images}.")
+  height, width = image_size
+  image_dir = os.path.join(output_dir, split)
+  panoptic_dir = os.path.join(output_dir, "annotations", f"panoptic_{split}")
+  json_path = os.path.join(output_dir, "annotations",
+                           f"panoptic_{split}.json")
+  os.makedirs(image_dir, exist_ok=True)
+  os.makedirs(panoptic_dir, exist_ok=True)
+  images, annotations = [], []
+  extension = "png" if image_format == "png" else "jpg"
+  for index in range(num_images):
+    image, segment_ids, segments, image_fields = render(index, height, width)
+    image_id = index + 1
+    stem = f"{image_id:06d}"
+    pil_image = Image.fromarray(image)
+    if image_format == "png":
+      pil_image.save(os.path.join(image_dir, f"{stem}.png"), format="PNG")
+    else:
+      pil_image.save(os.path.join(image_dir, f"{stem}.jpg"), format="JPEG",
+                     quality=95)
+    Image.fromarray(segment_ids_to_rgb(segment_ids)).save(
+        os.path.join(panoptic_dir, f"{stem}.png"), format="PNG")
+    segments_info = []
+    for seg in segments:
+      mask = segment_ids == seg["id"]
+      segments_info.append(dict(seg, area=int(mask.sum()), bbox=_bbox(mask)))
+    images.append(dict({"id": image_id, "file_name": f"{stem}.{extension}",
+                        "height": height, "width": width}, **image_fields))
+    annotations.append({"image_id": image_id, "file_name": f"{stem}.png",
+                        "segments_info": segments_info})
+  data = {
+      "info": {"description": description},
+      "licenses": [],
+      "images": images,
+      "annotations": annotations,
+      "categories": [dict(c) for c in categories],
+  }
+  tmp = f"{json_path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(data, f)
+  os.replace(tmp, json_path)
+  return {"image_dir": image_dir, "panoptic_dir": panoptic_dir,
+          "panoptic_json": json_path}
+
+
+def write_panoptic_dataset(
+    output_dir: str, categories: Sequence[Dict[str, Any]],
+    splits: Sequence[str], counts: Sequence[int],
+    write: Callable[[str, int], Dict[str, str]]) -> Dict[str, Any]:
+  """Writes categories.json and a train and a val split.
+
+  Args:
+    output_dir: dataset root.
+    categories: the category list.
+    splits: the two split names (train, val).
+    counts: images per split, in the order of `splits`.
+    write: write(split, count) writes one split and returns its paths.
+
+  Returns:
+    {split: paths returned by `write`, "categories_json": path}.
+  """
+  if len(splits) != 2:
+    raise ValueError(f"splits must name (train, val), got {splits!r}.")
+  os.makedirs(output_dir, exist_ok=True)
+  categories_json = os.path.join(output_dir, "categories.json")
+  with open(categories_json, "w") as f:
+    json.dump([dict(c) for c in categories], f, indent=1)
+  result: Dict[str, Any] = {"categories_json": categories_json}
+  for split, count in zip(splits, counts):
+    result[split] = write(split, count)
+  return result
 
 
 def write_split(output_dir: str, split: str, num_images: int,
@@ -273,57 +399,15 @@ def write_split(output_dir: str, split: str, num_images: int,
   Returns:
     dict with "image_dir", "panoptic_dir", "panoptic_json".
   """
-  if image_format not in ("png", "jpeg"):
-    raise ValueError(f"image_format must be 'png' or 'jpeg', got "
-                     f"{image_format!r}.")
-  if num_images < 0:
-    raise ValueError(f"num_images must be >= 0, got {num_images}.")
-  height, width = image_size
-  image_dir = os.path.join(output_dir, split)
-  panoptic_dir = os.path.join(output_dir, "annotations", f"panoptic_{split}")
-  json_path = os.path.join(output_dir, "annotations",
-                           f"panoptic_{split}.json")
-  os.makedirs(image_dir, exist_ok=True)
-  os.makedirs(panoptic_dir, exist_ok=True)
-  split_index = sum(ord(c) * 31**i for i, c in enumerate(split)) % (2**31)
-  images, annotations = [], []
-  extension = "png" if image_format == "png" else "jpg"
-  for index in range(num_images):
-    rng = np.random.default_rng([seed, split_index, index])
-    image, segment_ids, segments = render_example(rng, height, width,
-                                                  **render_kwargs)
-    image_id = index + 1
-    stem = f"{image_id:06d}"
-    pil_image = Image.fromarray(image)
-    if image_format == "png":
-      pil_image.save(os.path.join(image_dir, f"{stem}.png"), format="PNG")
-    else:
-      pil_image.save(os.path.join(image_dir, f"{stem}.jpg"), format="JPEG",
-                     quality=95)
-    Image.fromarray(segment_ids_to_rgb(segment_ids)).save(
-        os.path.join(panoptic_dir, f"{stem}.png"), format="PNG")
-    segments_info = []
-    for seg in segments:
-      mask = segment_ids == seg["id"]
-      segments_info.append(dict(seg, area=int(mask.sum()), bbox=_bbox(mask)))
-    images.append({"id": image_id, "file_name": f"{stem}.{extension}",
-                   "height": height, "width": width})
-    annotations.append({"image_id": image_id, "file_name": f"{stem}.png",
-                        "segments_info": segments_info})
-  data = {
-      "info": {"description": f"synthetic panoptic shapes, split {split}, "
-                              f"seed {seed}"},
-      "licenses": [],
-      "images": images,
-      "annotations": annotations,
-      "categories": [dict(c) for c in CATEGORIES],
-  }
-  tmp = f"{json_path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(data, f)
-  os.replace(tmp, json_path)
-  return {"image_dir": image_dir, "panoptic_dir": panoptic_dir,
-          "panoptic_json": json_path}
+  stream = split_index(split)
+
+  def render(index, height, width):
+    rng = np.random.default_rng([seed, stream, index])
+    return render_example(rng, height, width, **render_kwargs) + ({},)
+
+  return write_panoptic_split(
+      output_dir, split, num_images, image_size, render, CATEGORIES,
+      f"synthetic panoptic shapes, split {split}, seed {seed}", image_format)
 
 
 def generate_synthetic_panoptic(
@@ -346,14 +430,7 @@ def generate_synthetic_panoptic(
   Returns:
     {split: paths} as returned by write_split, plus "categories_json".
   """
-  if len(splits) != 2:
-    raise ValueError(f"splits must name (train, val), got {splits!r}.")
-  os.makedirs(output_dir, exist_ok=True)
-  categories_json = os.path.join(output_dir, "categories.json")
-  with open(categories_json, "w") as f:
-    json.dump([dict(c) for c in CATEGORIES], f, indent=1)
-  result: Dict[str, Any] = {"categories_json": categories_json}
-  for split, count in zip(splits, (num_train, num_val)):
-    result[split] = write_split(output_dir, split, count, image_size, seed,
-                                image_format, **render_kwargs)
-  return result
+  return write_panoptic_dataset(
+      output_dir, CATEGORIES, splits, (num_train, num_val),
+      lambda split, count: write_split(output_dir, split, count, image_size,
+                                       seed, image_format, **render_kwargs))

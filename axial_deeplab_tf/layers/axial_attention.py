@@ -1093,30 +1093,29 @@ class AxialBlock(tf_keras.layers.Layer):
                                              **conv)
     self._bn_down = tf_keras.layers.BatchNormalization(name="bn_down", **bn)
     attention_type = c["attention_type"]
+    # Settings every attention type takes from the block.
+    shared = dict(num_heads=c["num_heads"], key_depth=f, value_depth=2 * f,
+                  kernel_regularizer=c["kernel_regularizer"],
+                  norm_momentum=c["norm_momentum"],
+                  norm_epsilon=c["norm_epsilon"],
+                  use_sync_bn=c["use_sync_bn"], name="attention")
     if attention_type == "axial":
       self._attention = AxialAttention2D(
-          num_heads=c["num_heads"], key_depth=f, value_depth=2 * f,
           span=c["span"], max_length=c["max_length"], strides=c["strides"],
           use_query_positional=c["use_query_positional"],
           use_key_positional=c["use_key_positional"],
           use_value_positional=c["use_value_positional"],
-          kernel_regularizer=c["kernel_regularizer"],
-          norm_momentum=c["norm_momentum"], norm_epsilon=c["norm_epsilon"],
-          use_sync_bn=c["use_sync_bn"], recompute_grad=c["recompute_grad"],
-          name="attention")
+          recompute_grad=c["recompute_grad"], **shared)
     elif attention_type == "local":
       from axial_deeplab_tf.layers.local_attention import LocalSelfAttention2D  # pylint: disable=g-import-not-at-top
       self._attention = LocalSelfAttention2D(
-          num_heads=c["num_heads"], key_depth=f, value_depth=2 * f,
           kernel_size=c["kernel_size"], strides=c["strides"],
           position_sensitive=(c["use_key_positional"] or
                               c["use_value_positional"]),
-          name="attention")
+          **shared)
     else:
       from axial_deeplab_tf.layers.global_attention import GlobalSelfAttention2D  # pylint: disable=g-import-not-at-top
-      self._attention = GlobalSelfAttention2D(
-          num_heads=c["num_heads"], key_depth=f, value_depth=2 * f,
-          name="attention")
+      self._attention = GlobalSelfAttention2D(**shared)
       self._attention_pool = (
           tf_keras.layers.AveragePooling2D(c["strides"], c["strides"],
                                            padding="same")

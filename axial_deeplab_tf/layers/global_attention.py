@@ -6,22 +6,16 @@ memory grow as (H * W)^2. Used as the global 2D baseline against axial
 attention (O(HW (H + W))) in benchmarks and ablations.
 """
 
-import math
 from typing import Any, Dict, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
 
-from axial_deeplab_tf.layers.local_attention import build_in_scope
-from axial_deeplab_tf.layers.local_attention import check_attention_depths
-from axial_deeplab_tf.layers.local_attention import check_image_input_shape
-from axial_deeplab_tf.layers.local_attention import check_positive_int
-from axial_deeplab_tf.layers.local_attention import make_qkv_projection
-from axial_deeplab_tf.layers.local_attention import static_or_dynamic_shape
+from axial_deeplab_tf.layers import common
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class GlobalSelfAttention2D(tf_keras.layers.Layer):
+class GlobalSelfAttention2D(common.SelfAttention2DBase):
   """Multi-head self-attention of each pixel over the whole image."""
 
   def __init__(self,
@@ -64,9 +58,9 @@ class GlobalSelfAttention2D(tf_keras.layers.Layer):
       norm_epsilon: batch-norm epsilon.
       **kwargs: tf_keras.layers.Layer arguments.
     """
-    super().__init__(**kwargs)
-    check_attention_depths(num_heads, key_depth, value_depth)
-    check_positive_int("strides", strides)
+    super().__init__(key_depth, value_depth, num_heads, strides,
+                     kernel_regularizer, use_sync_bn, norm_momentum,
+                     norm_epsilon, **kwargs)
     if use_relative_position:
       if relative_span is None or len(relative_span) != 2:
         raise ValueError(f"relative_span must be (max_height, max_width) "
@@ -74,41 +68,21 @@ class GlobalSelfAttention2D(tf_keras.layers.Layer):
                          f"{relative_span!r}.")
       for name, value in zip(("relative_span[0]", "relative_span[1]"),
                              relative_span):
-        check_positive_int(name, value)
-      if (key_depth // num_heads) % 2:
-        raise ValueError(
-            f"key_depth / num_heads must be even with use_relative_position "
-            f"(row and column halves), got key_depth={key_depth}, "
-            f"num_heads={num_heads}.")
+        common.check_positive_int(name, value)
+      common.check_even_head_depth("key_depth", key_depth, num_heads,
+                                   "use_relative_position")
       relative_span = [int(v) for v in relative_span]
     elif relative_span is not None:
       raise ValueError(f"relative_span is only used with "
                        f"use_relative_position=True, got relative_span="
                        f"{relative_span!r} and use_relative_position=False.")
-    self._key_depth = int(key_depth)
-    self._value_depth = int(value_depth)
-    self._num_heads = int(num_heads)
     self._use_relative_position = bool(use_relative_position)
     self._relative_span = relative_span
-    self._strides = int(strides)
     self._use_output_projection = bool(use_output_projection)
-    self._kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
-    self._use_sync_bn = use_sync_bn
-    self._norm_momentum = norm_momentum
-    self._norm_epsilon = norm_epsilon
-    self._key_head_depth = self._key_depth // self._num_heads
-    self._value_head_depth = self._value_depth // self._num_heads
 
   def build(self, input_shape):
-    channels = check_image_input_shape(self.name, input_shape)
+    self._build_qkv_projection(input_shape)
     self._check_size(tf.TensorShape(input_shape))
-    self._qkv_conv, self._qkv_norm = make_qkv_projection(
-        channels, 2 * self._key_depth + self._value_depth,
-        self._kernel_regularizer, self._norm_momentum, self._norm_epsilon,
-        self._use_sync_bn)
-    build_in_scope(self._qkv_conv, input_shape)
-    build_in_scope(self._qkv_norm,
-                   self._qkv_conv.compute_output_shape(input_shape))
     if self._use_relative_position:
       half = self._key_head_depth // 2
       self._query_positional = [
@@ -124,11 +98,9 @@ class GlobalSelfAttention2D(tf_keras.layers.Layer):
               stddev=self._value_depth ** -0.5),
           kernel_regularizer=self._kernel_regularizer,
           name="output_projection")
-      build_in_scope(self._output_conv,
-                     [None, None, None, self._value_depth])
-    if self._strides > 1:
-      self._pool = tf_keras.layers.AveragePooling2D(
-          self._strides, self._strides, padding="same")
+      common.build_in_scope(self._output_conv,
+                            [None, None, None, self._value_depth])
+    self._build_pool()
     super().build(input_shape)
 
   def _check_size(self, shape: tf.TensorShape) -> None:
@@ -149,7 +121,7 @@ class GlobalSelfAttention2D(tf_keras.layers.Layer):
       # Row [i, m] of the absolute table is the embedding of offset m - i.
       index = tf.range(size)[None, :] - tf.range(size)[:, None] + span - 1
       tables.append(tf.gather(tf.cast(table, self.compute_dtype), index))
-    batch = static_or_dynamic_shape(q)[0]
+    batch = common.static_or_dynamic_shape(q)[0]
     q = tf.reshape(q, [batch, height, width, self._num_heads,
                        self._key_head_depth])
     row = tf.einsum("bijnd,iad->bnija", q[..., :half], tables[0])
@@ -172,7 +144,7 @@ class GlobalSelfAttention2D(tf_keras.layers.Layer):
       [batch, ceil(height / strides), ceil(width / strides), value_depth].
     """
     self._check_size(inputs.shape)
-    batch, height, width, _ = static_or_dynamic_shape(inputs)
+    batch, height, width, _ = common.static_or_dynamic_shape(inputs)
     if self._use_relative_position and (inputs.shape[1] is None or
                                         inputs.shape[2] is None):
       size = tf.shape(inputs)[1:3]
@@ -180,9 +152,8 @@ class GlobalSelfAttention2D(tf_keras.layers.Layer):
           size, tf.constant(self._relative_span, size.dtype),
           message=f"Input height/width exceed relative_span "
                   f"{self._relative_span} of layer {self.name}.")
-    n, dk = self._num_heads, self._key_depth
-    qkv = self._qkv_norm(self._qkv_conv(inputs), training=training)
-    q, k, v = tf.split(qkv, [dk, dk, self._value_depth], axis=-1)
+    n = self._num_heads
+    q, k, v = self._project_qkv(inputs, training)
     length = height * width
     logits = tf.einsum(
         "bqnd,bknd->bnqk",
@@ -197,30 +168,13 @@ class GlobalSelfAttention2D(tf_keras.layers.Layer):
     out = tf.reshape(out, [batch, height, width, self._value_depth])
     if self._use_output_projection:
       out = self._output_conv(out)
-    if self._strides > 1:
-      out = self._pool(out)
-    return out
-
-  def compute_output_shape(self, input_shape):
-    shape = tf.TensorShape(input_shape).as_list()
-    size = [None if d is None else int(math.ceil(d / self._strides))
-            for d in shape[1:3]]
-    return tf.TensorShape([shape[0]] + size + [self._value_depth])
+    return self._pool_output(out)
 
   def get_config(self) -> Dict[str, Any]:
-    config = {
-        "key_depth": self._key_depth,
-        "value_depth": self._value_depth,
-        "num_heads": self._num_heads,
+    config = super().get_config()
+    config.update({
         "use_relative_position": self._use_relative_position,
         "relative_span": self._relative_span,
-        "strides": self._strides,
         "use_output_projection": self._use_output_projection,
-        "kernel_regularizer": tf_keras.regularizers.serialize(
-            self._kernel_regularizer) if self._kernel_regularizer else None,
-        "use_sync_bn": self._use_sync_bn,
-        "norm_momentum": self._norm_momentum,
-        "norm_epsilon": self._norm_epsilon,
-    }
-    base_config = super().get_config()
-    return dict(list(base_config.items()) + list(config.items()))
+    })
+    return config

@@ -11,7 +11,13 @@ import tf_keras
 
 from official.modeling import tf_utils
 
+from axial_deeplab_tf.layers import common
 from axial_deeplab_tf.layers import msca
+
+
+# NMF2D arguments that Hamburger and LightHamHead pass through.
+_NMF_ARGUMENTS = ("rank", "num_channel_groups", "train_steps", "eval_steps",
+                  "inv_t", "one_step_gradient", "seed")
 
 
 def _check_positive_int(name: str, value: Any) -> int:
@@ -101,14 +107,11 @@ class NMF2D(tf_keras.layers.Layer):
     self._epsilon = float(epsilon)
 
   def build(self, input_shape):
-    input_shape = tf.TensorShape(input_shape)
-    if input_shape.rank != 4 or input_shape[-1] is None:
-      raise ValueError("NMF2D expects inputs of shape [batch, height, width, "
-                       f"channels] with known channels, got {input_shape}.")
-    if input_shape[-1] % self._num_channel_groups:
-      raise ValueError(f"channels ({input_shape[-1]}) must be divisible by "
+    channels = common.check_image_input_shape("NMF2D", input_shape)
+    if channels % self._num_channel_groups:
+      raise ValueError(f"channels ({channels}) must be divisible by "
                        f"num_channel_groups ({self._num_channel_groups}).")
-    self._group_channels = int(input_shape[-1]) // self._num_channel_groups
+    self._group_channels = channels // self._num_channel_groups
     super().build(input_shape)
 
   def sample_bases(self, batch_size) -> tf.Tensor:
@@ -215,7 +218,8 @@ class NMF2D(tf_keras.layers.Layer):
     return tf.cast(y, inputs.dtype)
 
   def get_config(self) -> Dict[str, Any]:
-    config = {
+    config = super().get_config()
+    config.update({
         "rank": self._rank,
         "num_channel_groups": self._num_channel_groups,
         "train_steps": self._train_steps,
@@ -224,9 +228,8 @@ class NMF2D(tf_keras.layers.Layer):
         "one_step_gradient": self._one_step_gradient,
         "seed": self._seed,
         "epsilon": self._epsilon,
-    }
-    base_config = super().get_config()
-    return dict(list(base_config.items()) + list(config.items()))
+    })
+    return config
 
 
 def _group_norm(groups, epsilon, name):
@@ -237,7 +240,7 @@ def _group_norm(groups, epsilon, name):
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class Hamburger(tf_keras.layers.Layer):
+class Hamburger(common.ConvLayerMixin, tf_keras.layers.Layer):
   """Hamburger module: ReLU(x + GN(conv(NMF(ReLU(conv(x)))))).
 
   Lower bread: 1x1 conv with bias, ReLU (makes the NMF input non-negative);
@@ -279,40 +282,30 @@ class Hamburger(tf_keras.layers.Layer):
       **kwargs: keyword arguments of `tf_keras.layers.Layer`.
     """
     super().__init__(**kwargs)
-    self._nmf_config = dict(
-        rank=rank, num_channel_groups=num_channel_groups,
-        train_steps=train_steps, eval_steps=eval_steps, inv_t=inv_t,
-        one_step_gradient=one_step_gradient, seed=seed)
     # Validates the NMF arguments now rather than at first call.
-    self.nmf = NMF2D(**self._nmf_config, name="nmf")
+    self.nmf = NMF2D(rank=rank, num_channel_groups=num_channel_groups,
+                     train_steps=train_steps, eval_steps=eval_steps,
+                     inv_t=inv_t, one_step_gradient=one_step_gradient,
+                     seed=seed, name="nmf")
     self._norm_groups = _check_positive_int("norm_groups", norm_groups)
     self._norm_epsilon = norm_epsilon
-    self._kernel_initializer = tf_keras.initializers.get(
-        kernel_initializer or msca.he_fan_out_initializer())
-    self._kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
-    self._bias_regularizer = tf_keras.regularizers.get(bias_regularizer)
+    self._set_conv_arguments(
+        kernel_initializer or msca.he_fan_out_initializer(),
+        kernel_regularizer, bias_regularizer)
+
+  @property
+  def nmf_config(self) -> Dict[str, Any]:
+    """The NMF2D arguments (rank ... seed) this Hamburger was made with."""
+    config = self.nmf.get_config()
+    return {k: config[k] for k in _NMF_ARGUMENTS}
 
   def build(self, input_shape):
-    input_shape = tf.TensorShape(input_shape)
-    if input_shape.rank != 4 or input_shape[-1] is None:
-      raise ValueError("Hamburger expects inputs of shape [batch, height, "
-                       f"width, channels] with known channels, got "
-                       f"{input_shape}.")
-    channels = int(input_shape[-1])
+    channels = common.check_image_input_shape("Hamburger", input_shape)
     if channels % self._norm_groups:
       raise ValueError(f"norm_groups ({self._norm_groups}) must divide the "
                        f"channels ({channels}).")
-    self.lower_bread = tf_keras.layers.Conv2D(
-        channels, 1, use_bias=True,
-        kernel_initializer=tf_utils.clone_initializer(
-            self._kernel_initializer),
-        kernel_regularizer=self._kernel_regularizer,
-        bias_regularizer=self._bias_regularizer, name="lower_bread")
-    self.upper_bread = tf_keras.layers.Conv2D(
-        channels, 1, use_bias=False,
-        kernel_initializer=tf_utils.clone_initializer(
-            self._kernel_initializer),
-        kernel_regularizer=self._kernel_regularizer, name="upper_bread")
+    self.lower_bread = self._conv(channels, 1, "lower_bread")
+    self.upper_bread = self._conv(channels, 1, "upper_bread", use_bias=False)
     self.upper_norm = _group_norm(self._norm_groups, self._norm_epsilon,
                                   "upper_norm")
     super().build(input_shape)
@@ -333,19 +326,12 @@ class Hamburger(tf_keras.layers.Layer):
     return tf.nn.relu(inputs + tf.cast(y, inputs.dtype))
 
   def get_config(self) -> Dict[str, Any]:
-    config = dict(self._nmf_config)
-    config.update({
-        "norm_groups": self._norm_groups,
-        "norm_epsilon": self._norm_epsilon,
-        "kernel_initializer": tf_keras.initializers.serialize(
-            self._kernel_initializer),
-        "kernel_regularizer": tf_keras.regularizers.serialize(
-            self._kernel_regularizer) if self._kernel_regularizer else None,
-        "bias_regularizer": tf_keras.regularizers.serialize(
-            self._bias_regularizer) if self._bias_regularizer else None,
-    })
-    base_config = super().get_config()
-    return dict(list(base_config.items()) + list(config.items()))
+    config = super().get_config()
+    config.update(self.nmf_config)
+    config.update(self._conv_config())
+    config.update({"norm_groups": self._norm_groups,
+                   "norm_epsilon": self._norm_epsilon})
+    return config
 
 
 def resize_bilinear(x: tf.Tensor, size) -> tf.Tensor:
@@ -363,7 +349,7 @@ def resize_bilinear(x: tf.Tensor, size) -> tf.Tensor:
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class LightHamHead(tf_keras.layers.Layer):
+class LightHamHead(common.ConvLayerMixin, tf_keras.layers.Layer):
   """SegNeXt decoder: concat multi-level features, squeeze, Hamburger, align.
 
   Inputs are resized to the first input's size (bilinear, half-pixel) and
@@ -425,45 +411,35 @@ class LightHamHead(tf_keras.layers.Layer):
       if value % norm_groups:
         raise ValueError(f"{name} ({value}) must be divisible by norm_groups "
                          f"({norm_groups}).")
-    self._nmf_config = dict(
-        rank=rank, num_channel_groups=num_channel_groups,
-        train_steps=train_steps, eval_steps=eval_steps, inv_t=inv_t,
-        one_step_gradient=one_step_gradient, seed=seed)
     if isinstance(dropout_rate, bool) or not isinstance(
         dropout_rate, (int, float)) or not 0.0 <= dropout_rate < 1.0:
       raise ValueError(f"dropout_rate must be a float in [0, 1), got "
                        f"{dropout_rate!r}.")
     self._dropout_rate = float(dropout_rate)
     self._norm_epsilon = norm_epsilon
-    self._kernel_initializer = tf_keras.initializers.get(
-        kernel_initializer or msca.he_fan_out_initializer())
-    self._kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
-    self._bias_regularizer = tf_keras.regularizers.get(bias_regularizer)
+    self._set_conv_arguments(
+        kernel_initializer or msca.he_fan_out_initializer(),
+        kernel_regularizer, bias_regularizer)
 
-    def conv(filters, name, use_bias=False, initializer=None):
-      return tf_keras.layers.Conv2D(
-          filters, 1, use_bias=use_bias,
-          kernel_initializer=initializer or tf_utils.clone_initializer(
-              self._kernel_initializer),
-          kernel_regularizer=self._kernel_regularizer,
-          bias_regularizer=self._bias_regularizer if use_bias else None,
-          name=name)
-
-    self.squeeze_conv = conv(ham_channels, "squeeze_conv")
+    self.squeeze_conv = self._conv(ham_channels, 1, "squeeze_conv",
+                                   use_bias=False)
     self.squeeze_norm = _group_norm(norm_groups, norm_epsilon, "squeeze_norm")
     self.hamburger = Hamburger(
-        **self._nmf_config, norm_groups=norm_groups,
-        norm_epsilon=norm_epsilon,
+        rank=rank, num_channel_groups=num_channel_groups,
+        train_steps=train_steps, eval_steps=eval_steps, inv_t=inv_t,
+        one_step_gradient=one_step_gradient, seed=seed,
+        norm_groups=norm_groups, norm_epsilon=norm_epsilon,
         kernel_initializer=tf_utils.clone_initializer(
             self._kernel_initializer),
         kernel_regularizer=self._kernel_regularizer,
         bias_regularizer=self._bias_regularizer, name="hamburger")
-    self.align_conv = conv(channels, "align_conv")
+    self.align_conv = self._conv(channels, 1, "align_conv", use_bias=False)
     self.align_norm = _group_norm(norm_groups, norm_epsilon, "align_norm")
     self.dropout = tf_keras.layers.SpatialDropout2D(self._dropout_rate)
-    self.classifier = conv(
-        num_classes, "classifier", use_bias=True,
-        initializer=tf_keras.initializers.RandomNormal(stddev=0.01))
+    self.classifier = common.conv2d(
+        num_classes, 1, "classifier",
+        tf_keras.initializers.RandomNormal(stddev=0.01),
+        self._kernel_regularizer, self._bias_regularizer)
 
   def call(self, inputs: Sequence[tf.Tensor], training=None):
     """Computes logits.
@@ -493,7 +469,9 @@ class LightHamHead(tf_keras.layers.Layer):
     return self.classifier(x)
 
   def get_config(self) -> Dict[str, Any]:
-    config = dict(self._nmf_config)
+    config = super().get_config()
+    config.update(self.hamburger.nmf_config)
+    config.update(self._conv_config())
     config.update({
         "num_classes": self._num_classes,
         "channels": self._channels,
@@ -501,12 +479,5 @@ class LightHamHead(tf_keras.layers.Layer):
         "dropout_rate": self._dropout_rate,
         "norm_groups": self._norm_groups,
         "norm_epsilon": self._norm_epsilon,
-        "kernel_initializer": tf_keras.initializers.serialize(
-            self._kernel_initializer),
-        "kernel_regularizer": tf_keras.regularizers.serialize(
-            self._kernel_regularizer) if self._kernel_regularizer else None,
-        "bias_regularizer": tf_keras.regularizers.serialize(
-            self._bias_regularizer) if self._bias_regularizer else None,
     })
-    base_config = super().get_config()
-    return dict(list(base_config.items()) + list(config.items()))
+    return config

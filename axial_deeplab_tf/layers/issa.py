@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional, Sequence
 import tensorflow as tf
 import tf_keras
 
-from official.modeling import tf_utils
+from axial_deeplab_tf.layers import common
 
 
 _ACTIVATIONS = ("relu", "leaky_relu")
@@ -35,14 +35,8 @@ def _check_channels(name: str, value: Any, allow_none: bool = False):
   return value
 
 
-def _dim(x: tf.Tensor, axis: int):
-  """Returns the static size of `axis` if known, else a scalar tensor."""
-  static = x.shape[axis]
-  return static if static is not None else tf.shape(x)[axis]
-
-
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class ISSASelfAttentionBlock(tf_keras.layers.Layer):
+class ISSASelfAttentionBlock(common.ConvLayerMixin, tf_keras.layers.Layer):
   """Dense self-attention among all positions of each batch element.
 
   query = act(BN(conv1x1(act(BN(conv1x1(x))))))   (key likewise, own weights)
@@ -94,44 +88,29 @@ class ISSASelfAttentionBlock(tf_keras.layers.Layer):
                        f"{activation!r}.")
     self._activation = activation
     self._act = _activation_fn(activation)
-    self._use_sync_bn = use_sync_bn
-    self._norm_momentum = norm_momentum
-    self._norm_epsilon = norm_epsilon
-    self._kernel_initializer = tf_keras.initializers.get(kernel_initializer)
-    self._kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
-    self._bias_regularizer = tf_keras.regularizers.get(bias_regularizer)
+    self._set_norm_arguments(use_sync_bn, norm_momentum, norm_epsilon)
+    self._set_conv_arguments(kernel_initializer, kernel_regularizer,
+                             bias_regularizer)
 
-  def _conv(self, filters, name, use_bias=False):
-    return tf_keras.layers.Conv2D(
-        filters, 1, use_bias=use_bias,
-        kernel_initializer=tf_utils.clone_initializer(
-            self._kernel_initializer),
-        kernel_regularizer=self._kernel_regularizer,
-        bias_regularizer=self._bias_regularizer if use_bias else None,
-        name=name)
-
-  def _norm(self, name):
-    return tf_keras.layers.BatchNormalization(
-        momentum=self._norm_momentum, epsilon=self._norm_epsilon,
-        synchronized=self._use_sync_bn, name=name)
+  def _projection(self, prefix: str):
+    """[1x1 conv, BN, 1x1 conv, BN] of the query or key branch."""
+    k = self._key_channels
+    return [self._conv(k, 1, f"{prefix}_conv1", use_bias=False),
+            self._batch_norm(f"{prefix}_bn1"),
+            self._conv(k, 1, f"{prefix}_conv2", use_bias=False),
+            self._batch_norm(f"{prefix}_bn2")]
 
   def build(self, input_shape):
-    input_shape = tf.TensorShape(input_shape)
-    if input_shape.rank != 4 or input_shape[-1] is None:
-      raise ValueError("ISSASelfAttentionBlock expects inputs of shape "
-                       "[batch, height, width, channels] with known "
-                       f"channels, got {input_shape}.")
-    channels = int(input_shape[-1])
+    channels = common.check_image_input_shape("ISSASelfAttentionBlock",
+                                              input_shape)
     value_channels = self._value_channels or channels
     output_channels = self._output_channels or channels
-    k = self._key_channels
-    self.query_layers = [self._conv(k, "query_conv1"), self._norm("query_bn1"),
-                         self._conv(k, "query_conv2"), self._norm("query_bn2")]
-    self.key_layers = [self._conv(k, "key_conv1"), self._norm("key_bn1"),
-                       self._conv(k, "key_conv2"), self._norm("key_bn2")]
-    self.value_conv = self._conv(value_channels, "value_conv", use_bias=True)
-    self.output_conv = self._conv(output_channels, "output_conv")
-    self.output_norm = self._norm("output_bn")
+    self.query_layers = self._projection("query")
+    self.key_layers = self._projection("key")
+    self.value_conv = self._conv(value_channels, 1, "value_conv")
+    self.output_conv = self._conv(output_channels, 1, "output_conv",
+                                  use_bias=False)
+    self.output_norm = self._batch_norm("output_bn")
     super().build(input_shape)
 
   def _project(self, layers, x, training):
@@ -149,8 +128,7 @@ class ISSASelfAttentionBlock(tf_keras.layers.Layer):
     Returns:
       [groups, height, width, output_channels].
     """
-    groups, height, width = (_dim(inputs, 0), _dim(inputs, 1),
-                             _dim(inputs, 2))
+    groups, height, width, _ = common.static_or_dynamic_shape(inputs)
     length = height * width
     query = self._project(self.query_layers, inputs, training)
     key = self._project(self.key_layers, inputs, training)
@@ -169,23 +147,16 @@ class ISSASelfAttentionBlock(tf_keras.layers.Layer):
                                       training=training))
 
   def get_config(self) -> Dict[str, Any]:
-    config = {
+    config = super().get_config()
+    config.update(self._norm_config())
+    config.update(self._conv_config())
+    config.update({
         "key_channels": self._key_channels,
         "value_channels": self._value_channels,
         "output_channels": self._output_channels,
         "activation": self._activation,
-        "use_sync_bn": self._use_sync_bn,
-        "norm_momentum": self._norm_momentum,
-        "norm_epsilon": self._norm_epsilon,
-        "kernel_initializer": tf_keras.initializers.serialize(
-            self._kernel_initializer),
-        "kernel_regularizer": tf_keras.regularizers.serialize(
-            self._kernel_regularizer) if self._kernel_regularizer else None,
-        "bias_regularizer": tf_keras.regularizers.serialize(
-            self._bias_regularizer) if self._bias_regularizer else None,
-    }
-    base_config = super().get_config()
-    return dict(list(base_config.items()) + list(config.items()))
+    })
+    return config
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
@@ -259,11 +230,8 @@ class InterlacedSparseSelfAttention(tf_keras.layers.Layer):
     self._block_config = block_config
 
   def build(self, input_shape):
-    input_shape = tf.TensorShape(input_shape)
-    if input_shape.rank != 4 or input_shape[-1] is None:
-      raise ValueError("InterlacedSparseSelfAttention expects inputs of shape "
-                       "[batch, height, width, channels] with known "
-                       f"channels, got {input_shape}.")
+    common.check_image_input_shape("InterlacedSparseSelfAttention",
+                                   input_shape)
     super().build(input_shape)
 
   def call(self, inputs, training=None):
@@ -277,8 +245,7 @@ class InterlacedSparseSelfAttention(tf_keras.layers.Layer):
       [batch, height, width, output_channels].
     """
     p_h, p_w = self._partition_factors
-    batch = _dim(inputs, 0)
-    height, width = _dim(inputs, 1), _dim(inputs, 2)
+    batch, height, width, _ = common.static_or_dynamic_shape(inputs)
     q_h = (height + p_h - 1) // p_h
     q_w = (width + p_w - 1) // p_w
     pad_h = q_h * p_h - height
@@ -305,13 +272,11 @@ class InterlacedSparseSelfAttention(tf_keras.layers.Layer):
     return x[:, top:top + height, left:left + width, :]
 
   def get_config(self) -> Dict[str, Any]:
-    config = dict(self._block_config)
+    config = super().get_config()
+    config.update(self._block_config)
+    config.update(common.weight_config(
+        self._block_config["kernel_initializer"],
+        self._block_config["kernel_regularizer"],
+        self._block_config["bias_regularizer"]))
     config["partition_factors"] = list(self._partition_factors)
-    config["kernel_initializer"] = tf_keras.initializers.serialize(
-        tf_keras.initializers.get(config["kernel_initializer"]))
-    for key in ("kernel_regularizer", "bias_regularizer"):
-      if config[key] is not None:
-        config[key] = tf_keras.regularizers.serialize(
-            tf_keras.regularizers.get(config[key]))
-    base_config = super().get_config()
-    return dict(list(base_config.items()) + list(config.items()))
+    return config

@@ -16,93 +16,17 @@ padding and are masked out of the softmax (and out of the batch-norm
 statistics of the logits), so padding never receives attention.
 """
 
-import math
 from typing import Any, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from axial_deeplab_tf.layers import common
+
 # Added to masked logits before the float32 softmax; exp() of it is exactly 0
 # while staying finite, so no inf - inf can appear under XLA.
 _MASK_LOGIT = -1e9
-
-
-def check_positive_int(name: str, value: Any) -> int:
-  """Returns `value` if it is a positive int, else raises naming `name`."""
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise TypeError(f"{name} must be a positive int, got {value!r} "
-                    f"of type {type(value).__name__}.")
-  if value <= 0:
-    raise ValueError(f"{name} must be a positive int, got {value}.")
-  return int(value)
-
-
-def check_attention_depths(num_heads: int, key_depth: int,
-                           value_depth: int) -> None:
-  """Checks head count and depths: positive ints, depths divisible by heads."""
-  check_positive_int("num_heads", num_heads)
-  check_positive_int("key_depth", key_depth)
-  check_positive_int("value_depth", value_depth)
-  for name, depth in (("key_depth", key_depth), ("value_depth", value_depth)):
-    if depth % num_heads:
-      raise ValueError(f"{name} must be divisible by num_heads={num_heads}, "
-                       f"got {name}={depth}.")
-
-
-def check_image_input_shape(layer_name: str, input_shape) -> int:
-  """Checks a [batch, height, width, channels] shape; returns channels."""
-  shape = tf.TensorShape(input_shape)
-  if shape.rank != 4:
-    raise ValueError(f"{layer_name} expects inputs of rank 4 [batch, height, "
-                     f"width, channels], got shape {shape}.")
-  if shape[-1] is None:
-    raise ValueError(f"{layer_name} needs a known channel dimension, got "
-                     f"input shape {shape}.")
-  return int(shape[-1])
-
-
-def make_qkv_projection(channels: int, total_depth: int, kernel_regularizer,
-                        norm_momentum: float, norm_epsilon: float,
-                        use_sync_bn: bool):
-  """Creates the bias-free 1x1 [q|k|v] projection and its batch norm.
-
-  The kernel is initialised with a truncated normal of stddev channels^-0.5
-  as in the axial-attention layer; the single batch norm over the
-  concatenated channels is what keeps the attention logits well scaled.
-
-  Args:
-    channels: input channels C.
-    total_depth: 2 * key_depth + value_depth.
-    kernel_regularizer: regulariser of the projection kernel, or None.
-    norm_momentum: batch-norm moving-average momentum.
-    norm_epsilon: batch-norm epsilon.
-    use_sync_bn: synchronise batch statistics across replicas.
-
-  Returns:
-    (conv, batch_norm) sub-layers.
-  """
-  conv = tf_keras.layers.Conv2D(
-      total_depth, 1, use_bias=False,
-      kernel_initializer=tf_keras.initializers.TruncatedNormal(
-          stddev=channels ** -0.5),
-      kernel_regularizer=kernel_regularizer, name="qkv_projection")
-  norm = tf_keras.layers.BatchNormalization(
-      axis=-1, momentum=norm_momentum, epsilon=norm_epsilon,
-      synchronized=use_sync_bn, name="qkv_batch_norm")
-  return conv, norm
-
-
-def build_in_scope(layer: tf_keras.layers.Layer, input_shape) -> None:
-  """Builds a sub-layer under its own name scope, as a first call would."""
-  with tf.name_scope(layer.name):
-    layer.build(input_shape)
-
-
-def static_or_dynamic_shape(x: tf.Tensor):
-  """Returns x's shape as a list, static ints where known, else tensors."""
-  dynamic = tf.shape(x)
-  return [dynamic[i] if d is None else d for i, d in enumerate(x.shape)]
 
 
 def _offset_tables(block_size: int, kernel_size: int) -> np.ndarray:
@@ -124,7 +48,7 @@ def _offset_tables(block_size: int, kernel_size: int) -> np.ndarray:
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class LocalSelfAttention2D(tf_keras.layers.Layer):
+class LocalSelfAttention2D(common.SelfAttention2DBase):
   """Multi-head self-attention of each pixel over its k x k neighbourhood.
 
   Implementation: the image is cut into non-overlapping query blocks of
@@ -182,59 +106,36 @@ class LocalSelfAttention2D(tf_keras.layers.Layer):
       norm_epsilon: batch-norm epsilon.
       **kwargs: tf_keras.layers.Layer arguments.
     """
-    super().__init__(**kwargs)
-    check_attention_depths(num_heads, key_depth, value_depth)
-    check_positive_int("kernel_size", kernel_size)
+    super().__init__(key_depth, value_depth, num_heads, strides,
+                     kernel_regularizer, use_sync_bn, norm_momentum,
+                     norm_epsilon, **kwargs)
+    common.check_positive_int("kernel_size", kernel_size)
     if kernel_size % 2 != 1:
       raise ValueError(f"kernel_size must be odd so the window is centred on "
                        f"the query, got {kernel_size}.")
-    check_positive_int("strides", strides)
-    check_positive_int("block_size", block_size)
+    common.check_positive_int("block_size", block_size)
     if position_sensitive and not use_relative_position:
       raise ValueError("position_sensitive=True adds relative-position terms "
                        "and needs use_relative_position=True, got "
                        "use_relative_position=False.")
-    if use_relative_position and (key_depth // num_heads) % 2:
-      raise ValueError(
-          f"key_depth / num_heads must be even with use_relative_position "
-          f"(half of each head's channels meet row offsets, half column "
-          f"offsets), got key_depth={key_depth}, num_heads={num_heads}.")
-    if position_sensitive and (value_depth // num_heads) % 2:
-      raise ValueError(
-          f"value_depth / num_heads must be even with position_sensitive "
-          f"(row and column halves of the value positional term), got "
-          f"value_depth={value_depth}, num_heads={num_heads}.")
-    self._key_depth = int(key_depth)
-    self._value_depth = int(value_depth)
-    self._num_heads = int(num_heads)
+    if use_relative_position:
+      common.check_even_head_depth("key_depth", key_depth, num_heads,
+                                   "use_relative_position")
+    if position_sensitive:
+      common.check_even_head_depth("value_depth", value_depth, num_heads,
+                                   "position_sensitive")
     self._kernel_size = int(kernel_size)
     self._use_relative_position = bool(use_relative_position)
     self._position_sensitive = bool(position_sensitive)
-    self._strides = int(strides)
     self._block_size = int(block_size)
-    self._kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
-    self._use_sync_bn = use_sync_bn
-    self._norm_momentum = norm_momentum
-    self._norm_epsilon = norm_epsilon
 
-    self._key_head_depth = self._key_depth // self._num_heads
-    self._value_head_depth = self._value_depth // self._num_heads
     self._radius = (self._kernel_size - 1) // 2
     self._block = self._block_size
     self._halo = self._block + 2 * self._radius
     self._offsets = _offset_tables(self._block, self._kernel_size)
 
   def build(self, input_shape):
-    channels = check_image_input_shape(self.name, input_shape)
-    self._qkv_conv, self._qkv_norm = make_qkv_projection(
-        channels, 2 * self._key_depth + self._value_depth,
-        self._kernel_regularizer, self._norm_momentum, self._norm_epsilon,
-        self._use_sync_bn)
-    # Sub-layers are built here (not on first call) so that all weights
-    # exist, e.g. for set_weights or checkpoint restore, right after build.
-    build_in_scope(self._qkv_conv, input_shape)
-    build_in_scope(self._qkv_norm,
-                   self._qkv_conv.compute_output_shape(input_shape))
+    self._build_qkv_projection(input_shape)
     k = self._kernel_size
 
     def table(name, depth):
@@ -266,18 +167,19 @@ class LocalSelfAttention2D(tf_keras.layers.Layer):
           for t in ("content", "query_positional", "key_positional")]
       self._output_norms = [norm(f"{t}_output_batch_norm")
                             for t in ("content", "value_positional")]
+      # Built here (not on first call) so that all weights exist right
+      # after build, e.g. for set_weights or checkpoint restore.
       for layer in self._similarity_norms:
-        build_in_scope(layer, [None, None, None, None, self._num_heads])
+        common.build_in_scope(layer, [None, None, None, None,
+                                      self._num_heads])
       for layer in self._output_norms:
-        build_in_scope(layer, [None, None, None, self._value_depth])
-    if self._strides > 1:
-      self._pool = tf_keras.layers.AveragePooling2D(
-          self._strides, self._strides, padding="same")
+        common.build_in_scope(layer, [None, None, None, self._value_depth])
+    self._build_pool()
     super().build(input_shape)
 
   def _query_blocks(self, x, nh, nw):
     """[B, H, W, N*d] -> [B, nh*nw, N, bs, bs, d] non-overlapping blocks."""
-    s = static_or_dynamic_shape(x)
+    s = common.static_or_dynamic_shape(x)
     bs = self._block
     depth = x.shape[-1] // self._num_heads
     x = tf.pad(x, [[0, 0], [0, nh * bs - s[1]], [0, nw * bs - s[2]], [0, 0]])
@@ -293,13 +195,13 @@ class LocalSelfAttention2D(tf_keras.layers.Layer):
     strided slices per axis (each a block grid shifted by a whole block), so
     both passes are plain copies, with no gather or scatter.
     """
-    s = static_or_dynamic_shape(x)
+    s = common.static_or_dynamic_shape(x)
     bs, hs, r = self._block, self._halo, self._radius
     parts = -(-hs // bs)  # Block-shifted grids needed to cover a halo.
     channels = x.shape[-1]
     x = tf.pad(x, [[0, 0], [r, (nh + parts - 1) * bs - s[1] + r],
                    [r, (nw + parts - 1) * bs - s[2] + r], [0, 0]])
-    width = static_or_dynamic_shape(x)[2]
+    width = common.static_or_dynamic_shape(x)[2]
     rows = []
     for p in range(parts):
       grid = tf.reshape(x[:, p * bs:p * bs + nh * bs],
@@ -321,7 +223,7 @@ class LocalSelfAttention2D(tf_keras.layers.Layer):
     """[B, nh*nw, N, bs, bs, d] -> [B, H, W, N*d] (head-major channels)."""
     bs = self._block
     depth = x.shape[-1]
-    batch = static_or_dynamic_shape(x)[0]
+    batch = common.static_or_dynamic_shape(x)[0]
     x = tf.reshape(x, [batch, nh, nw, self._num_heads, bs, bs, depth])
     x = tf.transpose(x, [0, 1, 4, 2, 5, 3, 6])
     x = tf.reshape(x, [batch, nh * bs, nw * bs, self._num_heads * depth])
@@ -376,12 +278,11 @@ class LocalSelfAttention2D(tf_keras.layers.Layer):
       [batch, ceil(height / strides), ceil(width / strides), value_depth].
     """
     bs, hs, n = self._block, self._halo, self._num_heads
-    dk, dq = self._key_depth, self._key_head_depth
-    qkv = self._qkv_norm(self._qkv_conv(inputs), training=training)
-    q, k, v = tf.split(qkv, [dk, dk, self._value_depth], axis=-1)
+    dq = self._key_head_depth
+    q, k, v = self._project_qkv(inputs, training)
     # Static sizes where known keep shapes static for shape inference and
     # the M-Adds counter; unknown ones stay tensors.
-    batch, height, width, _ = static_or_dynamic_shape(inputs)
+    batch, height, width, _ = common.static_or_dynamic_shape(inputs)
     nh = (height + bs - 1) // bs
     nw = (width + bs - 1) // bs
     nb = nh * nw
@@ -457,31 +358,14 @@ class LocalSelfAttention2D(tf_keras.layers.Layer):
                                  height, width)
       out = (self._output_norms[0](out, training=training) +
              self._output_norms[1](positional, training=training))
-    if self._strides > 1:
-      out = self._pool(out)
-    return out
-
-  def compute_output_shape(self, input_shape):
-    shape = tf.TensorShape(input_shape).as_list()
-    size = [None if d is None else int(math.ceil(d / self._strides))
-            for d in shape[1:3]]
-    return tf.TensorShape([shape[0]] + size + [self._value_depth])
+    return self._pool_output(out)
 
   def get_config(self) -> Dict[str, Any]:
-    config = {
-        "key_depth": self._key_depth,
-        "value_depth": self._value_depth,
-        "num_heads": self._num_heads,
+    config = super().get_config()
+    config.update({
         "kernel_size": self._kernel_size,
         "use_relative_position": self._use_relative_position,
         "position_sensitive": self._position_sensitive,
-        "strides": self._strides,
         "block_size": self._block_size,
-        "kernel_regularizer": tf_keras.regularizers.serialize(
-            self._kernel_regularizer) if self._kernel_regularizer else None,
-        "use_sync_bn": self._use_sync_bn,
-        "norm_momentum": self._norm_momentum,
-        "norm_epsilon": self._norm_epsilon,
-    }
-    base_config = super().get_config()
-    return dict(list(base_config.items()) + list(config.items()))
+    })
+    return config

@@ -10,8 +10,9 @@ import tensorflow as tf
 import tf_keras
 
 from official.modeling import tf_utils
-
 from official.vision.modeling.layers import nn_layers
+
+from axial_deeplab_tf.layers import common
 
 
 def he_fan_out_initializer() -> tf_keras.initializers.Initializer:
@@ -40,7 +41,7 @@ def _exact_gelu(x: tf.Tensor) -> tf.Tensor:
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class MultiScaleConvAttention(tf_keras.layers.Layer):
+class MultiScaleConvAttention(common.ConvLayerMixin, tf_keras.layers.Layer):
   """Multi-scale convolutional attention: `conv1x1(a + sum_k strip_k(a)) * x`.
 
   a = depthwise `base_kernel_size` conv of x; each branch k is a depthwise 1xk
@@ -76,38 +77,20 @@ class MultiScaleConvAttention(tf_keras.layers.Layer):
         _check_positive_odd("kernel_sizes[]", k) for k in kernel_sizes)
     self._base_kernel_size = _check_positive_odd("base_kernel_size",
                                                  base_kernel_size)
-    self._kernel_initializer = tf_keras.initializers.get(
-        kernel_initializer or he_fan_out_initializer())
-    self._kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
-    self._bias_regularizer = tf_keras.regularizers.get(bias_regularizer)
-
-  def _depthwise(self, kernel_size, name):
-    return tf_keras.layers.DepthwiseConv2D(
-        kernel_size=kernel_size, padding="same", use_bias=True,
-        depthwise_initializer=tf_utils.clone_initializer(
-            self._kernel_initializer),
-        depthwise_regularizer=self._kernel_regularizer,
-        bias_regularizer=self._bias_regularizer, name=name)
+    self._set_conv_arguments(kernel_initializer or he_fan_out_initializer(),
+                             kernel_regularizer, bias_regularizer)
 
   def build(self, input_shape):
-    input_shape = tf.TensorShape(input_shape)
-    if input_shape.rank != 4 or input_shape[-1] is None:
-      raise ValueError("MultiScaleConvAttention expects inputs of shape "
-                       "[batch, height, width, channels] with known channels, "
-                       f"got {input_shape}.")
-    channels = int(input_shape[-1])
-    self.base_conv = self._depthwise(self._base_kernel_size, "base_conv")
+    channels = common.check_image_input_shape("MultiScaleConvAttention",
+                                              input_shape)
+    self.base_conv = self._depthwise_conv(self._base_kernel_size,
+                                          "base_conv")
     # Flat lists (not tuples) so that every saving format tracks them.
-    self.strip_row_convs = [self._depthwise((1, k), f"strip{k}_1x{k}")
+    self.strip_row_convs = [self._depthwise_conv((1, k), f"strip{k}_1x{k}")
                             for k in self._kernel_sizes]
-    self.strip_col_convs = [self._depthwise((k, 1), f"strip{k}_{k}x1")
+    self.strip_col_convs = [self._depthwise_conv((k, 1), f"strip{k}_{k}x1")
                             for k in self._kernel_sizes]
-    self.mix_conv = tf_keras.layers.Conv2D(
-        channels, 1, use_bias=True,
-        kernel_initializer=tf_utils.clone_initializer(
-            self._kernel_initializer),
-        kernel_regularizer=self._kernel_regularizer,
-        bias_regularizer=self._bias_regularizer, name="mix_conv")
+    self.mix_conv = self._conv(channels, 1, "mix_conv")
     super().build(input_shape)
 
   @property
@@ -132,22 +115,17 @@ class MultiScaleConvAttention(tf_keras.layers.Layer):
     return self.mix_conv(total) * inputs
 
   def get_config(self) -> Dict[str, Any]:
-    config = {
+    config = super().get_config()
+    config.update(self._conv_config())
+    config.update({
         "kernel_sizes": list(self._kernel_sizes),
         "base_kernel_size": self._base_kernel_size,
-        "kernel_initializer": tf_keras.initializers.serialize(
-            self._kernel_initializer),
-        "kernel_regularizer": tf_keras.regularizers.serialize(
-            self._kernel_regularizer) if self._kernel_regularizer else None,
-        "bias_regularizer": tf_keras.regularizers.serialize(
-            self._bias_regularizer) if self._bias_regularizer else None,
-    }
-    base_config = super().get_config()
-    return dict(list(base_config.items()) + list(config.items()))
+    })
+    return config
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class MSCANBlock(tf_keras.layers.Layer):
+class MSCANBlock(common.ConvLayerMixin, tf_keras.layers.Layer):
   """One MSCAN block: attention and MLP residual branches with layer scale.
 
   x = x + DropPath(ls1 * Attn(BN(x))),  Attn(y) = conv(MSCA(GELU(conv(y)))) + y
@@ -202,37 +180,15 @@ class MSCANBlock(tf_keras.layers.Layer):
     self._layer_scale_init_value = float(layer_scale_init_value)
     self._kernel_sizes = tuple(kernel_sizes)
     self._base_kernel_size = base_kernel_size
-    self._use_sync_bn = use_sync_bn
-    self._norm_momentum = norm_momentum
-    self._norm_epsilon = norm_epsilon
-    self._kernel_initializer = tf_keras.initializers.get(
-        kernel_initializer or he_fan_out_initializer())
-    self._kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
-    self._bias_regularizer = tf_keras.regularizers.get(bias_regularizer)
-
-  def _conv1x1(self, filters, name):
-    return tf_keras.layers.Conv2D(
-        filters, 1, use_bias=True,
-        kernel_initializer=tf_utils.clone_initializer(
-            self._kernel_initializer),
-        kernel_regularizer=self._kernel_regularizer,
-        bias_regularizer=self._bias_regularizer, name=name)
-
-  def _norm(self, name):
-    return tf_keras.layers.BatchNormalization(
-        momentum=self._norm_momentum, epsilon=self._norm_epsilon,
-        synchronized=self._use_sync_bn, name=name)
+    self._set_norm_arguments(use_sync_bn, norm_momentum, norm_epsilon)
+    self._set_conv_arguments(kernel_initializer or he_fan_out_initializer(),
+                             kernel_regularizer, bias_regularizer)
 
   def build(self, input_shape):
-    input_shape = tf.TensorShape(input_shape)
-    if input_shape.rank != 4 or input_shape[-1] is None:
-      raise ValueError("MSCANBlock expects inputs of shape [batch, height, "
-                       f"width, channels] with known channels, got "
-                       f"{input_shape}.")
-    channels = int(input_shape[-1])
+    channels = common.check_image_input_shape("MSCANBlock", input_shape)
     hidden = int(channels * self._mlp_ratio)
-    self.attn_norm = self._norm("attn_norm")
-    self.attn_proj_in = self._conv1x1(channels, "attn_proj_in")
+    self.attn_norm = self._batch_norm("attn_norm")
+    self.attn_proj_in = self._conv(channels, 1, "attn_proj_in")
     self.msca = MultiScaleConvAttention(
         kernel_sizes=self._kernel_sizes,
         base_kernel_size=self._base_kernel_size,
@@ -240,16 +196,11 @@ class MSCANBlock(tf_keras.layers.Layer):
             self._kernel_initializer),
         kernel_regularizer=self._kernel_regularizer,
         bias_regularizer=self._bias_regularizer, name="msca")
-    self.attn_proj_out = self._conv1x1(channels, "attn_proj_out")
-    self.mlp_norm = self._norm("mlp_norm")
-    self.mlp_fc1 = self._conv1x1(hidden, "mlp_fc1")
-    self.mlp_dwconv = tf_keras.layers.DepthwiseConv2D(
-        3, padding="same", use_bias=True,
-        depthwise_initializer=tf_utils.clone_initializer(
-            self._kernel_initializer),
-        depthwise_regularizer=self._kernel_regularizer,
-        bias_regularizer=self._bias_regularizer, name="mlp_dwconv")
-    self.mlp_fc2 = self._conv1x1(channels, "mlp_fc2")
+    self.attn_proj_out = self._conv(channels, 1, "attn_proj_out")
+    self.mlp_norm = self._batch_norm("mlp_norm")
+    self.mlp_fc1 = self._conv(hidden, 1, "mlp_fc1")
+    self.mlp_dwconv = self._depthwise_conv(3, "mlp_dwconv")
+    self.mlp_fc2 = self._conv(channels, 1, "mlp_fc2")
     self.mlp_dropout = tf_keras.layers.Dropout(self._dropout_rate)
     self.drop_path = nn_layers.StochasticDepth(self._drop_path_rate)
     scale_init = tf_keras.initializers.Constant(self._layer_scale_init_value)
@@ -287,22 +238,15 @@ class MSCANBlock(tf_keras.layers.Layer):
         tf.cast(self.mlp_layer_scale, y.dtype) * y, training=training)
 
   def get_config(self) -> Dict[str, Any]:
-    config = {
+    config = super().get_config()
+    config.update(self._norm_config())
+    config.update(self._conv_config())
+    config.update({
         "mlp_ratio": self._mlp_ratio,
         "drop_path_rate": self._drop_path_rate,
         "dropout_rate": self._dropout_rate,
         "layer_scale_init_value": self._layer_scale_init_value,
         "kernel_sizes": list(self._kernel_sizes),
         "base_kernel_size": self._base_kernel_size,
-        "use_sync_bn": self._use_sync_bn,
-        "norm_momentum": self._norm_momentum,
-        "norm_epsilon": self._norm_epsilon,
-        "kernel_initializer": tf_keras.initializers.serialize(
-            self._kernel_initializer),
-        "kernel_regularizer": tf_keras.regularizers.serialize(
-            self._kernel_regularizer) if self._kernel_regularizer else None,
-        "bias_regularizer": tf_keras.regularizers.serialize(
-            self._bias_regularizer) if self._bias_regularizer else None,
-    }
-    base_config = super().get_config()
-    return dict(list(base_config.items()) + list(config.items()))
+    })
+    return config

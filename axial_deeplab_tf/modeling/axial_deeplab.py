@@ -15,7 +15,7 @@ axial-decoder variant (appendix B) replaces the dual decoders by one decoder
 that fuses with an axial-attention block at each upsampling stage.
 """
 
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
@@ -23,6 +23,7 @@ import tf_keras
 from official.vision.modeling.backbones import resnet_deeplab
 from official.vision.modeling.decoders import aspp
 
+from axial_deeplab_tf.layers import common
 from axial_deeplab_tf.layers.axial_attention import AxialBlock
 from axial_deeplab_tf.modeling.backbones import axial_resnet
 from axial_deeplab_tf.modeling.registry import register_model
@@ -31,13 +32,23 @@ OUTPUT_KEYS = ("semantic_logits", "center_heatmap", "offset_map")
 
 
 def _bn(config, name):
-  return tf_keras.layers.BatchNormalization(
-      momentum=config["norm_momentum"], epsilon=config["norm_epsilon"],
-      synchronized=config["use_sync_bn"], name=name)
+  return common.batch_norm(config["norm_momentum"], config["norm_epsilon"],
+                           config["use_sync_bn"], name)
+
+
+class _ConfiguredLayer(tf_keras.layers.Layer):
+  """A layer whose constructor arguments are the dict `self._config`."""
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(self._config)
+    config["kernel_regularizer"] = common.serialize_regularizer(
+        self._config["kernel_regularizer"])
+    return config
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class SeparableConvBlock(tf_keras.layers.Layer):
+class SeparableConvBlock(_ConfiguredLayer):
   """Depthwise k x k conv + BN + ReLU, pointwise 1x1 conv + BN + ReLU."""
 
   def __init__(self, filters: int, kernel_size: int = 5,
@@ -61,13 +72,6 @@ class SeparableConvBlock(tf_keras.layers.Layer):
     x = tf.nn.relu(self._bn1(self._depthwise(inputs), training=training))
     return tf.nn.relu(self._bn2(self._pointwise(x), training=training))
 
-  def get_config(self):
-    base = super().get_config()
-    config = dict(self._config)
-    config["kernel_regularizer"] = tf_keras.regularizers.serialize(
-        config["kernel_regularizer"]) if config["kernel_regularizer"] else None
-    base.update(config)
-    return base
 
 
 def _resize(x, size):
@@ -75,7 +79,7 @@ def _resize(x, size):
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class PanopticDeepLabDecoder(tf_keras.layers.Layer):
+class PanopticDeepLabDecoder(_ConfiguredLayer):
   """One Panoptic-DeepLab decoder branch.
 
   Takes the stride-16 feature (through ASPP or a 1x1 projection) and, for the
@@ -187,17 +191,10 @@ class PanopticDeepLabDecoder(tf_keras.layers.Layer):
       x = fuse(tf.concat([x, low], axis=-1), training=training)
     return x
 
-  def get_config(self):
-    base = super().get_config()
-    config = dict(self._config)
-    config["kernel_regularizer"] = tf_keras.regularizers.serialize(
-        config["kernel_regularizer"]) if config["kernel_regularizer"] else None
-    base.update(config)
-    return base
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class PredictionHead(tf_keras.layers.Layer):
+class PredictionHead(_ConfiguredLayer):
   """5x5 depthwise-separable conv then a 1x1 conv with bias."""
 
   def __init__(self, head_channels: int, output_channels: int,
@@ -221,13 +218,6 @@ class PredictionHead(tf_keras.layers.Layer):
   def call(self, inputs, training=None):
     return self._classifier(self._conv(inputs, training=training))
 
-  def get_config(self):
-    base = super().get_config()
-    config = dict(self._config)
-    config["kernel_regularizer"] = tf_keras.regularizers.serialize(
-        config["kernel_regularizer"]) if config["kernel_regularizer"] else None
-    base.update(config)
-    return base
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
@@ -299,6 +289,53 @@ class PanopticDeepLabModel(tf_keras.Model):
     return outputs
 
 
+def _assemble(backbone: tf_keras.Model, num_classes: int,
+              semantic_channels: int, instance_channels: int,
+              decoder: Dict[str, Any], *, kernel_regularizer, name: str,
+              norm_momentum: float, norm_epsilon: float, use_sync_bn: bool,
+              axial_fusion_span: Optional[int] = None
+             ) -> PanopticDeepLabModel:
+  """Adds Panoptic-DeepLab decoders and heads to a backbone and builds it.
+
+  Args:
+    backbone: model returning a dict of endpoints.
+    num_classes: semantic classes.
+    semantic_channels, instance_channels: decoder channels.
+    decoder: PanopticDeepLabDecoder arguments naming the endpoints and the
+      context module (high_key, low_keys, context, context_channels).
+    kernel_regularizer: for convolutions.
+    name: model name.
+    norm_momentum, norm_epsilon, use_sync_bn: batch norm settings.
+    axial_fusion_span: None for the dual decoders (semantic low-level
+      projections 64/32, instance 32/16); an int for the single appendix-B
+      decoder whose fusion blocks are axial with this span.
+
+  Returns:
+    The PanopticDeepLabModel, built for [batch, None, None, 3] inputs.
+  """
+  norm = dict(norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
+              use_sync_bn=use_sync_bn)
+  decoder = dict(decoder, kernel_regularizer=kernel_regularizer, **norm)
+  if axial_fusion_span is not None:
+    semantic_decoder = PanopticDeepLabDecoder(
+        channels=semantic_channels, low_channels=(64, 32), fusion="axial",
+        fusion_span=axial_fusion_span, name="decoder", **decoder)
+    instance_decoder = None
+  else:
+    semantic_decoder = PanopticDeepLabDecoder(
+        channels=semantic_channels, low_channels=(64, 32),
+        name="semantic_decoder", **decoder)
+    instance_decoder = PanopticDeepLabDecoder(
+        channels=instance_channels, low_channels=(32, 16),
+        name="instance_decoder", **decoder)
+  model = PanopticDeepLabModel(backbone, semantic_decoder, instance_decoder,
+                               num_classes,
+                               kernel_regularizer=kernel_regularizer,
+                               name=name, **norm)
+  model(tf_keras.Input((None, None, 3)))
+  return model
+
+
 def build_axial_deeplab(num_classes: int = 133,
                         input_size=None,
                         width_multiplier: float = 1.0,
@@ -347,27 +384,12 @@ def build_axial_deeplab(num_classes: int = 133,
       output_stride=16,
       drop_path_rate=drop_path_rate, recompute_grad=recompute_grad,
       kernel_regularizer=kernel_regularizer, name="backbone", **norm)
-  decoder = dict(high_key="res5", low_keys=("res3", "res2"),
-                 context="projection", context_channels=context_channels,
-                 kernel_regularizer=kernel_regularizer, **norm)
-  if axial_decoder:
-    semantic_decoder = PanopticDeepLabDecoder(
-        channels=semantic_channels, low_channels=(64, 32), fusion="axial",
-        fusion_span=span, name="decoder", **decoder)
-    instance_decoder = None
-  else:
-    semantic_decoder = PanopticDeepLabDecoder(
-        channels=semantic_channels, low_channels=(64, 32),
-        name="semantic_decoder", **decoder)
-    instance_decoder = PanopticDeepLabDecoder(
-        channels=instance_channels, low_channels=(32, 16),
-        name="instance_decoder", **decoder)
-  model = PanopticDeepLabModel(backbone, semantic_decoder, instance_decoder,
-                               num_classes,
-                               kernel_regularizer=kernel_regularizer,
-                               name=name, **norm)
-  model(tf_keras.Input((None, None, 3)))
-  return model
+  return _assemble(
+      backbone, num_classes, semantic_channels, instance_channels,
+      decoder=dict(high_key="res5", low_keys=("res3", "res2"),
+                   context="projection", context_channels=context_channels),
+      axial_fusion_span=span if axial_decoder else None,
+      kernel_regularizer=kernel_regularizer, name=name, **norm)
 
 
 def build_panoptic_deeplab_resnet(num_classes: int = 133,
@@ -391,21 +413,11 @@ def build_panoptic_deeplab_resnet(num_classes: int = 133,
   backbone = resnet_deeplab.DilatedResNet(
       model_id=model_id, output_stride=16, stem_type="v1",
       kernel_regularizer=kernel_regularizer, **norm)
-  decoder = dict(high_key="4", low_keys=("3", "2"), context="aspp",
-                 context_channels=aspp_channels,
-                 kernel_regularizer=kernel_regularizer, **norm)
-  semantic_decoder = PanopticDeepLabDecoder(
-      channels=semantic_channels, low_channels=(64, 32),
-      name="semantic_decoder", **decoder)
-  instance_decoder = PanopticDeepLabDecoder(
-      channels=instance_channels, low_channels=(32, 16),
-      name="instance_decoder", **decoder)
-  model = PanopticDeepLabModel(backbone, semantic_decoder, instance_decoder,
-                               num_classes,
-                               kernel_regularizer=kernel_regularizer,
-                               name=name, **norm)
-  model(tf_keras.Input((None, None, 3)))
-  return model
+  return _assemble(
+      backbone, num_classes, semantic_channels, instance_channels,
+      decoder=dict(high_key="4", low_keys=("3", "2"), context="aspp",
+                   context_channels=aspp_channels),
+      kernel_regularizer=kernel_regularizer, name=name, **norm)
 
 
 _SIZES = {"s": 0.5, "m": 0.75, "l": 1.0, "xl": 2.0}

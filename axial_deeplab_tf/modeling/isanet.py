@@ -23,9 +23,9 @@ from typing import Any, Dict, Optional, Sequence
 import tensorflow as tf
 import tf_keras
 
-from official.modeling import tf_utils
 from official.vision.modeling.backbones import resnet_deeplab
 from official.vision.modeling.layers import nn_blocks
+from axial_deeplab_tf.layers import common
 from axial_deeplab_tf.layers import hamburger
 from axial_deeplab_tf.layers import issa
 from axial_deeplab_tf.modeling import registry
@@ -54,6 +54,23 @@ def _check_positive_int(name: str, value: Any) -> int:
   return value
 
 
+def _classifier(num_classes: int, kernel_regularizer):
+  """The 1x1 classifier of both heads: bias, N(0, 0.01) kernel init."""
+  return common.conv2d(num_classes, 1, "classifier",
+                       tf_keras.initializers.RandomNormal(stddev=0.01),
+                       kernel_regularizer)
+
+
+def _serialized(config: Dict[str, Any]) -> Dict[str, Any]:
+  """A head's arguments with the initializer and regularizer serialised."""
+  config = dict(config)
+  config["kernel_initializer"] = common.serialize_initializer(
+      config["kernel_initializer"])
+  config["kernel_regularizer"] = common.serialize_regularizer(
+      config["kernel_regularizer"])
+  return config
+
+
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
 class ISAHead(tf_keras.layers.Layer):
   """ISANet decode head.
@@ -73,6 +90,8 @@ class ISAHead(tf_keras.layers.Layer):
                norm_momentum: float = 0.9,
                norm_epsilon: float = 1e-5,
                kernel_initializer: Any = "he_normal",
+               kernel_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
                **kwargs):
     """Initializes the head.
 
@@ -88,6 +107,7 @@ class ISAHead(tf_keras.layers.Layer):
       norm_momentum: BN momentum (Keras convention).
       norm_epsilon: BN epsilon.
       kernel_initializer: initializer of the non-classifier convs.
+      kernel_regularizer: optional regularizer of all conv kernels.
       **kwargs: keyword arguments of `tf_keras.layers.Layer`.
     """
     super().__init__(**kwargs)
@@ -102,30 +122,26 @@ class ISAHead(tf_keras.layers.Layer):
         "norm_momentum": norm_momentum,
         "norm_epsilon": norm_epsilon,
         "kernel_initializer": kernel_initializer,
+        "kernel_regularizer": kernel_regularizer,
     }
     initializer = tf_keras.initializers.get(kernel_initializer)
+    regularizer = tf_keras.regularizers.get(kernel_regularizer)
     norm = dict(momentum=norm_momentum, epsilon=norm_epsilon,
-                synchronized=use_sync_bn)
-    self.in_conv = tf_keras.layers.Conv2D(
-        channels, 3, padding="same", use_bias=False,
-        kernel_initializer=tf_utils.clone_initializer(initializer),
-        name="in_conv")
-    self.in_norm = tf_keras.layers.BatchNormalization(name="in_bn", **norm)
+                use_sync_bn=use_sync_bn)
+    self.in_conv = common.conv2d(channels, 3, "in_conv", initializer,
+                                 regularizer, use_bias=False, padding="same")
+    self.in_norm = common.batch_norm(name="in_bn", **norm)
     self.issa = issa.InterlacedSparseSelfAttention(
         key_channels=key_channels, partition_factors=partition_factors,
         activation=activation, use_sync_bn=use_sync_bn,
         norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
-        kernel_initializer=initializer, name="issa")
-    self.out_conv = tf_keras.layers.Conv2D(
-        channels, 1, use_bias=False,
-        kernel_initializer=tf_utils.clone_initializer(initializer),
-        name="out_conv")
-    self.out_norm = tf_keras.layers.BatchNormalization(name="out_bn", **norm)
+        kernel_initializer=initializer, kernel_regularizer=regularizer,
+        name="issa")
+    self.out_conv = common.conv2d(channels, 1, "out_conv", initializer,
+                                  regularizer, use_bias=False)
+    self.out_norm = common.batch_norm(name="out_bn", **norm)
     self.dropout = tf_keras.layers.SpatialDropout2D(dropout_rate)
-    self.classifier = tf_keras.layers.Conv2D(
-        num_classes, 1, use_bias=True,
-        kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.01),
-        name="classifier")
+    self.classifier = _classifier(num_classes, regularizer)
     self._act = _act(activation)
 
   def call(self, inputs, training=None):
@@ -145,11 +161,9 @@ class ISAHead(tf_keras.layers.Layer):
     return self.classifier(self.dropout(y, training=training))
 
   def get_config(self) -> Dict[str, Any]:
-    config = dict(self._config_dict)
-    config["kernel_initializer"] = tf_keras.initializers.serialize(
-        tf_keras.initializers.get(config["kernel_initializer"]))
-    base_config = super().get_config()
-    return dict(list(base_config.items()) + list(config.items()))
+    config = super().get_config()
+    config.update(_serialized(self._config_dict))
+    return config
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
@@ -164,6 +178,8 @@ class FCNHead(tf_keras.layers.Layer):
                norm_momentum: float = 0.9,
                norm_epsilon: float = 1e-5,
                kernel_initializer: Any = "he_normal",
+               kernel_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
                **kwargs):
     """Initializes the head.
 
@@ -175,6 +191,7 @@ class FCNHead(tf_keras.layers.Layer):
       norm_momentum: BN momentum (Keras convention).
       norm_epsilon: BN epsilon.
       kernel_initializer: initializer of the 3x3 conv.
+      kernel_regularizer: optional regularizer of both conv kernels.
       **kwargs: keyword arguments of `tf_keras.layers.Layer`.
     """
     super().__init__(**kwargs)
@@ -186,19 +203,16 @@ class FCNHead(tf_keras.layers.Layer):
         "norm_momentum": norm_momentum,
         "norm_epsilon": norm_epsilon,
         "kernel_initializer": kernel_initializer,
+        "kernel_regularizer": kernel_regularizer,
     }
-    self.conv = tf_keras.layers.Conv2D(
-        channels, 3, padding="same", use_bias=False,
-        kernel_initializer=tf_keras.initializers.get(kernel_initializer),
-        name="conv")
-    self.norm = tf_keras.layers.BatchNormalization(
-        momentum=norm_momentum, epsilon=norm_epsilon,
-        synchronized=use_sync_bn, name="bn")
+    regularizer = tf_keras.regularizers.get(kernel_regularizer)
+    self.conv = common.conv2d(
+        channels, 3, "conv", tf_keras.initializers.get(kernel_initializer),
+        regularizer, use_bias=False, padding="same")
+    self.norm = common.batch_norm(norm_momentum, norm_epsilon, use_sync_bn,
+                                  "bn")
     self.dropout = tf_keras.layers.SpatialDropout2D(dropout_rate)
-    self.classifier = tf_keras.layers.Conv2D(
-        num_classes, 1, use_bias=True,
-        kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.01),
-        name="classifier")
+    self.classifier = _classifier(num_classes, regularizer)
 
   def call(self, inputs, training=None):
     """Computes logits.
@@ -214,18 +228,19 @@ class FCNHead(tf_keras.layers.Layer):
     return self.classifier(self.dropout(x, training=training))
 
   def get_config(self) -> Dict[str, Any]:
-    config = dict(self._config_dict)
-    config["kernel_initializer"] = tf_keras.initializers.serialize(
-        tf_keras.initializers.get(config["kernel_initializer"]))
-    base_config = super().get_config()
-    return dict(list(base_config.items()) + list(config.items()))
+    config = super().get_config()
+    config.update(_serialized(self._config_dict))
+    return config
 
 
 def build_dilated_resnet(depth: int,
                          stem_type: str = "v1",
                          use_sync_bn: bool = False,
                          norm_momentum: float = 0.9,
-                         norm_epsilon: float = 1e-5) -> tf_keras.Model:
+                         norm_epsilon: float = 1e-5,
+                         kernel_regularizer: Optional[
+                             tf_keras.regularizers.Regularizer] = None
+                        ) -> tf_keras.Model:
   """Model Garden's DilatedResNet at output stride 8, exposing stages 3 and 4.
 
   Stages 3 and 4 keep stride 8 with dilations 2 and 4.
@@ -237,6 +252,7 @@ def build_dilated_resnet(depth: int,
     use_sync_bn: synchronise BN across replicas.
     norm_momentum: BN momentum (Keras convention).
     norm_epsilon: BN epsilon.
+    kernel_regularizer: optional regularizer of the conv kernels.
 
   Returns:
     A functional model mapping [batch, height, width, 3] to {"c4": stage 3
@@ -250,7 +266,7 @@ def build_dilated_resnet(depth: int,
   resnet = resnet_deeplab.DilatedResNet(
       model_id=depth, output_stride=8, stem_type=stem_type,
       use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
-      norm_epsilon=norm_epsilon)
+      norm_epsilon=norm_epsilon, kernel_regularizer=kernel_regularizer)
   # DilatedResNet only returns its last stage at output stride 8; the
   # auxiliary head needs stage 3, the output of its last 1024-channel block.
   stage3 = [layer for layer in resnet.layers
@@ -288,6 +304,8 @@ class ISANet(tf_keras.Model):
                use_sync_bn: bool = False,
                norm_momentum: float = 0.9,
                norm_epsilon: float = 1e-5,
+               kernel_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
                **kwargs):
     """Initializes the model.
 
@@ -306,6 +324,8 @@ class ISANet(tf_keras.Model):
       use_sync_bn: synchronise BN across replicas.
       norm_momentum: BN momentum (Keras convention; PyTorch 0.1 == 0.9).
       norm_epsilon: BN epsilon.
+      kernel_regularizer: optional regularizer of every conv kernel
+        (backbone and heads).
       **kwargs: keyword arguments of `tf_keras.Model`.
     """
     super().__init__(**kwargs)
@@ -327,9 +347,12 @@ class ISANet(tf_keras.Model):
         "use_sync_bn": use_sync_bn,
         "norm_momentum": norm_momentum,
         "norm_epsilon": norm_epsilon,
+        "kernel_regularizer": kernel_regularizer,
     }
+    kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
     norm = dict(use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
-                norm_epsilon=norm_epsilon)
+                norm_epsilon=norm_epsilon,
+                kernel_regularizer=kernel_regularizer)
     self.backbone = build_dilated_resnet(backbone_depth, stem_type, **norm)
     self.decode_head = ISAHead(
         num_classes=num_classes, channels=head_channels,
@@ -377,7 +400,10 @@ class ISANet(tf_keras.Model):
     return outputs
 
   def get_config(self) -> Dict[str, Any]:
-    return dict(self._config_dict)
+    config = dict(self._config_dict)
+    config["kernel_regularizer"] = common.serialize_regularizer(
+        config["kernel_regularizer"])
+    return config
 
   @classmethod
   def from_config(cls, config, custom_objects=None):
@@ -395,7 +421,7 @@ def build_isanet(num_classes: int,
     **kwargs: `ISANet` arguments (backbone_depth, stem_type, head_channels,
       key_channels, partition_factors, dropout_rate, activation,
       use_auxiliary_head, aux_channels, aux_dropout_rate, use_sync_bn,
-      norm_momentum, norm_epsilon).
+      norm_momentum, norm_epsilon, kernel_regularizer).
 
   Returns:
     A built `ISANet`.

@@ -180,6 +180,10 @@ def build_optimizer(
 
 
 _SCHEDULES = ("poly", "cosine", "constant")
+OPTIMIZERS = (RADAM_KEY, "sgd", "adamw")
+# AdamW's decoupled weight decay skips normalisation, bias and layer-scale
+# variables (matched by name).
+ADAMW_EXCLUDE_FROM_WEIGHT_DECAY = ("gamma", "beta", "bias", "layer_scale")
 
 
 def make_optimization_config(
@@ -200,13 +204,17 @@ def make_optimization_config(
     sync_period: int = 6,
     slow_step_size: float = 0.5,
     global_clipnorm: Optional[float] = None,
+    optimizer: str = RADAM_KEY,
+    momentum: float = 0.9,
+    nesterov: bool = False,
 ) -> OptimizationConfig:
-  """Writes an OptimizationConfig for RAdam (+ Lookahead) with a schedule.
+  """Writes an OptimizationConfig: optimizer (+ Lookahead) and a schedule.
 
   The defaults are the papers' recipe: RAdam + Lookahead, learning rate 1e-3,
   "poly" decay lr * (1 - step / decay_steps)^0.9, linear warm-up when
   `warmup_steps` > 0 (from `warmup_learning_rate` to the schedule's value at
-  `warmup_steps`).
+  `warmup_steps`). "sgd" (momentum, the ImageNet recipe) and "adamw" (the
+  SegNeXt recipe) are Model Garden's optimizers.
 
   Args:
     learning_rate: peak learning rate, > 0.
@@ -218,22 +226,36 @@ def make_optimization_config(
     end_learning_rate: "poly" learning rate at and after `decay_steps`.
     power: "poly" exponent.
     cosine_alpha: "cosine" final learning rate as a fraction of the peak.
-    beta_1: RAdam first-moment decay.
-    beta_2: RAdam second-moment decay.
-    epsilon: RAdam epsilon.
-    weight_decay: RAdam weight decay.
-    decoupled_weight_decay: decoupled instead of L2 weight decay.
-    lookahead: wrap RAdam in Lookahead.
+    beta_1: RAdam / AdamW first-moment decay.
+    beta_2: RAdam / AdamW second-moment decay.
+    epsilon: RAdam / AdamW epsilon.
+    weight_decay: RAdam weight decay, or AdamW's decoupled weight decay
+      rate (not applied to ADAMW_EXCLUDE_FROM_WEIGHT_DECAY variables). SGD
+      takes none: give SGD's L2 to the model (a kernel regularizer).
+    decoupled_weight_decay: RAdam: decoupled instead of L2 weight decay.
+    lookahead: wrap the optimizer in Lookahead.
     sync_period: Lookahead k.
     slow_step_size: Lookahead alpha.
     global_clipnorm: optional clipping of the global gradient norm.
+    optimizer: "radam", "sgd" or "adamw".
+    momentum: SGD momentum.
+    nesterov: SGD Nesterov momentum.
 
   Returns:
     An OptimizationConfig for `build_optimizer`.
 
   Raises:
-    ValueError: for an unknown schedule or out-of-range steps or rates.
+    ValueError: for an unknown optimizer or schedule, out-of-range steps or
+      rates, or a weight decay SGD cannot apply.
   """
+  if optimizer not in OPTIMIZERS:
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got "
+                     f"{optimizer!r}.")
+  if optimizer == "sgd" and weight_decay:
+    raise ValueError(
+        f"optimizer 'sgd' applies no weight_decay, got {weight_decay}; give "
+        f"the model an L2 kernel regularizer instead (in gin: "
+        f"losses.l2_weight_decay).")
   if schedule not in _SCHEDULES:
     raise ValueError(f"schedule must be one of {_SCHEDULES}, got {schedule!r}.")
   if not learning_rate > 0.0:
@@ -261,12 +283,22 @@ def make_optimization_config(
         alpha=cosine_alpha)}
   else:
     lr = {"type": "constant", "constant": dict(learning_rate=learning_rate)}
+  if optimizer == RADAM_KEY:
+    inner = dict(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+                 weight_decay=weight_decay,
+                 decoupled_weight_decay=decoupled_weight_decay,
+                 global_clipnorm=global_clipnorm)
+  elif optimizer == "sgd":
+    inner = dict(momentum=momentum, nesterov=nesterov,
+                 global_clipnorm=global_clipnorm)
+  else:
+    inner = dict(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+                 weight_decay_rate=weight_decay,
+                 exclude_from_weight_decay=list(
+                     ADAMW_EXCLUDE_FROM_WEIGHT_DECAY),
+                 global_clipnorm=global_clipnorm)
   config = OptimizationConfig({
-      "optimizer": {"type": RADAM_KEY, RADAM_KEY: dict(
-          beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-          weight_decay=weight_decay,
-          decoupled_weight_decay=decoupled_weight_decay,
-          global_clipnorm=global_clipnorm)},
+      "optimizer": {"type": optimizer, optimizer: inner},
       "learning_rate": lr,
   })
   if warmup_steps > 0:

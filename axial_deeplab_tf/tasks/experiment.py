@@ -20,7 +20,7 @@ import inspect
 import logging
 import os
 import re
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import gin
 from official.core import config_definitions as cfg
@@ -69,7 +69,35 @@ def data_config(input_path: str = gin.REQUIRED,
       seed=seed, cache=cache, drop_remainder=is_training)
 
 
-@gin.configurable("losses")
+def _configurable(name: str, parameters: Sequence[inspect.Parameter]):
+  """Registers a **kwargs function with gin, accepting only `parameters`.
+
+  gin checks binding names against the signature of the undecorated
+  function, so it is set there: an unknown binding then fails while parsing,
+  with its file and line.
+
+  Args:
+    name: gin name of the configurable.
+    parameters: the keyword-only parameters (with defaults) it accepts.
+
+  Returns:
+    A decorator.
+  """
+  def register(fn):
+    fn.__signature__ = inspect.Signature(parameters)
+    return gin.configurable(name)(fn)
+  return register
+
+
+def _fields(cls) -> List[inspect.Parameter]:
+  """The dataclass fields of a config class as keyword-only parameters."""
+  return [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                            default=f.default)
+          for f in dataclasses.fields(cls)
+          if f.name not in ("default_params", "restrictions")]
+
+
+@_configurable("losses", _fields(configs.LossConfig))
 def loss_config(**kwargs) -> configs.LossConfig:
   """Loss weights and target settings (the LossConfig fields)."""
   step = kwargs.get("inject_nan_at_step", 0)
@@ -79,95 +107,58 @@ def loss_config(**kwargs) -> configs.LossConfig:
   return configs.LossConfig(**kwargs)
 
 
-@gin.configurable("post_processing")
+@_configurable("post_processing", _fields(configs.PostProcessorConfig))
 def post_processor_config(**kwargs) -> configs.PostProcessorConfig:
   return configs.PostProcessorConfig(**kwargs)
 
 
-@gin.configurable("evaluation")
+@_configurable("evaluation", _fields(configs.EvaluationConfig))
 def evaluation_config(**kwargs) -> configs.EvaluationConfig:
   return configs.EvaluationConfig(**kwargs)
 
 
-for _fn, _cls in ((loss_config, configs.LossConfig),
-                  (post_processor_config, configs.PostProcessorConfig),
-                  (evaluation_config, configs.EvaluationConfig)):
-  # gin checks parameter names against the signature: give the **kwargs
-  # wrappers the dataclass fields as their allowed parameters.
-  _fn.__signature__ = inspect.Signature([
-      inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
-                        default=f.default)
-      for f in dataclasses.fields(_cls)
-      if f.name not in ("default_params", "restrictions")
-  ])
+# The gin names of make_optimization_config's Lookahead arguments.
+_LOOKAHEAD_GIN_NAMES = {"sync_period": "lookahead_sync_period",
+                        "slow_step_size": "lookahead_slow_step_size"}
+_MAKE_OPTIMIZATION = inspect.signature(
+    optimizer_configs.make_optimization_config)
 
 
-@gin.configurable("optimization")
-def optimization_config(optimizer: str = "radam",
-                        learning_rate: float = 1e-3,
-                        schedule: str = "poly",
-                        decay_steps: Optional[int] = None,
-                        warmup_steps: int = 0,
-                        warmup_learning_rate: float = 0.0,
-                        end_learning_rate: float = 0.0,
-                        power: float = 0.9,
-                        beta_1: float = 0.9,
-                        beta_2: float = 0.999,
-                        epsilon: float = 1e-7,
-                        weight_decay: float = 0.0,
-                        decoupled_weight_decay: bool = False,
-                        momentum: float = 0.9,
-                        nesterov: bool = False,
-                        lookahead: bool = True,
-                        lookahead_sync_period: int = 6,
-                        lookahead_slow_step_size: float = 0.5,
-                        global_clipnorm: Optional[float] = None,
-                        train_steps: Optional[int] = None):
-  """Optimizer and learning-rate schedule.
+@_configurable("optimization", [
+    p.replace(name=_LOOKAHEAD_GIN_NAMES.get(p.name, p.name),
+              kind=inspect.Parameter.KEYWORD_ONLY)
+    for p in _MAKE_OPTIMIZATION.parameters.values()
+] + [inspect.Parameter("train_steps", inspect.Parameter.KEYWORD_ONLY,
+                       default=None)])
+def optimization_config(**kwargs) -> optimizer_configs.OptimizationConfig:
+  """Optimizer and learning-rate schedule: make_optimization_config's args.
 
   optimizer "radam" (with optional Lookahead: the papers' recipe), "sgd"
-  (ImageNet recipe) or "adamw" (SegNeXt recipe). decay_steps defaults to
-  trainer.train_steps.
+  (ImageNet recipe) or "adamw" (SegNeXt recipe); Lookahead's sync_period
+  and slow_step_size are bound as lookahead_sync_period and
+  lookahead_slow_step_size. decay_steps defaults to trainer.train_steps.
   """
-  decay_steps = decay_steps or train_steps
-  if schedule != "constant" and decay_steps and warmup_steps >= decay_steps:
+  train_steps = kwargs.pop("train_steps", None)
+  gin_names = {v: k for k, v in _LOOKAHEAD_GIN_NAMES.items()}
+  args = _MAKE_OPTIMIZATION.bind(
+      **{gin_names.get(k, k): v for k, v in kwargs.items()})
+  args.apply_defaults()
+  args = args.arguments
+  args["decay_steps"] = decay_steps = args["decay_steps"] or train_steps
+  warmup_steps = args["warmup_steps"]
+  if (args["schedule"] != "constant" and decay_steps and
+      warmup_steps >= decay_steps):
     # Model Garden's warm-up ramps to the decayed schedule's value at
     # warmup_steps, which is end_learning_rate here: the run would not learn.
     raise ValueError(
         f"optimization.warmup_steps ({warmup_steps}) must be smaller than "
         f"the decay steps ({decay_steps}, default trainer.train_steps) of "
-        f"schedule {schedule!r}; lower optimization.warmup_steps.")
-  if optimizer == "radam":
-    return optimizer_configs.make_optimization_config(
-        learning_rate=learning_rate, schedule=schedule,
-        decay_steps=decay_steps, warmup_steps=warmup_steps,
-        warmup_learning_rate=warmup_learning_rate,
-        end_learning_rate=end_learning_rate, power=power, beta_1=beta_1,
-        beta_2=beta_2, epsilon=epsilon, weight_decay=weight_decay,
-        decoupled_weight_decay=decoupled_weight_decay, lookahead=lookahead,
-        sync_period=lookahead_sync_period,
-        slow_step_size=lookahead_slow_step_size,
-        global_clipnorm=global_clipnorm)
-  if optimizer not in ("sgd", "adamw"):
-    raise ValueError(f"optimization.optimizer must be 'radam', 'sgd' or "
-                     f"'adamw', got {optimizer!r}.")
-  config = optimizer_configs.make_optimization_config(
-      learning_rate=learning_rate, schedule=schedule, decay_steps=decay_steps,
-      warmup_steps=warmup_steps, warmup_learning_rate=warmup_learning_rate,
-      end_learning_rate=end_learning_rate, power=power,
-      lookahead=lookahead, sync_period=lookahead_sync_period,
-      slow_step_size=lookahead_slow_step_size)
-  if optimizer == "sgd":
-    inner = dict(momentum=momentum, nesterov=nesterov,
-                 global_clipnorm=global_clipnorm)
-  else:
-    inner = dict(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-                 weight_decay_rate=weight_decay,
-                 exclude_from_weight_decay=["gamma", "beta", "bias",
-                                            "layer_scale"],
-                 global_clipnorm=global_clipnorm)
-  config.optimizer = {"type": optimizer, optimizer: inner}
-  return config
+        f"schedule {args['schedule']!r}; lower optimization.warmup_steps.")
+  if args["optimizer"] not in optimizer_configs.OPTIMIZERS:
+    raise ValueError(f"optimization.optimizer must be one of "
+                     f"{optimizer_configs.OPTIMIZERS}, got "
+                     f"{args['optimizer']!r}.")
+  return optimizer_configs.make_optimization_config(**args)
 
 
 @gin.configurable("trainer")

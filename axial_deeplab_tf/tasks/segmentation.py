@@ -196,15 +196,53 @@ class _BaseTask(base_task.Task):
     return optimizer_configs.build_optimizer(optimizer_config, runtime_config)
 
   def build_model(self) -> tf_keras.Model:
+    """Builds the zoo model, with L2 kernel regularizers if configured.
+
+    losses.l2_weight_decay = wd > 0 gives the builder
+    kernel_regularizer=tf_keras.regularizers.l2(wd / 2), Model Garden's
+    convention for its `l2_weight_decay` (official/vision/tasks): the
+    regularization loss of a kernel w is wd * tf.nn.l2_loss(w) =
+    wd / 2 * sum(w^2), whose gradient wd * w is the weight decay the
+    papers' SGD recipes quote (here on the kernels the builder regularizes:
+    convolutions and attention projections, not batch-norm parameters or
+    biases). train_step adds the model's losses to the training loss.
+
+    Returns:
+      The model.
+
+    Raises:
+      ValueError: the overrides do not fit the builder; l2_weight_decay is
+        negative, is combined with a kernel_regularizer override, or the
+        model ignores the regularizer (it adds no regularization loss).
+    """
+    name = self.task_config.model.name
     overrides = self.task_config.model.overrides.as_dict() if hasattr(
         self.task_config.model.overrides, "as_dict") else dict(
             self.task_config.model.overrides)
+    weight_decay = self.task_config.losses.l2_weight_decay
+    if weight_decay < 0:
+      raise ValueError(f"losses.l2_weight_decay must be >= 0, got "
+                       f"{weight_decay}.")
+    regularizer = {}
+    if weight_decay > 0:
+      if overrides.get("kernel_regularizer") is not None:
+        raise ValueError(
+            f"Set either losses.l2_weight_decay ({weight_decay}) or "
+            f"model.overrides['kernel_regularizer'], not both.")
+      regularizer["kernel_regularizer"] = tf_keras.regularizers.l2(
+          weight_decay / 2.0)
     try:
-      model = models.build(self.task_config.model.name,
-                           num_classes=self.metadata.num_classes, **overrides)
+      model = models.build(name, num_classes=self.metadata.num_classes,
+                           **overrides, **regularizer)
     except TypeError as e:
-      raise ValueError(f"model.overrides {overrides} do not fit model "
-                       f"{self.task_config.model.name!r}: {e}") from e
+      extra = (f" (with kernel_regularizer for losses.l2_weight_decay="
+               f"{weight_decay})" if regularizer else "")
+      raise ValueError(f"model.overrides {overrides}{extra} do not fit "
+                       f"model {name!r}: {e}") from e
+    if regularizer and not model.losses:
+      raise ValueError(
+          f"losses.l2_weight_decay={weight_decay}, but model {name!r} adds "
+          f"no regularization loss: its builder ignores kernel_regularizer.")
     return model
 
   def initialize(self, model: tf_keras.Model):
@@ -243,6 +281,7 @@ class _BaseTask(base_task.Task):
                        f"'backbone', got {modules!r}.")
 
   def _regularization(self, model):
+    """Sum of the model's losses (its kernel regularizers), float32."""
     if model.losses:
       return tf.add_n([tf.cast(l, tf.float32) for l in model.losses])
     return tf.constant(0.0)
@@ -254,6 +293,41 @@ class _BaseTask(base_task.Task):
     if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
       scaled = optimizer.get_scaled_loss(scaled)
     return scaled
+
+  def _total_loss(self, losses):
+    """The loss to minimise, from what build_losses returned."""
+    return losses["total_loss"]
+
+  def _update_metrics(self, metrics, labels, outputs, losses) -> None:
+    """Updates the metrics of build_metrics after a step."""
+    del labels, outputs  # The metrics are means of the named losses.
+    for metric in metrics or []:
+      metric.update_state(losses[metric.name])
+
+  def train_step(self, inputs, model, optimizer, metrics=None):
+    """Forward, losses plus the model's regularization losses, update."""
+    features, labels = inputs
+    with tf.GradientTape() as tape:
+      outputs = model(features["image"], training=True)
+      losses = self.build_losses(labels, outputs,
+                                 self._regularization(model))
+      loss = self._maybe_inject_nan(self._total_loss(losses))
+      scaled_loss = self._scale_loss(loss, optimizer)
+    self._apply_gradients(tape, scaled_loss, model, optimizer)
+    self._update_metrics(metrics, labels, outputs, losses)
+    return {self.loss: loss}
+
+  def _validation_forward(self, inputs, model, metrics):
+    """Inference outputs and losses of a batch; updates the metrics.
+
+    Returns:
+      (features, labels, outputs, losses).
+    """
+    features, labels = inputs
+    outputs = model(features["image"], training=False)
+    losses = self.build_losses(labels, outputs)
+    self._update_metrics(metrics, labels, outputs, losses)
+    return features, labels, outputs, losses
 
   def _apply_gradients(self, tape, scaled_loss, model, optimizer):
     tape_vars = model.trainable_variables
@@ -319,26 +393,9 @@ class PanopticSegmentationTask(_BaseTask):
                    ) -> List[tf_keras.metrics.Metric]:
     return [tf_keras.metrics.Mean(k, dtype=tf.float32) for k in _LOSS_KEYS]
 
-  def train_step(self, inputs, model, optimizer, metrics=None):
-    features, labels = inputs
-    with tf.GradientTape() as tape:
-      outputs = model(features["image"], training=True)
-      losses = self.build_losses(labels, outputs,
-                                 self._regularization(model))
-      loss = self._maybe_inject_nan(losses["total_loss"])
-      scaled_loss = self._scale_loss(loss, optimizer)
-    self._apply_gradients(tape, scaled_loss, model, optimizer)
-    logs = {self.loss: loss}
-    for metric in metrics or []:
-      metric.update_state(losses[metric.name])
-    return logs
-
   def validation_step(self, inputs, model, metrics=None):
-    features, labels = inputs
-    outputs = model(features["image"], training=False)
-    losses = self.build_losses(labels, outputs)
-    for metric in metrics or []:
-      metric.update_state(losses[metric.name])
+    features, labels, outputs, losses = self._validation_forward(
+        inputs, model, metrics)
     post = self._post_processor(outputs)
     logs = {
         self.loss: losses["total_loss"],
@@ -487,25 +544,9 @@ class SemanticSegmentationTask(_BaseTask):
   def build_metrics(self, training=True):
     return [tf_keras.metrics.Mean("semantic_loss", dtype=tf.float32)]
 
-  def train_step(self, inputs, model, optimizer, metrics=None):
-    features, labels = inputs
-    with tf.GradientTape() as tape:
-      outputs = model(features["image"], training=True)
-      losses = self.build_losses(labels, outputs,
-                                 self._regularization(model))
-      loss = self._maybe_inject_nan(losses["total_loss"])
-      scaled_loss = self._scale_loss(loss, optimizer)
-    self._apply_gradients(tape, scaled_loss, model, optimizer)
-    for metric in metrics or []:
-      metric.update_state(losses[metric.name])
-    return {self.loss: loss}
-
   def validation_step(self, inputs, model, metrics=None):
-    features, labels = inputs
-    outputs = model(features["image"], training=False)
-    losses = self.build_losses(labels, outputs)
-    for metric in metrics or []:
-      metric.update_state(losses[metric.name])
+    _, labels, outputs, losses = self._validation_forward(inputs, model,
+                                                          metrics)
     return {
         self.loss: losses["total_loss"],
         "semantic_pred": tf.argmax(outputs["semantic_logits"], axis=-1,
@@ -559,24 +600,16 @@ class ImageClassificationTask(_BaseTask):
     return [tf_keras.metrics.SparseCategoricalAccuracy("accuracy"),
             tf_keras.metrics.SparseTopKCategoricalAccuracy(5, "top_5_accuracy")]
 
-  def train_step(self, inputs, model, optimizer, metrics=None):
-    features, labels = inputs
-    with tf.GradientTape() as tape:
-      outputs = model(features["image"], training=True)
-      loss = self._maybe_inject_nan(
-          self.build_losses(labels, outputs, self._regularization(model)))
-      scaled_loss = self._scale_loss(loss, optimizer)
-    self._apply_gradients(tape, scaled_loss, model, optimizer)
+  def _total_loss(self, losses):
+    return losses  # build_losses returns the scalar loss itself.
+
+  def _update_metrics(self, metrics, labels, outputs, losses) -> None:
+    del losses  # Accuracy metrics compare labels and logits.
     for metric in metrics or []:
       metric.update_state(labels["label"], outputs["logits"])
-    return {self.loss: loss}
 
   def validation_step(self, inputs, model, metrics=None):
-    features, labels = inputs
-    outputs = model(features["image"], training=False)
-    loss = self.build_losses(labels, outputs)
-    for metric in metrics or []:
-      metric.update_state(labels["label"], outputs["logits"])
+    loss = self._validation_forward(inputs, model, metrics)[3]
     return {self.loss: loss}
 
 

@@ -1,6 +1,10 @@
 """Tests of the synthetic panoptic data generator."""
 
+import json
+import os
+
 import numpy as np
+from PIL import Image
 import pytest
 
 from axial_deeplab_tf.data import synthetic
@@ -108,3 +112,53 @@ def test_bad_arguments():
     _render(0, min_instances=5, max_instances=2)
   with pytest.raises(ValueError, match="image_format"):
     synthetic.write_split("/tmp/unused", "train", 1, (32, 32), 0, "bmp")
+
+
+def test_panoptic_split_writer_round_trip(tmp_path):
+  # Two images drawn by hand: a stuff background, one square "thing" and,
+  # in image 2, an empty mask that must not become a segment.
+  def render(index, height, width):
+    ids = np.zeros((height, width), np.int32)
+    segments = []
+    square = np.zeros((height, width), bool)
+    square[2:5, 3 + index:7 + index] = True
+    assert synthetic.add_segment(ids, segments, ~square, 11)
+    assert synthetic.add_segment(ids, segments, square, 1, iscrowd=index)
+    assert not synthetic.add_segment(ids, segments,
+                                     np.zeros_like(square), 2)
+    image = np.full((height, width, 3), 10 * index, np.uint8)
+    return image, ids, segments, {"scene": index}
+
+  categories = [{"id": 1, "name": "a", "isthing": 1},
+                {"id": 11, "name": "b", "isthing": 0}]
+  paths = synthetic.write_panoptic_split(
+      str(tmp_path), "x", 2, (8, 12), render, categories, "hand drawn")
+  with open(paths["panoptic_json"]) as f:
+    data = json.load(f)
+  assert data["info"]["description"] == "hand drawn"
+  assert data["categories"] == categories
+  assert [(i["id"], i["file_name"], i["height"], i["width"], i["scene"])
+          for i in data["images"]] == [(1, "000001.png", 8, 12, 0),
+                                       (2, "000002.png", 8, 12, 1)]
+  for index, annotation in enumerate(data["annotations"]):
+    rgb = np.asarray(Image.open(os.path.join(
+        paths["panoptic_dir"], annotation["file_name"]))).astype(np.int64)
+    ids = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+    assert [(s["id"], s["category_id"], s["iscrowd"])
+            for s in annotation["segments_info"]] == [(1, 11, 0),
+                                                      (2, 1, index)]
+    thing = annotation["segments_info"][1]
+    # Area and [x, y, w, h] box of the square at rows 2-4, columns
+    # 3+index ... 6+index.
+    assert thing["area"] == 12 == int((ids == 2).sum())
+    assert thing["bbox"] == [3 + index, 2, 4, 3]
+    assert annotation["segments_info"][0]["area"] == 8 * 12 - 12
+    image = np.asarray(Image.open(os.path.join(
+        paths["image_dir"], data["images"][index]["file_name"])))
+    assert image.shape == (8, 12, 3) and np.all(image == 10 * index)
+  with pytest.raises(ValueError, match="num_images"):
+    synthetic.write_panoptic_split(str(tmp_path), "y", -1, (8, 8), render,
+                                   categories, "")
+  with pytest.raises(ValueError, match="splits"):
+    synthetic.write_panoptic_dataset(str(tmp_path), categories, ("a",), (1,),
+                                     lambda split, count: {})

@@ -352,3 +352,33 @@ def test_block_zero_init_is_identity_like():
   # gamma of the last BN starts at zero: the block is relu(shortcut).
   np.testing.assert_allclose(block(x, training=False).numpy(), x.numpy(),
                              atol=1e-6)
+
+
+@pytest.mark.parametrize("attention_type", ["axial", "local", "global"])
+def test_block_gives_its_regularizer_and_norm_settings_to_attention(
+    attention_type):
+  weight_decay = 0.01
+  block = AxialBlock(filters=4, span=5, num_heads=2,
+                     attention_type=attention_type, kernel_size=3,
+                     kernel_regularizer=tf_keras.regularizers.l2(weight_decay),
+                     norm_momentum=0.5, norm_epsilon=0.02, use_sync_bn=True)
+  block(tf.random.normal([2, 6, 5, 8]), training=False)
+  # Every kernel of the block, the attention's q/k/v projection included,
+  # is regularised: the losses add up to wd * sum(w^2) over all of them.
+  kernels = [w.numpy() for w in block.trainable_weights
+             if w.name.endswith("kernel:0")]
+  attention_kernels = [w for w in block.trainable_weights
+                       if "/attention/" in w.name and
+                       w.name.endswith("kernel:0")]
+  assert attention_kernels
+  expected = weight_decay * sum(float(np.sum(np.square(k))) for k in kernels)
+  np.testing.assert_allclose(float(tf.add_n(block.losses)), expected,
+                             rtol=1e-5)
+  norms = [layer for layer in block._flatten_layers(include_self=False)
+           if isinstance(layer, tf_keras.layers.BatchNormalization)]
+  attention_norms = [layer for layer in norms
+                     if layer in block._attention._flatten_layers()]
+  assert attention_norms
+  for layer in norms:
+    assert (layer.momentum, layer.epsilon, layer.synchronized) == (
+        0.5, 0.02, True), layer.name

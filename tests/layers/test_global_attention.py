@@ -7,29 +7,11 @@ import tf_keras
 
 from axial_deeplab_tf.layers.global_attention import GlobalSelfAttention2D
 
+from tests.layers.attention_reference import average_pool_same
+from tests.layers.attention_reference import randomise
+from tests.layers.attention_reference import weights_by_name
+
 EPS = 1e-3
-
-
-def _weights_by_name(layer):
-  out = {}
-  for w in layer.weights:
-    name = w.name.split(":")[0]
-    name = name[len(layer.name) + 1:] if name.startswith(layer.name) else name
-    out[name] = w.numpy().astype(np.float64)
-  return out
-
-
-def _randomise(layer, seed):
-  rng = np.random.default_rng(seed)
-  values = []
-  for w in layer.weights:
-    if "moving_variance" in w.name:
-      values.append(rng.uniform(0.5, 2.0, w.shape))
-    elif "gamma" in w.name:
-      values.append(rng.uniform(0.5, 1.5, w.shape))
-    else:
-      values.append(rng.normal(0.0, 0.5, w.shape))
-  layer.set_weights([v.astype(np.float32) for v in values])
 
 
 def _reference(x, p, heads, key_depth, value_depth, span, projection, strides,
@@ -71,13 +53,7 @@ def _reference(x, p, heads, key_depth, value_depth, span, projection, strides,
     out = (np.einsum("bhwc,cd->bhwd", out, p["output_projection/kernel"][0, 0])
            + p["output_projection/bias"])
   if strides > 1:
-    ho, wo = -(-h_ // strides), -(-w_ // strides)
-    pooled = np.zeros([b_, ho, wo, value_depth])
-    for i in range(ho):
-      for j in range(wo):
-        pooled[:, i, j] = out[:, i * strides:(i + 1) * strides,
-                              j * strides:(j + 1) * strides].mean((1, 2))
-    out = pooled
+    out = average_pool_same(out, strides)
   return out
 
 
@@ -99,9 +75,9 @@ def test_forward_matches_dense_reference(case, training):
                                 use_output_projection=projection)
   x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
   layer(x[:1])
-  _randomise(layer, 1)
+  randomise(layer, 1)
   y = layer(x, training=training).numpy()
-  expected = _reference(x, _weights_by_name(layer), heads, dk, dv, span,
+  expected = _reference(x, weights_by_name(layer), heads, dk, dv, span,
                         projection, strides, training)
   assert y.shape == expected.shape
   np.testing.assert_allclose(y, expected, atol=1e-5, rtol=1e-5)

@@ -7,34 +7,11 @@ import tf_keras
 
 from axial_deeplab_tf.layers.local_attention import LocalSelfAttention2D
 
+from tests.layers.attention_reference import average_pool_same
+from tests.layers.attention_reference import randomise
+from tests.layers.attention_reference import weights_by_name
+
 EPS = 1e-3  # Batch-norm epsilon used by the layer by default.
-
-
-def _weights_by_name(layer):
-  """Maps 'sub_layer/variable' (layer prefix and ':0' stripped) to numpy."""
-  out = {}
-  for w in layer.weights:
-    name = w.name.split(":")[0]
-    name = name[len(layer.name) + 1:] if name.startswith(layer.name) else name
-    out[name] = w.numpy().astype(np.float64)
-  return out
-
-
-def _randomise(layer, seed):
-  """Gives every weight (incl. BN moving stats) a random, valid value."""
-  rng = np.random.default_rng(seed)
-  values = []
-  for w in layer.weights:
-    shape = w.shape
-    if "moving_variance" in w.name:
-      values.append(rng.uniform(0.5, 2.0, shape))
-    elif "gamma" in w.name:
-      values.append(rng.uniform(0.5, 1.5, shape))
-    elif "kernel" in w.name or "positional" in w.name:
-      values.append(rng.normal(0.0, 0.5, shape))
-    else:
-      values.append(rng.normal(0.0, 0.3, shape))
-  layer.set_weights([v.astype(np.float32) for v in values])
 
 
 def _bn(x, p, prefix, training, axes, weights=None):
@@ -115,14 +92,8 @@ def _reference(x, p, heads, key_depth, value_depth, kernel_size, use_rel, ps,
     out = (_bn(out, p, "content_output_batch_norm", training, (0, 1, 2)) +
            _bn(pos.reshape(out.shape), p, "value_positional_output_batch_norm",
                training, (0, 1, 2)))
-  if strides > 1:  # Average pool, 'same' padding: mean over in-image pixels.
-    ho, wo = -(-h_ // strides), -(-w_ // strides)
-    pooled = np.zeros([b_, ho, wo, value_depth])
-    for i in range(ho):
-      for j in range(wo):
-        pooled[:, i, j] = out[:, i * strides:(i + 1) * strides,
-                              j * strides:(j + 1) * strides].mean((1, 2))
-    out = pooled
+  if strides > 1:
+    out = average_pool_same(out, strides)
   return out
 
 
@@ -146,9 +117,9 @@ def test_forward_matches_dense_reference(case, training):
                                block_size=block)
   x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
   layer(x[:1])  # Builds every weight under the layer's name scope.
-  _randomise(layer, 1)
+  randomise(layer, 1, other_stddev=0.3)
   y = layer(x, training=training).numpy()
-  expected = _reference(x, _weights_by_name(layer), heads, dk, dv, ks, use_rel,
+  expected = _reference(x, weights_by_name(layer), heads, dk, dv, ks, use_rel,
                         ps, strides, training)
   assert y.shape == expected.shape
   np.testing.assert_allclose(y, expected, atol=1e-5, rtol=1e-5)
@@ -161,7 +132,7 @@ def test_block_size_does_not_change_result():
     layer = LocalSelfAttention2D(8, 8, num_heads=2, kernel_size=5,
                                  position_sensitive=True, block_size=block)
     layer.build(x.shape)
-    _randomise(layer, 3)
+    randomise(layer, 3, other_stddev=0.3)
     outs.append(layer(x, training=True).numpy())
   for out in outs[1:]:
     np.testing.assert_allclose(out, outs[0], atol=1e-5)
@@ -189,7 +160,7 @@ def test_receptive_field_is_exactly_the_window():
                                position_sensitive=True, block_size=3)
   x = tf.random.normal([1, 9, 10, 3], seed=4)
   layer(x)
-  _randomise(layer, 5)
+  randomise(layer, 5, other_stddev=0.3)
   for i, j in [(0, 0), (4, 5), (8, 9), (3, 1)]:
     with tf.GradientTape() as tape:
       tape.watch(x)

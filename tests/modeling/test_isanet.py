@@ -82,3 +82,24 @@ def test_zoo_entries_config_and_errors():
     isanet.build_isanet(19, input_size=(0, 8))
   with pytest.raises(ValueError, match="dropout_rate"):
     isanet.ISAHead(num_classes=3, dropout_rate=1.0)
+
+
+def test_kernel_regularizer_reaches_every_kernel():
+  weight_decay = 1e-3
+  model = isanet.build_isanet(
+      3, input_size=(32, 32), head_channels=16, key_channels=8,
+      aux_channels=8, partition_factors=(2, 2),
+      kernel_regularizer=tf_keras.regularizers.l2(weight_decay))
+  kernels = [w.numpy() for w in model.trainable_weights
+             if w.name.endswith("kernel:0")]
+  # Backbone, both ISSA blocks, both heads' convs and classifiers.
+  assert len(kernels) > 60
+  expected = weight_decay * sum(float(np.sum(np.square(k))) for k in kernels)
+  np.testing.assert_allclose(float(tf.add_n(model.losses)), expected,
+                             rtol=1e-4)
+  assert model.get_config()["kernel_regularizer"]["config"]["l2"] == (
+      pytest.approx(weight_decay))
+  head = isanet.FCNHead(num_classes=2, channels=4, kernel_regularizer="l2")
+  clone = isanet.FCNHead.from_config(head.get_config())
+  clone(tf.zeros([1, 3, 3, 5]))
+  assert len(clone.losses) == 2  # The 3x3 conv and the classifier.

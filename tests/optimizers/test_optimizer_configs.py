@@ -192,3 +192,43 @@ def test_model_garden_trainer_steps_and_learning_rate_summary():
   lookahead = opt._optimizer
   for var in model.trainable_variables:
     assert lookahead.get_slot(var, "slow").shape == var.shape
+
+
+def test_sgd_config_takes_a_nesterov_momentum_step():
+  config = optimizers.make_optimization_config(
+      optimizer="sgd", learning_rate=0.1, schedule="constant", momentum=0.9,
+      nesterov=True, lookahead=False)
+  opt = optimizers.build_optimizer(config)
+  w = tf.Variable([1.0, -2.0])
+  opt.apply_gradients([(tf.constant([0.5, 4.0]), w)])
+  # Keras' Nesterov form from zero velocity: v = -lr g,
+  # w <- w + momentum v - lr g = w - lr (1 + momentum) g.
+  np.testing.assert_allclose(
+      w.numpy(), [1.0 - 0.1 * 1.9 * 0.5, -2.0 - 0.1 * 1.9 * 4.0], rtol=1e-6)
+
+
+def test_adamw_config_decays_kernels_but_not_norms_or_biases():
+  config = optimizers.make_optimization_config(
+      optimizer="adamw", learning_rate=0.1, schedule="constant",
+      weight_decay=0.5, lookahead=False)
+  opt = optimizers.build_optimizer(config)
+  kernel = tf.Variable([2.0, -4.0], name="conv/kernel")
+  bias = tf.Variable([2.0, -4.0], name="conv/bias")
+  gamma = tf.Variable([2.0, -4.0], name="bn/gamma")
+  # Zero gradients: Adam's own step is 0, only the decoupled decay
+  # w <- w (1 - lr * weight_decay) is left.
+  zeros = tf.zeros([2])
+  opt.apply_gradients([(zeros, kernel), (zeros, bias), (zeros, gamma)])
+  np.testing.assert_allclose(kernel.numpy(), [2.0 * 0.95, -4.0 * 0.95],
+                             rtol=1e-6)
+  np.testing.assert_array_equal(bias.numpy(), [2.0, -4.0])
+  np.testing.assert_array_equal(gamma.numpy(), [2.0, -4.0])
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(optimizer="adam"), "optimizer"),
+    (dict(optimizer="sgd", weight_decay=1e-4), "weight_decay"),
+])
+def test_make_optimization_config_rejects_bad_optimizers(kwargs, name):
+  with pytest.raises(ValueError, match=name):
+    optimizers.make_optimization_config(decay_steps=10, **kwargs)

@@ -5,7 +5,7 @@ from typing import Any, Dict, Optional, Sequence
 import tensorflow as tf
 import tf_keras
 
-from official.modeling import tf_utils
+from axial_deeplab_tf.layers import common
 from axial_deeplab_tf.layers import msca
 
 layers = tf_keras.layers
@@ -119,16 +119,12 @@ class MSCAN(tf_keras.Model):
     def strided_conv(x, filters, name):
       # PyTorch padding=1: pad one pixel on every side, then a valid conv.
       x = layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
-      return layers.Conv2D(
-          filters, 3, strides=2, padding="valid", use_bias=True,
-          kernel_initializer=tf_utils.clone_initializer(initializer),
-          kernel_regularizer=kernel_regularizer,
-          bias_regularizer=bias_regularizer, name=name)(x)
+      return common.conv2d(filters, 3, name, initializer, kernel_regularizer,
+                           bias_regularizer, strides=2, padding="valid")(x)
 
     def batch_norm(x, name):
-      return layers.BatchNormalization(
-          momentum=norm_momentum, epsilon=norm_epsilon,
-          synchronized=use_sync_bn, name=name)(x)
+      return common.batch_norm(norm_momentum, norm_epsilon, use_sync_bn,
+                               name)(x)
 
     inputs = tf_keras.Input(shape=input_specs.shape[1:])
     total_blocks = sum(depths)
@@ -169,13 +165,9 @@ class MSCAN(tf_keras.Model):
 
   def get_config(self) -> Dict[str, Any]:
     config = dict(self._config_dict)
-    for key in ("kernel_regularizer", "bias_regularizer"):
-      if config[key] is not None:
-        config[key] = tf_keras.regularizers.serialize(
-            tf_keras.regularizers.get(config[key]))
-    if config["kernel_initializer"] is not None:
-      config["kernel_initializer"] = tf_keras.initializers.serialize(
-          tf_keras.initializers.get(config["kernel_initializer"]))
+    config.update(common.weight_config(config["kernel_initializer"],
+                                       config["kernel_regularizer"],
+                                       config["bias_regularizer"]))
     return config
 
   @classmethod

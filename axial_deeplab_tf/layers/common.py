@@ -1,0 +1,336 @@
+"""Pieces shared by the layers: checks, sub-layer factories, config helpers.
+
+Layers build their convolutions and batch norms through `conv2d`,
+`depthwise_conv2d` and `batch_norm` so that every sub-layer gets its own
+copy of the kernel initializer and the regularizers, and serialise their
+initializer and regularizer arguments with `serialize_initializer` and
+`serialize_regularizer`. `SelfAttention2DBase` holds what the local and
+global 2D self-attention baselines have in common.
+"""
+
+import math
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from official.modeling import tf_utils
+
+
+def check_positive_int(name: str, value: Any) -> int:
+  """Returns `value` if it is a positive int, else raises naming `name`."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise TypeError(f"{name} must be a positive int, got {value!r} "
+                    f"of type {type(value).__name__}.")
+  if value <= 0:
+    raise ValueError(f"{name} must be a positive int, got {value}.")
+  return int(value)
+
+
+def check_attention_depths(num_heads: int, key_depth: int,
+                           value_depth: int) -> None:
+  """Checks head count and depths: positive ints, depths divisible by heads."""
+  check_positive_int("num_heads", num_heads)
+  check_positive_int("key_depth", key_depth)
+  check_positive_int("value_depth", value_depth)
+  for name, depth in (("key_depth", key_depth), ("value_depth", value_depth)):
+    if depth % num_heads:
+      raise ValueError(f"{name} must be divisible by num_heads={num_heads}, "
+                       f"got {name}={depth}.")
+
+
+def check_even_head_depth(name: str, depth: int, num_heads: int,
+                          option: str) -> None:
+  """Checks that `depth / num_heads` is even, as `option` needs.
+
+  Relative-position terms split each head's channels into a half that meets
+  row offsets and a half that meets column offsets.
+
+  Args:
+    name: argument name of the depth ("key_depth", "value_depth").
+    depth: total depth over all heads.
+    num_heads: number of heads.
+    option: the argument that needs the split, for the message.
+  """
+  if (depth // num_heads) % 2:
+    raise ValueError(
+        f"{name} / num_heads must be even with {option} (half of each "
+        f"head's channels meet row offsets, half column offsets), got "
+        f"{name}={depth}, num_heads={num_heads}.")
+
+
+def check_image_input_shape(layer_name: str, input_shape) -> int:
+  """Checks a [batch, height, width, channels] shape; returns channels."""
+  shape = tf.TensorShape(input_shape)
+  if shape.rank != 4:
+    raise ValueError(f"{layer_name} expects inputs of rank 4 [batch, height, "
+                     f"width, channels], got shape {shape}.")
+  if shape[-1] is None:
+    raise ValueError(f"{layer_name} needs a known channel dimension, got "
+                     f"input shape {shape}.")
+  return int(shape[-1])
+
+
+def static_or_dynamic_shape(x: tf.Tensor):
+  """Returns x's shape as a list, static ints where known, else tensors."""
+  dynamic = tf.shape(x)
+  return [dynamic[i] if d is None else d for i, d in enumerate(x.shape)]
+
+
+def build_in_scope(layer: tf_keras.layers.Layer, input_shape) -> None:
+  """Builds a sub-layer under its own name scope, as a first call would."""
+  with tf.name_scope(layer.name):
+    layer.build(input_shape)
+
+
+def conv2d(filters: int, kernel_size, name: str, kernel_initializer,
+           kernel_regularizer=None, bias_regularizer=None,
+           use_bias: bool = True, **kwargs) -> tf_keras.layers.Conv2D:
+  """A Conv2D with its own copy of `kernel_initializer`.
+
+  Args:
+    filters: output channels.
+    kernel_size: int or (height, width).
+    name: layer name.
+    kernel_initializer: initializer (cloned, so layers never share one).
+    kernel_regularizer: regularizer of the kernel, or None.
+    bias_regularizer: regularizer of the bias (only used with use_bias).
+    use_bias: add a bias.
+    **kwargs: more Conv2D arguments (strides, padding, ...).
+
+  Returns:
+    The (unbuilt) layer.
+  """
+  return tf_keras.layers.Conv2D(
+      filters, kernel_size, use_bias=use_bias,
+      kernel_initializer=tf_utils.clone_initializer(kernel_initializer),
+      kernel_regularizer=kernel_regularizer,
+      bias_regularizer=bias_regularizer if use_bias else None, name=name,
+      **kwargs)
+
+
+def depthwise_conv2d(kernel_size, name: str, kernel_initializer,
+                     kernel_regularizer=None, bias_regularizer=None,
+                     **kwargs) -> tf_keras.layers.DepthwiseConv2D:
+  """A 'same'-padded DepthwiseConv2D with bias and its own initializer copy."""
+  return tf_keras.layers.DepthwiseConv2D(
+      kernel_size=kernel_size, padding="same", use_bias=True,
+      depthwise_initializer=tf_utils.clone_initializer(kernel_initializer),
+      depthwise_regularizer=kernel_regularizer,
+      bias_regularizer=bias_regularizer, name=name, **kwargs)
+
+
+def batch_norm(momentum: float, epsilon: float, use_sync_bn: bool,
+               name: str, **kwargs) -> tf_keras.layers.BatchNormalization:
+  """A BatchNormalization, synchronised across replicas if `use_sync_bn`."""
+  return tf_keras.layers.BatchNormalization(
+      momentum=momentum, epsilon=epsilon, synchronized=use_sync_bn, name=name,
+      **kwargs)
+
+
+def serialize_regularizer(regularizer) -> Optional[Dict[str, Any]]:
+  """Config of a regularizer (object, name or config), None for None."""
+  if regularizer is None:
+    return None
+  return tf_keras.regularizers.serialize(
+      tf_keras.regularizers.get(regularizer))
+
+
+def serialize_initializer(initializer) -> Optional[Dict[str, Any]]:
+  """Config of an initializer (object, name or config), None for None."""
+  if initializer is None:
+    return None
+  return tf_keras.initializers.serialize(
+      tf_keras.initializers.get(initializer))
+
+
+def weight_config(kernel_initializer, kernel_regularizer,
+                  bias_regularizer) -> Dict[str, Any]:
+  """get_config entries of the initializer and regularizer arguments."""
+  return {
+      "kernel_initializer": serialize_initializer(kernel_initializer),
+      "kernel_regularizer": serialize_regularizer(kernel_regularizer),
+      "bias_regularizer": serialize_regularizer(bias_regularizer),
+  }
+
+
+class ConvLayerMixin:
+  """Convolution and batch-norm factories of a layer, from its arguments.
+
+  A layer calls `_set_conv_arguments` (and `_set_norm_arguments` if it has
+  batch norms) in its constructor, creates sub-layers with `_conv`,
+  `_depthwise_conv` and `_batch_norm`, and adds `_conv_config()` and
+  `_norm_config()` to its get_config.
+  """
+
+  def _set_conv_arguments(self, kernel_initializer, kernel_regularizer,
+                          bias_regularizer) -> None:
+    self._kernel_initializer = tf_keras.initializers.get(kernel_initializer)
+    self._kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+    self._bias_regularizer = tf_keras.regularizers.get(bias_regularizer)
+
+  def _set_norm_arguments(self, use_sync_bn: bool, norm_momentum: float,
+                          norm_epsilon: float) -> None:
+    self._use_sync_bn = use_sync_bn
+    self._norm_momentum = norm_momentum
+    self._norm_epsilon = norm_epsilon
+
+  def _conv(self, filters: int, kernel_size, name: str, use_bias: bool = True,
+            **kwargs) -> tf_keras.layers.Conv2D:
+    return conv2d(filters, kernel_size, name, self._kernel_initializer,
+                  self._kernel_regularizer, self._bias_regularizer,
+                  use_bias=use_bias, **kwargs)
+
+  def _depthwise_conv(self, kernel_size,
+                      name: str) -> tf_keras.layers.DepthwiseConv2D:
+    return depthwise_conv2d(kernel_size, name, self._kernel_initializer,
+                            self._kernel_regularizer, self._bias_regularizer)
+
+  def _batch_norm(self, name: str) -> tf_keras.layers.BatchNormalization:
+    return batch_norm(self._norm_momentum, self._norm_epsilon,
+                      self._use_sync_bn, name)
+
+  def _conv_config(self) -> Dict[str, Any]:
+    return weight_config(self._kernel_initializer, self._kernel_regularizer,
+                         self._bias_regularizer)
+
+  def _norm_config(self) -> Dict[str, Any]:
+    return {"use_sync_bn": self._use_sync_bn,
+            "norm_momentum": self._norm_momentum,
+            "norm_epsilon": self._norm_epsilon}
+
+
+def make_qkv_projection(input_shape, total_depth: int, kernel_regularizer,
+                        norm_momentum: float, norm_epsilon: float,
+                        use_sync_bn: bool
+                       ) -> Tuple[tf_keras.layers.Conv2D,
+                                  tf_keras.layers.BatchNormalization]:
+  """Creates and builds the bias-free 1x1 [q|k|v] projection and its BN.
+
+  The kernel is initialised with a truncated normal of stddev channels^-0.5
+  as in the axial-attention layer; the single batch norm over the
+  concatenated channels is what keeps the attention logits well scaled.
+  Both are built right away (not on first call) so that all weights exist,
+  e.g. for set_weights or checkpoint restore, right after the caller's
+  build.
+
+  Args:
+    input_shape: [batch, height, width, channels] with known channels.
+    total_depth: 2 * key_depth + value_depth.
+    kernel_regularizer: regulariser of the projection kernel, or None.
+    norm_momentum: batch-norm moving-average momentum.
+    norm_epsilon: batch-norm epsilon.
+    use_sync_bn: synchronise batch statistics across replicas.
+
+  Returns:
+    (conv, batch_norm) sub-layers, built.
+  """
+  channels = int(tf.TensorShape(input_shape)[-1])
+  conv = tf_keras.layers.Conv2D(
+      total_depth, 1, use_bias=False,
+      kernel_initializer=tf_keras.initializers.TruncatedNormal(
+          stddev=channels ** -0.5),
+      kernel_regularizer=kernel_regularizer, name="qkv_projection")
+  norm = batch_norm(norm_momentum, norm_epsilon, use_sync_bn,
+                    "qkv_batch_norm", axis=-1)
+  build_in_scope(conv, input_shape)
+  build_in_scope(norm, conv.compute_output_shape(input_shape))
+  return conv, norm
+
+
+class SelfAttention2DBase(tf_keras.layers.Layer):
+  """Shared part of the 2D self-attention baselines (local and global).
+
+  Holds and checks the arguments both take, builds the batch-normalised
+  [q|k|v] projection and the output pooling, and gives the output shape and
+  the shared get_config entries. Subclasses add their own arguments and the
+  attention itself.
+  """
+
+  def __init__(self,
+               key_depth: int,
+               value_depth: int,
+               num_heads: int,
+               strides: int,
+               kernel_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer],
+               use_sync_bn: bool,
+               norm_momentum: float,
+               norm_epsilon: float,
+               **kwargs):
+    """Checks and stores the shared arguments.
+
+    Args:
+      key_depth: total query/key depth over all heads; divisible by
+        num_heads.
+      value_depth: total value (= output) depth over all heads; divisible by
+        num_heads.
+      num_heads: number of attention heads.
+      strides: output stride; > 1 average-pools (pool = stride, 'same'
+        padding, so the output is ceil(H / s) x ceil(W / s)) after attention.
+      kernel_regularizer: regulariser of the projection kernels.
+      use_sync_bn: use synchronised batch norm across replicas.
+      norm_momentum: batch-norm moving-average momentum.
+      norm_epsilon: batch-norm epsilon.
+      **kwargs: tf_keras.layers.Layer arguments.
+    """
+    super().__init__(**kwargs)
+    check_attention_depths(num_heads, key_depth, value_depth)
+    check_positive_int("strides", strides)
+    self._key_depth = int(key_depth)
+    self._value_depth = int(value_depth)
+    self._num_heads = int(num_heads)
+    self._strides = int(strides)
+    self._kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+    self._use_sync_bn = use_sync_bn
+    self._norm_momentum = norm_momentum
+    self._norm_epsilon = norm_epsilon
+    self._key_head_depth = self._key_depth // self._num_heads
+    self._value_head_depth = self._value_depth // self._num_heads
+
+  def _build_qkv_projection(self, input_shape) -> None:
+    """Checks the input shape; creates and builds the q/k/v projection."""
+    check_image_input_shape(self.name, input_shape)
+    self._qkv_conv, self._qkv_norm = make_qkv_projection(
+        input_shape, 2 * self._key_depth + self._value_depth,
+        self._kernel_regularizer, self._norm_momentum, self._norm_epsilon,
+        self._use_sync_bn)
+
+  def _build_pool(self) -> None:
+    """Creates the output average pooling when strides > 1."""
+    if self._strides > 1:
+      self._pool = tf_keras.layers.AveragePooling2D(
+          self._strides, self._strides, padding="same")
+
+  def _pool_output(self, outputs):
+    """Average-pools the attention output by `strides` (if > 1)."""
+    if self._strides > 1:
+      return self._pool(outputs)
+    return outputs
+
+  def _project_qkv(self, inputs, training):
+    """Returns q [.., key_depth], k [.., key_depth], v [.., value_depth]."""
+    qkv = self._qkv_norm(self._qkv_conv(inputs), training=training)
+    return tf.split(qkv, [self._key_depth, self._key_depth,
+                          self._value_depth], axis=-1)
+
+  def compute_output_shape(self, input_shape):
+    shape = tf.TensorShape(input_shape).as_list()
+    size = [None if d is None else int(math.ceil(d / self._strides))
+            for d in shape[1:3]]
+    return tf.TensorShape([shape[0]] + size + [self._value_depth])
+
+  def get_config(self) -> Dict[str, Any]:
+    config = super().get_config()
+    config.update({
+        "key_depth": self._key_depth,
+        "value_depth": self._value_depth,
+        "num_heads": self._num_heads,
+        "strides": self._strides,
+        "kernel_regularizer": serialize_regularizer(self._kernel_regularizer),
+        "use_sync_bn": self._use_sync_bn,
+        "norm_momentum": self._norm_momentum,
+        "norm_epsilon": self._norm_epsilon,
+    })
+    return config
