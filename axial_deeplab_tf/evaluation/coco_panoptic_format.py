@@ -25,13 +25,13 @@ Mapping to panoptic id maps (`semantic * label_divisor + instance`):
 
 import json
 import os
-import tempfile
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
 from axial_deeplab_tf.evaluation import panoptic_quality
+from axial_deeplab_tf.utils.io import write_atomically
 
 _MAX_SEGMENT_ID = 256**3 - 1
 
@@ -257,22 +257,6 @@ def coco_to_panoptic(segment_map: Any,
   return lookup[inverse].reshape(segment_map.shape)
 
 
-def _atomic_write(path: str, write_fn) -> None:
-  """Writes through a temporary file in the same folder, then renames."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  handle, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp_",
-                                      suffix=os.path.splitext(path)[1])
-  os.close(handle)
-  try:
-    write_fn(tmp_path)
-    os.replace(tmp_path, path)
-  except BaseException:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
-    raise
-
-
 def write_annotation(png_dir: str,
                      file_name: str,
                      image_id: Any,
@@ -301,7 +285,7 @@ def write_annotation(png_dir: str,
   segment_map, segments_info = panoptic_to_coco(
       panoptic, categories, label_divisor, ignored_label, is_groundtruth)
   rgb = id2rgb(segment_map)
-  _atomic_write(os.path.join(png_dir, file_name),
+  write_atomically(os.path.join(png_dir, file_name),
                 lambda p: Image.fromarray(rgb).save(p, format="PNG"))
   return {"image_id": image_id, "file_name": str(file_name),
           "segments_info": segments_info}
@@ -358,7 +342,7 @@ def write_json(json_path: str,
     with open(path, "w") as f:
       json.dump(content, f)
 
-  _atomic_write(json_path, write)
+  write_atomically(json_path, write)
 
 
 def read_json(json_path: str) -> Dict[str, Any]:

@@ -12,11 +12,11 @@ each other, and the same id always looks the same); void pixels take
 `void_color`.
 """
 
-import os
-import tempfile
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
+
+from axial_deeplab_tf.utils.io import write_atomically
 
 Color = Tuple[int, int, int]
 
@@ -44,25 +44,6 @@ def _check_colors(colors: Sequence[Color]) -> np.ndarray:
     raise ValueError(f"colors must be a non-empty list of RGB triples in "
                      f"0..255, got an array of shape {table.shape}.")
   return table.astype(np.int64)
-
-
-def write_atomically(path: str, write_fn: Callable[[str], None]) -> None:
-  """Writes a file via write_fn(temporary path) in its folder, then renames.
-
-  A reader never sees a half-written file; the folder is created.
-  """
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_",
-                                 suffix=os.path.splitext(path)[1])
-  os.close(handle)
-  try:
-    write_fn(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def save_png(array: np.ndarray, path: str) -> None:
