@@ -747,8 +747,8 @@ def _machine_lines(machine: Dict[str, Any], command: str) -> List[str]:
   return [
       f"- Machine: {machine['cpu_model']}, {machine['nproc']} logical CPUs"
       f" (nproc), {machine['memory_gib']} GiB; load average at start "
-      f"{machine['load_average_1_5_15min']} (1/5/15 min; other jobs were "
-      "running, which is why only same-run ratios are compared).",
+      f"{machine['load_average_1_5_15min']} (1/5/15 min; the machine is "
+      "shared, which is why only same-run ratios are compared).",
       f"- Software: TensorFlow {machine['tensorflow']}, tf-keras "
       f"{machine['tf_keras']}, Python {machine['python']}.",
       f"- Date: {machine['date_utc']}.",
