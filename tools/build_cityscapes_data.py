@@ -18,9 +18,9 @@ from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-positio
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from axial_deeplab_tf.data.converters import cityscapes  # pylint: disable=g-import-not-at-top,wrong-import-position
-from axial_deeplab_tf.data.converters import panoptic_cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from axial_deeplab_tf.data.converters import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-panoptic_cli.define_flags(
+cli.define_flags(
     "cityscapes_root", "Directory holding leftImg8bit/ and gtFine/.",
     default_split="train", split_help="train, val or test.",
     panoptic_json_help=(
@@ -28,10 +28,10 @@ panoptic_cli.define_flags(
     default_num_shards=10)
 flags.DEFINE_enum("mode", "panoptic", list(cityscapes.MODES),
                   "Which labels to convert.")
-flags.adopt_module_key_flags(panoptic_cli)
+flags.adopt_module_key_flags(cli)
 
-main = panoptic_cli.make_main(cityscapes.convert_cityscapes,
-                              "cityscapes_root", extra_flags=("mode",))
+main = cli.make_main(cityscapes.convert_cityscapes,
+                     "cityscapes_root", extra_flags=("mode",))
 
 
 if __name__ == "__main__":

@@ -15,19 +15,19 @@ from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-posit
 
 from axial_deeplab_tf.data import metadata  # pylint: disable=g-import-not-at-top,wrong-import-position
 from axial_deeplab_tf.data.converters import mapillary  # pylint: disable=g-import-not-at-top,wrong-import-position
-from axial_deeplab_tf.data.converters import panoptic_cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from axial_deeplab_tf.data.converters import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-panoptic_cli.define_flags(
+cli.define_flags(
     "mapillary_root", "Dataset root holding training/ and validation/.",
     default_split="training", split_help="training or validation.",
     panoptic_json_help="Explicit panoptic JSON (PNGs beside it).",
     default_num_shards=32)
 flags.DEFINE_enum("version", "v1.2", list(metadata.MAPILLARY_VERSIONS),
                   "Category set.")
-flags.adopt_module_key_flags(panoptic_cli)
+flags.adopt_module_key_flags(cli)
 
-main = panoptic_cli.make_main(mapillary.convert_mapillary, "mapillary_root",
-                              extra_flags=("version",))
+main = cli.make_main(mapillary.convert_mapillary, "mapillary_root",
+                     extra_flags=("version",))
 
 
 if __name__ == "__main__":

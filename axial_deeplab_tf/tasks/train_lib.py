@@ -88,21 +88,17 @@ class _Runner(mg_train_lib.OrbitExperimentRunner):
   def _record_eval(self, logs):
     self._last_eval = (int(self.trainer.global_step.numpy()), logs)
 
-  def run(self):
-    # Model Garden evaluates once more after train_and_eval / eval for the
-    # returned logs; reuse the evaluation of the final step instead.
-    post_eval, self._run_post_eval = self._run_post_eval, False
-    try:
-      model, logs = super().run()
-    finally:
-      self._run_post_eval = post_eval
-    if not post_eval:
-      return model, logs
+  def final_eval_logs(self):
+    """Metrics of the final step: the last evaluation's if it ran there.
+
+    Model Garden's run_post_eval would evaluate once more after
+    train_and_eval; an evaluation already made at the final step is reused.
+    """
     step = int(self.trainer.global_step.numpy())
     if self._last_eval is not None and self._last_eval[0] == step:
-      return model, self._last_eval[1]
+      return self._last_eval[1]
     with self.strategy.scope():
-      return model, self.controller.evaluate(
+      return self.controller.evaluate(
           steps=self.params.trainer.validation_steps)
 
   def _maybe_build_checkpoint_manager(self):
@@ -310,7 +306,7 @@ def prepare(gin_files: Sequence[str], gin_params: Sequence[str],
     train_utils.serialize_config(params, model_dir)
   runner = _Runner(distribution_strategy=strategy, task=task, mode=mode,
                    params=params, model_dir=model_dir,
-                   run_post_eval=mode != "train",
+                   run_post_eval=False,  # See _Runner.final_eval_logs.
                    after_actions=train_actions)
   return PreparedExperiment(params=params, strategy=strategy, task=task,
                             runner=runner, model_dir=model_dir, mode=mode,
@@ -324,7 +320,9 @@ def execute(prepared: PreparedExperiment) -> Dict[str, float]:
     The last evaluation metrics (empty for mode "train"); the chief also
     writes them to model_dir/eval_results.json.
   """
-  _, eval_logs = prepared.runner.run()
+  prepared.runner.run()
+  eval_logs = (prepared.runner.final_eval_logs() if prepared.mode != "train"
+               else {})
   results = {k: float(v) for k, v in (eval_logs or {}).items()
              if tf.rank(v) == 0}
   if results and prepared.strategy.extended.should_checkpoint:
