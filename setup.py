@@ -9,7 +9,8 @@ setuptools.setup(
                  "segmentation, SegNeXt and ISANet on TensorFlow 2."),
     packages=setuptools.find_packages(include=["axial_deeplab_tf",
                                                "axial_deeplab_tf.*"]),
-    package_data={"axial_deeplab_tf": ["../gin/*/*.gin"]},
+    package_data={"axial_deeplab_tf": ["../gin/*/*.gin",
+                                       "ops/kernels/*.cc"]},
     python_requires=">=3.9",
     install_requires=[
         "tensorflow~=2.20.0",

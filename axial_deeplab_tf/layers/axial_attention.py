@@ -48,6 +48,7 @@ import tensorflow as tf
 import tf_keras
 
 from official.vision.modeling.layers import nn_layers
+from axial_deeplab_tf.ops import fused_attention
 
 _NEG_INF = -1e9
 
@@ -448,6 +449,9 @@ class AxialAttention(tf_keras.layers.Layer):
     dvh = v.shape[-1]
     batch = tf.shape(q)[1 if sequence_major else 0]
     compute_dtype = q.dtype
+    if not training and fused_attention.usable(compute_dtype):
+      return self._attend_fused(q, k, v, rq, rk, rv, gamma, moving_var,
+                                sequence_major)
     if sequence_major and not self._single_block(length):
       # Query blocks need the batch-major layout.
       q, k, v = [tf.transpose(t, [1, 0, 2, 3]) for t in (q, k, v)]
@@ -619,6 +623,24 @@ class AxialAttention(tf_keras.layers.Layer):
         out_pos = tf.reshape(out_pos, [q_len, batch, num_blocks, heads, dvh])
         out_pos = to_sequence(tf.transpose(out_pos, [1, 2, 0, 3, 4]))
     return out, out_pos, mean, var
+
+  def _attend_fused(self, q, k, v, rq, rk, rv, gamma, moving_var,
+                    sequence_major):
+    """Inference through the fused CPU kernel (ops/fused_attention.py)."""
+    scale = gamma * tf.math.rsqrt(moving_var + self._norm_epsilon)
+    zeros = tf.zeros([self._num_heads])
+    terms = [scale[0]]
+    term = 1
+    for table in (rq, rk):
+      if table is None:
+        terms.append(zeros)
+      else:
+        terms.append(scale[term])
+        term += 1
+    out, out_pos = fused_attention.span_attention(
+        q, k, v, rq, rk, rv, tf.stack(terms), radius=self._radius,
+        sequence_major=sequence_major)
+    return out, (out_pos if rv is not None else None), None, None
 
   # ------------------------------------------------------------------ call
   def _project(self, inputs, training, value_scale=None, value_shift=None):

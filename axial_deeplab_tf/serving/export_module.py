@@ -79,6 +79,7 @@ from official.core import export_base
 from axial_deeplab_tf.data import metadata as metadata_lib
 from axial_deeplab_tf.data import tfrecord_schema
 from axial_deeplab_tf.modeling import registry
+from axial_deeplab_tf.ops import fused_attention
 from axial_deeplab_tf.ops import post_processing
 from axial_deeplab_tf.ops import test_time_augmentation
 
@@ -308,9 +309,12 @@ class ImageExportModule(export_base.ExportModule):
     # Held in a plain dict, not as an attribute: saving writes every
     # tf.function attribute as an object of its own and traces it once more
     # (the whole model again); the signatures already hold its graph.
+    # Traced without the fused attention kernel, so the SavedModel holds
+    # only standard TensorFlow ops and loads without this package.
     object.__setattr__(self, "_functions", {
-        "serve": tf.function(self.serve, input_signature=[
-            tf.TensorSpec([None, None, None, 3], tf.uint8)])
+        "serve": tf.function(
+            fused_attention.without_fused(self.serve), input_signature=[
+                tf.TensorSpec([None, None, None, 3], tf.uint8)])
     })
 
   # --------------------------------------------------------------- serving

@@ -14,6 +14,10 @@ visited and the multiply-adds of these op types are summed:
 - Einsum: product of the sizes of all distinct indices of the operands
   (each index, including broadcast '...' dimensions, once), times
   (operands - 1); single-operand einsums (sums, transposes) count 0.
+- AxialSpanAttention (the fused axial-attention kernel): for every
+  in-span (query, key) pair of every row and head, one multiply-add per
+  depth channel of each term it computes: q.k, q.r^q and k.r^k (key depth
+  each), a v and a r^v (value depth each).
 
 Element-wise operations (bias, batch norm, activations, softmax,
 additions), pooling, resizing, reductions and data movement are not
@@ -47,8 +51,9 @@ from tensorflow.python.framework import function_def_to_graph
 METHOD = ("graph walk of the traced inference graph for one input of the "
           "given shape: multiply-adds of Conv2D/Conv3D/DepthwiseConv2dNative/"
           "Conv2DBackpropInput/MatMul/BatchMatMul/Einsum (einsum: product of "
-          "all distinct index sizes); element-wise ops, pooling and resizing "
-          "not counted")
+          "all distinct index sizes) and of the fused axial-attention kernel "
+          "(in-span query/key pairs x the depths of its five products); "
+          "element-wise ops, pooling and resizing not counted")
 
 _CALL_OPS = ("PartitionedCall", "StatefulPartitionedCall")
 _COND_OPS = ("If", "StatelessIf", "Case", "StatelessCase")
@@ -152,6 +157,8 @@ def _op_madds(op: tf.Operation) -> int:
   if kind == "DepthwiseConv2dNative":
     kernel = _static_shape(op.inputs[1], op)
     return math.prod(_static_shape(op.outputs[0], op)) * math.prod(kernel[:2])
+  if kind == "AxialSpanAttention":
+    return _span_attention_madds(op)
   if kind == "Conv2DBackpropInput":
     kernel = _static_shape(op.inputs[1], op)  # [kh, kw, out_ch, in_ch]
     grad = _static_shape(op.inputs[2], op)  # [B, h, w, in_ch]
@@ -161,7 +168,28 @@ def _op_madds(op: tf.Operation) -> int:
 
 _COUNTED = ("Einsum", "MatMul", "BatchMatMul", "BatchMatMulV2",
             "BatchMatMulV3", "Conv2D", "Conv3D", "DepthwiseConv2dNative",
-            "Conv2DBackpropInput")
+            "Conv2DBackpropInput", "AxialSpanAttention")
+
+
+def in_span_pairs(length: int, radius: int) -> int:
+  """(query, key) pairs of an axis of `length` with |m - l| <= radius."""
+  return sum(min(length - 1, l + radius) - max(0, l - radius) + 1
+             for l in range(length))
+
+
+def _span_attention_madds(op: tf.Operation) -> int:
+  """M-Adds of the fused axial-attention op (see the module docstring)."""
+  query = _static_shape(op.inputs[0], op)
+  value = _static_shape(op.inputs[2], op)
+  tables = [_static_shape(op.inputs[i], op)[0] for i in (3, 4, 5)]
+  sequence_major = op.get_attr("sequence_major")
+  rows, length = (query[1], query[0]) if sequence_major else (query[0],
+                                                               query[1])
+  heads, key_depth, value_depth = query[2], query[3], value[3]
+  per_pair = (key_depth * (1 + int(tables[0] > 0) + int(tables[1] > 0)) +
+              value_depth * (1 + int(tables[2] > 0)))
+  pairs = in_span_pairs(length, op.get_attr("radius"))
+  return rows * heads * pairs * per_pair
 
 
 def _function_graphs(root, name: str, op: tf.Operation, inputs):

@@ -1,0 +1,262 @@
+"""The fused axial-attention kernel against a dense numpy reference."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from axial_deeplab_tf.layers import AxialAttention, AxialAttention2D
+from axial_deeplab_tf.ops import fused_attention
+from axial_deeplab_tf.serving import export_module as em
+from axial_deeplab_tf.utils import madds
+from tests.serving import serving_utils as su
+
+
+@pytest.fixture(scope="module")
+def kernel():
+  lib = fused_attention.load()
+  assert lib is not None, (
+      f"the fused kernel should build on this machine: "
+      f"{fused_attention.load_error()}")
+  return lib
+
+
+def dense_reference(q, k, v, rq, rk, rv, scale, radius):
+  """Explicit-mask dense attention in float64; q, k, v [R, L, N, d]."""
+  q, k, v = [t.astype(np.float64) for t in (q, k, v)]
+  rows, length, heads, _ = q.shape
+  rel = np.arange(length)[None, :] - np.arange(length)[:, None]  # m - l
+  mask = np.abs(rel) <= radius
+  idx = np.clip(rel + radius, 0, 2 * radius)
+  sim = scale[0][None, :, None, None] * np.einsum("rlnd,rmnd->rnlm", q, k)
+  if rq is not None:
+    sim = sim + scale[1][None, :, None, None] * np.einsum(
+        "rlnd,lmd->rnlm", q, rq.astype(np.float64)[idx])
+  if rk is not None:
+    sim = sim + scale[2][None, :, None, None] * np.einsum(
+        "rmnd,lmd->rnlm", k, rk.astype(np.float64)[idx])
+  sim = np.where(mask[None, None], sim, -np.inf)
+  a = np.exp(sim - sim.max(-1, keepdims=True))
+  a /= a.sum(-1, keepdims=True)
+  out = np.einsum("rnlm,rmnd->rlnd", a, v).reshape(rows, length, -1)
+  pos = np.zeros_like(out)
+  if rv is not None:
+    pos = np.einsum("rnlm,lmd->rlnd", a,
+                    rv.astype(np.float64)[idx]).reshape(rows, length, -1)
+  return out, pos
+
+
+CASES = [
+    # rows, length, heads, key depth, value depth, radius, tables
+    (3, 37, 2, 4, 8, 5, (True, True, True)),
+    (2, 16, 1, 3, 5, 2, (True, True, True)),  # one full tile; odd depths
+    (2, 5, 3, 2, 2, 7, (True, True, True)),  # radius beyond the axis
+    (1, 70, 2, 8, 12, 32, (True, True, True)),  # blocks of offsets / channels
+    (2, 33, 2, 4, 4, 32, (True, True, True)),  # global: radius = length - 1
+    (2, 19, 2, 4, 4, 0, (True, True, True)),  # attends to itself only
+    (2, 23, 2, 4, 9, 3, (False, True, False)),
+    (2, 23, 2, 4, 9, 3, (True, False, True)),
+    (2, 23, 2, 4, 9, 3, (False, False, False)),
+]
+
+
+@pytest.mark.parametrize("rows,length,heads,dk,dv,radius,tables", CASES)
+@pytest.mark.parametrize("sequence_major", [False, True])
+def test_kernel_matches_dense_reference(kernel, rows, length, heads, dk, dv,
+                                        radius, tables, sequence_major):
+  rng = np.random.default_rng(rows * 1000 + length)
+  q = rng.normal(size=(rows, length, heads, dk)).astype(np.float32)
+  k = rng.normal(size=(rows, length, heads, dk)).astype(np.float32)
+  v = rng.normal(size=(rows, length, heads, dv)).astype(np.float32)
+  table = lambda d: rng.normal(size=(2 * radius + 1, d)).astype(np.float32)
+  rq = table(dk) if tables[0] else None
+  rk = table(dk) if tables[1] else None
+  rv = table(dv) if tables[2] else None
+  scale = rng.uniform(0.5, 1.5, size=(3, heads)).astype(np.float32)
+  expected = dense_reference(q, k, v, rq, rk, rv, scale, radius)
+  layout = (lambda t: np.ascontiguousarray(np.swapaxes(t, 0, 1))
+            if sequence_major else t)
+  got = fused_attention.span_attention(
+      layout(q), layout(k), layout(v), rq, rk, rv, scale, radius=radius,
+      sequence_major=sequence_major)
+  for g, e in zip(got, expected):
+    np.testing.assert_allclose(layout(g.numpy()), e, atol=2e-5, rtol=1e-4)
+
+
+def test_kernel_rejects_bad_shapes(kernel):
+  q = tf.zeros([2, 9, 2, 4])
+  table = tf.zeros([7, 4])
+  scale = tf.ones([3, 2])
+  with pytest.raises(tf.errors.InvalidArgumentError, match="2 \\* radius"):
+    fused_attention.span_attention(q, q, q, table, table, table, scale,
+                                   radius=2)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="shapes differ"):
+    fused_attention.span_attention(q, tf.zeros([2, 9, 2, 3]), q, None, None,
+                                   None, scale, radius=3)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="scale"):
+    fused_attention.span_attention(q, q, q, None, None, None,
+                                   tf.ones([3, 3]), radius=3)
+
+
+def _op_types(fn, *args):
+  graph = tf.function(fn).get_concrete_function(*args).graph
+  types = set()
+
+  def walk(g):
+    for op in g.get_operations():
+      types.add(op.type)
+    for f in getattr(g, "_functions", {}).values():
+      walk(f.graph)
+
+  walk(graph)
+  return types
+
+
+def _randomised(layer, rng):
+  for w in layer.weights:
+    if "moving_variance" in w.name or "gamma" in w.name:
+      w.assign(rng.uniform(0.5, 1.5, w.shape))
+    elif "moving_mean" in w.name or "beta" in w.name:
+      w.assign(rng.normal(0.0, 0.3, w.shape))
+  return layer
+
+
+@pytest.mark.parametrize("span,max_length,shape", [
+    (7, None, (2, 21, 18, 6)),
+    (None, 16, (1, 16, 11, 6)),
+    (5, None, (1, 3, 40, 6)),
+])
+def test_layer_inference_fused_equals_graph(kernel, span, max_length, shape):
+  rng = np.random.default_rng(4)
+  layer = AxialAttention2D(num_heads=2, key_depth=8, value_depth=12,
+                           span=span, max_length=max_length)
+  x = tf.constant(rng.normal(size=shape).astype(np.float32))
+  layer(x, training=False)
+  _randomised(layer, rng)
+  fused = lambda x: layer(x, training=False)
+  assert "AxialSpanAttention" in _op_types(fused, x)
+  with fused_attention.disabled():
+    assert "AxialSpanAttention" not in _op_types(fused, x)
+    graph_out = tf.function(fused)(x).numpy()
+  np.testing.assert_allclose(tf.function(fused)(x).numpy(), graph_out,
+                             atol=1e-4, rtol=1e-4)
+  # Training never uses the kernel (it has no gradient).
+  assert "AxialSpanAttention" not in _op_types(
+      lambda x: layer(x, training=True), x)
+
+
+def test_switches_turn_the_kernel_off(kernel, monkeypatch):
+  assert fused_attention.usable(tf.float32)
+  assert not fused_attention.usable(tf.bfloat16)
+  with fused_attention.disabled():
+    assert not fused_attention.usable(tf.float32)
+  monkeypatch.setenv("AXIAL_DEEPLAB_FUSED_ATTENTION", "0")
+  assert not fused_attention.usable(tf.float32)
+  monkeypatch.delenv("AXIAL_DEEPLAB_FUSED_ATTENTION")
+  wrapped = fused_attention.without_fused(lambda: fused_attention.usable(
+      tf.float32))
+  assert not wrapped()
+  xla = tf.function(lambda: tf.constant(fused_attention.usable(tf.float32)),
+                    jit_compile=True)
+  assert not xla().numpy()
+
+
+def test_missing_compiler_falls_back_with_a_reason(tmp_path, monkeypatch):
+  script = (
+      "import os, tensorflow as tf\n"
+      "from axial_deeplab_tf.ops import fused_attention as fa\n"
+      "from axial_deeplab_tf.layers import AxialAttention\n"
+      "assert fa.load() is None and 'compiler' in fa.load_error(), "
+      "fa.load_error()\n"
+      "layer = AxialAttention(num_heads=2, key_depth=4, value_depth=4, "
+      "span=3)\n"
+      "print(layer(tf.ones([1, 6, 3]), training=False).shape)\n")
+  import subprocess, sys, os  # pylint: disable=g-import-not-at-top,multiple-imports
+  env = dict(os.environ, AXIAL_DEEPLAB_KERNEL_CACHE=str(tmp_path),
+             CXX=str(tmp_path / "no-such-compiler"), PATH="/nonexistent",
+             TF_CPP_MIN_LOG_LEVEL="2")
+  result = subprocess.run([sys.executable, "-c", script], env=env,
+                          capture_output=True, text=True, timeout=300,
+                          check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "(1, 6, 4)" in result.stdout
+  assert "not available" in result.stderr
+
+
+def test_madds_count_in_span_pairs(kernel):
+  length, heads, dk, dv, radius = 11, 2, 4, 6, 3
+  inputs = tf_keras.Input([length, 5], batch_size=3)
+  layer = AxialAttention(num_heads=heads, key_depth=heads * dk,
+                         value_depth=heads * dv, span=2 * radius + 1)
+  model = tf_keras.Model(inputs, layer(inputs))
+  counted = madds.count_madds(model, [3, length, 5])
+  pairs = sum(1 for l in range(length) for m in range(length)
+              if abs(m - l) <= radius)
+  assert pairs == madds.in_span_pairs(length, radius)
+  attention = 3 * heads * pairs * (3 * dk + 2 * dv)
+  assert counted.by_op_type["AxialSpanAttention"] == attention
+  projection = 3 * length * 5 * heads * (2 * dk + dv)
+  assert counted.by_op_type["MatMul"] == projection
+
+
+class _TinyAxialPanoptic(su.TinyPanoptic):
+  """The serving tests' tiny panoptic model with an axial layer in front."""
+
+  def __init__(self, num_classes, **kwargs):
+    super().__init__(num_classes, **kwargs)
+    self.axial = AxialAttention2D(num_heads=1, key_depth=2, value_depth=3,
+                                  span=5)
+
+  def call(self, images, training=None):
+    attended = self.axial(tf.cast(images, tf.float32) / 255.0,
+                          training=training)
+    return super().call(tf.cast(attended * 255.0, images.dtype),
+                        training=training)
+
+
+def test_export_holds_only_standard_ops(kernel, tmp_path):
+  model = su.built(_TinyAxialPanoptic(4))
+  images = tf.zeros([1, 12, 10, 3], tf.uint8)
+  assert "AxialSpanAttention" in _op_types(
+      lambda x: model(x, training=False), tf.cast(images, tf.float32))
+  module = em.build_export_module(
+      em.ServingParams(task="panoptic"), model,
+      dict(thing_class_ids=[2, 3], num_classes=4, label_divisor=256,
+           ignore_label=255, stuff_area_limit=8, nms_kernel=3,
+           keep_k_centers=16))
+  export_dir = em.export_saved_model(module, str(tmp_path / "export"))
+  saved = (tmp_path / "export" / "saved_model.pb").read_bytes()
+  assert b"AxialSpanAttention" not in saved
+  loaded = tf.saved_model.load(export_dir)
+  out = loaded.signatures["serving_default"](images=images)
+  assert out["panoptic_pred"].shape == (1, 12, 10)
+
+
+@pytest.mark.parametrize("sequence_major", [False, True])
+def test_gradient_through_inference_matches_graph(kernel, sequence_major):
+  rng = np.random.default_rng(9)
+  layer = AxialAttention(num_heads=2, key_depth=4, value_depth=6, span=5)
+  x = tf.constant(rng.normal(size=(3, 13, 5)).astype(np.float32))
+  if sequence_major:
+    x = tf.transpose(x, [1, 0, 2])
+  layer(x, training=False, sequence_major=sequence_major)
+  _randomised(layer, rng)
+
+  def grads():
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = layer(x, training=False, sequence_major=sequence_major)
+      loss = tf.reduce_sum(y * tf.range(1.0, 1.0 + y.shape[-1]))
+    return tape.gradient(loss, [x] + layer.trainable_weights)
+
+  fused = grads()
+  with fused_attention.disabled():
+    graph = grads()
+  assert sum(g is not None for g in graph) >= 6
+  for f, g in zip(fused, graph):
+    if g is None:  # E.g. the similarity offsets: no effect in inference.
+      assert f is None or not np.any(tf.convert_to_tensor(f).numpy())
+      continue
+    np.testing.assert_allclose(tf.convert_to_tensor(f).numpy(),
+                               tf.convert_to_tensor(g).numpy(), atol=1e-4,
+                               rtol=1e-4)
