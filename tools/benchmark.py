@@ -99,7 +99,11 @@ flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
                   "Compute dtypes (models): float32, bfloat16.")
 flags.DEFINE_integer("throughput_batch", 4,
                      "Batch size of the throughput measurement (models); 0 "
-                     "skips it.")
+                     "skips it; -1 finds the largest power-of-two batch "
+                     "whose peak memory fits --throughput_memory_gib.")
+flags.DEFINE_float("throughput_memory_gib", None,
+                   "Memory budget of --throughput_batch=-1 (models); default "
+                   "half of the memory available at the start.")
 flags.DEFINE_integer("default_num_classes", None,
                      "num_classes for zoo models without a default (models);"
                      " unset: those models report an error.")
@@ -320,7 +324,8 @@ def main(argv):
             warmup=FLAGS.warmup, xla=xla, dtypes=FLAGS.dtypes,
             throughput_batch=FLAGS.throughput_batch,
             default_num_classes=FLAGS.default_num_classes,
-            matmul_size=FLAGS.matmul_size, log=log)
+            matmul_size=FLAGS.matmul_size,
+            throughput_memory_gib=FLAGS.throughput_memory_gib, log=log)
     except ValueError as e:
       sys.exit(f"ERROR: {e}")
     result["machine"] = machine

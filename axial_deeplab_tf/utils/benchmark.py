@@ -37,11 +37,13 @@ import platform
 import re
 import statistics
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
+
+from axial_deeplab_tf.ops import fused_attention
 
 # Suites implemented in benchmark_suites.py (which imports this module).
 MORE_SUITES = ("issa_dense", "recompute_memory", "input_pipeline",
@@ -433,6 +435,59 @@ def _peak_bytes(fn: Callable[[], Any]) -> Optional[int]:
   return int(peak - before)
 
 
+def available_memory_bytes() -> Optional[int]:
+  """MemAvailable of /proc/meminfo, or None where there is none."""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def largest_batch_throughput(model, input_size: int, memory_budget: int,
+                             runs: int, warmup: int, jit_compile: bool = False,
+                             max_batch: int = 256) -> Dict[str, Any]:
+  """Images/s at the largest power-of-two batch that fits a memory budget.
+
+  Batches 1, 2, 4, ... are run in turn; each is timed (median of `runs`
+  calls after `warmup`) and its peak memory measured (`_peak_bytes`). The
+  search stops before a batch whose peak, extrapolated as twice the last
+  one, would pass `memory_budget` (or at `max_batch`), so the process never
+  runs a batch that would not fit.
+
+  Returns:
+    {"batch", "images_per_s", "peak_bytes"} of the largest batch run, the
+    budget, and "tried": every batch's numbers.
+  """
+  tried = []
+  batch = 1
+  while batch <= max_batch:
+    x = tf.random.stateless_uniform([batch, input_size, input_size, 3],
+                                    seed=[0, batch], maxval=255.0)
+    fn = forward_function(model, x, jit_compile)
+    for _ in range(max(warmup, 1)):
+      _wait(fn())
+    peak = _peak_bytes(fn)
+    times = []
+    for _ in range(runs):
+      t0 = time.perf_counter()
+      _wait(fn())
+      times.append(time.perf_counter() - t0)
+    seconds = float(np.median(times))
+    tried.append({"batch": batch, "seconds": seconds,
+                  "images_per_s": batch / seconds, "peak_bytes": peak})
+    if peak is None or 2 * peak > memory_budget:
+      break
+    batch *= 2
+  best = tried[-1]
+  return {"batch": best["batch"], "images_per_s": best["images_per_s"],
+          "peak_bytes": best["peak_bytes"], "memory_budget": memory_budget,
+          "tried": tried}
+
+
 def run_layers(sizes: Sequence[int] = (32, 48, 64, 96, 128),
                kinds: Sequence[str] = LAYER_KINDS,
                channels: int = 64,
@@ -545,6 +600,7 @@ def run_models(names: Optional[Sequence[str]] = None,
                throughput_batch: int = 4,
                default_num_classes: Optional[int] = None,
                matmul_size: int = 2048,
+               throughput_memory_gib: Optional[float] = None,
                log: Callable[[str], None] = print) -> Dict[str, Any]:
   """Params, M-Adds, latency (batch 1) and throughput of zoo models.
 
@@ -555,11 +611,15 @@ def run_models(names: Optional[Sequence[str]] = None,
     warmup: untimed calls per case.
     xla: jit_compile settings.
     dtypes: "float32" and/or "bfloat16" (the mixed_bfloat16 policy).
-    throughput_batch: batch size of the throughput measurement; 0 skips it.
+    throughput_batch: batch size of the throughput measurement; 0 skips
+      it; -1 searches the largest power-of-two batch whose peak memory fits
+      `throughput_memory_gib` (`largest_batch_throughput`).
     default_num_classes: num_classes for models whose zoo entry has no
       default (None: such models report an error).
     matmul_size: side of the reference float32 matmul, timed interleaved
       with each model.
+    throughput_memory_gib: memory budget of the batch search; default half
+      of the memory available at the start.
     log: progress printer.
 
   Returns:
@@ -580,12 +640,29 @@ def run_models(names: Optional[Sequence[str]] = None,
       raise ValueError(f"dtypes must be 'float32' and/or 'bfloat16', got "
                        f"{d!r}.")
   if isinstance(throughput_batch, bool) or not isinstance(
-      throughput_batch, int) or throughput_batch < 0:
-    raise ValueError(f"throughput_batch must be a non-negative int (0: no "
-                     f"throughput run), got {throughput_batch!r}.")
+      throughput_batch, int) or throughput_batch < -1:
+    raise ValueError(f"throughput_batch must be an int >= -1 (0: no "
+                     f"throughput run; -1: the largest batch that fits), got "
+                     f"{throughput_batch!r}.")
+  search = throughput_batch == -1
+  budget = None
+  if search:
+    if throughput_memory_gib is not None:
+      if not throughput_memory_gib > 0:
+        raise ValueError(f"throughput_memory_gib must be > 0, got "
+                         f"{throughput_memory_gib!r}.")
+      budget = int(throughput_memory_gib * 2**30)
+    else:
+      available = available_memory_bytes()
+      if available is None:
+        raise ValueError("No /proc/meminfo to size the batch search; set "
+                         "throughput_memory_gib.")
+      budget = available // 2
   modes = _xla_modes(xla)
   result = {"suite": "models", "input_size": input_size, "runs": runs,
             "warmup": warmup, "throughput_batch": throughput_batch,
+            "throughput_memory_bytes": budget,
+            "fused_attention": fused_attention.usable(tf.float32),
             "default_num_classes": default_num_classes,
             "matmul_size": matmul_size,
             "dtypes": list(dtypes), "xla": modes,
@@ -619,7 +696,7 @@ def run_models(names: Optional[Sequence[str]] = None,
               [max(throughput_batch, 1), input_size, input_size, 3],
               seed=[0, 2], maxval=255.0)
           inputs = {"latency": one}
-          if throughput_batch:
+          if throughput_batch > 0:
             inputs["throughput"] = many
           _, medians, mm = time_inference(model, inputs, matmul, matmul_size,
                                           runs, warmup, jit)
@@ -629,9 +706,16 @@ def run_models(names: Optional[Sequence[str]] = None,
                   "matmul_gflops": mm,
                   "throughput_images_per_s": None}
           case["fraction_of_matmul"] = case["gflops"] / mm
-          if throughput_batch:
+          if throughput_batch > 0:
             case["throughput_images_per_s"] = (throughput_batch /
                                                medians["throughput"])
+            case["throughput_batch"] = throughput_batch
+          elif search:
+            found = largest_batch_throughput(model, input_size, budget, runs,
+                                             warmup, jit)
+            case["throughput_images_per_s"] = found["images_per_s"]
+            case["throughput_batch"] = found["batch"]
+            case["throughput_search"] = found["tried"]
           entry["cases"].append(case)
           log(f"  xla={jit}: latency {lat * 1e3:.1f} ms "
               f"({time.perf_counter() - t0:.0f} s incl. tracing)")
@@ -741,6 +825,35 @@ def _fmt(x, digits=2):
   if x is None:
     return "-"
   return f"{x:.{digits}f}"
+
+
+def _throughput_header(result: Mapping[str, Any]) -> str:
+  if result["throughput_batch"] == -1:
+    gib = result["throughput_memory_bytes"] / 2**30
+    return f"images/s (largest batch within {gib:.1f} GiB)"
+  return f"images/s (batch {result['throughput_batch']})"
+
+
+def _throughput_cell(result: Mapping[str, Any],
+                     case: Mapping[str, Any]) -> str:
+  value = _fmt(case.get("throughput_images_per_s"))
+  if result["throughput_batch"] == -1 and case.get("throughput_batch"):
+    return f"{value} (batch {case['throughput_batch']})"
+  return value
+
+
+def _models_notes(result: Mapping[str, Any]) -> str:
+  notes = ""
+  if result["throughput_batch"] == -1:
+    notes += (" Throughput: batches 1, 2, 4, ... timed in turn, stopping "
+              "before one whose peak memory (twice the last batch's) would "
+              "pass the budget; the largest batch run is reported.")
+  if "fused_attention" in result:
+    notes += (" Axial attention in float32 without XLA ran the fused CPU "
+              "kernel (ops/fused_attention.py)." if result["fused_attention"]
+              else " Axial attention ran its TensorFlow graph (the fused "
+              "kernel was not available).")
+  return notes
 
 
 def _machine_lines(machine: Dict[str, Any], command: str) -> List[str]:
@@ -862,10 +975,10 @@ def markdown_section(result: Dict[str, Any], machine: Dict[str, Any],
         "(interleaved with the throughput batch and the reference matmul); "
         f"M-Adds for one image ({result['madds_method']}); GFLOP/s = 2 x "
         "M-Adds / latency. Models without a zoo default for num_classes use "
-        f"{result['default_num_classes']}.",
+        f"{result['default_num_classes']}." + _models_notes(result),
         "",
         "| model | params | M-Adds (G) | dtype | XLA | latency ms | "
-        f"images/s (batch {result['throughput_batch']}) | GFLOP/s (% of "
+        f"{_throughput_header(result)} | GFLOP/s (% of "
         f"{result['matmul_size']}^2 float32 matmul) |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -880,7 +993,7 @@ def markdown_section(result: Dict[str, Any], machine: Dict[str, Any],
           lines.append(
               head + f" {'on' if c['xla'] else 'off'} | "
               f"{c['latency_s'] * 1e3:.1f} | "
-              f"{_fmt(c['throughput_images_per_s'])} | {c['gflops']:.1f} "
+              f"{_throughput_cell(result, c)} | {c['gflops']:.1f} "
               f"({100 * c['fraction_of_matmul']:.0f}%) |")
   for p in plot_paths:
     rel = os.path.relpath(p, relative_to) if relative_to else p

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from axial_deeplab_tf.ops import fused_attention
 from axial_deeplab_tf.utils import benchmark as bench
 
 # Targets stated in the generated sections.
@@ -687,6 +688,7 @@ def run_large_inference(model_name: str = "axial_deeplab_s",
       "matmul_size": matmul_size,
       "memory_method": bench.MEMORY_METHOD,
       "madds_method": madds_lib.METHOD,
+      "fused_attention": fused_attention.usable(tf.float32),
       "cases": {name: {"size": shapes[name][1:3],
                        "latency_s": medians[name],
                        "peak_bytes": peaks[name]} for name in inputs},
@@ -842,6 +844,16 @@ def _pipeline_lines(result: Mapping[str, Any]) -> List[str]:
   return lines
 
 
+def _attention_note(result: Mapping[str, Any]) -> str:
+  if "fused_attention" not in result:
+    return ""
+  if result["fused_attention"]:
+    return (" Axial attention: the fused CPU kernel "
+            "(ops/fused_attention.py).")
+  return (" Axial attention: its TensorFlow graph (the fused kernel was not "
+          "available).")
+
+
 def _large_lines(result: Mapping[str, Any]) -> List[str]:
   cases = result["cases"]
   lines = [
@@ -851,7 +863,7 @@ def _large_lines(result: Mapping[str, Any]) -> List[str]:
       f"{result['warmup']} warm-up calls, interleaved with the other input "
       f"and a {result['matmul_size']}^2 float32 matmul. Peak memory: "
       f"{result['memory_method']}. GFLOP/s = 2 x M-Adds / latency; M-Adds: "
-      f"{result['madds_method']}.",
+      f"{result['madds_method']}." + _attention_note(result),
       "",
       "| input | latency ms | peak MiB | M-Adds (G) | GFLOP/s | % of "
       "matmul |",
