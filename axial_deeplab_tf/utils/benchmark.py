@@ -468,15 +468,9 @@ def largest_batch_throughput(model, input_size: int, memory_budget: int,
     x = tf.random.stateless_uniform([batch, input_size, input_size, 3],
                                     seed=[0, batch], maxval=255.0)
     fn = forward_function(model, x, jit_compile)
-    for _ in range(max(warmup, 1)):
-      _wait(fn())
+    times = time_interleaved({"batch": fn}, runs, max(warmup, 1))["batch"]
+    seconds = summarize(times)["median_s"]
     peak = _peak_bytes(fn)
-    times = []
-    for _ in range(runs):
-      t0 = time.perf_counter()
-      _wait(fn())
-      times.append(time.perf_counter() - t0)
-    seconds = float(np.median(times))
     tried.append({"batch": batch, "seconds": seconds,
                   "images_per_s": batch / seconds, "peak_bytes": peak})
     if peak is None or 2 * peak > memory_budget:
@@ -848,12 +842,18 @@ def _models_notes(result: Mapping[str, Any]) -> str:
     notes += (" Throughput: batches 1, 2, 4, ... timed in turn, stopping "
               "before one whose peak memory (twice the last batch's) would "
               "pass the budget; the largest batch run is reported.")
-  if "fused_attention" in result:
-    notes += (" Axial attention in float32 without XLA ran the fused CPU "
-              "kernel (ops/fused_attention.py)." if result["fused_attention"]
-              else " Axial attention ran its TensorFlow graph (the fused "
-              "kernel was not available).")
-  return notes
+  return notes + attention_note(result)
+
+
+def attention_note(result: Mapping[str, Any]) -> str:
+  """Which axial-attention implementation a result's inference ran."""
+  if "fused_attention" not in result:
+    return ""
+  if result["fused_attention"]:
+    return (" Axial attention in float32 without XLA ran the fused CPU "
+            "kernel (ops/fused_attention.py).")
+  return (" Axial attention ran its TensorFlow graph (the fused kernel was "
+          "not available).")
 
 
 def _machine_lines(machine: Dict[str, Any], command: str) -> List[str]:

@@ -844,16 +844,6 @@ def _pipeline_lines(result: Mapping[str, Any]) -> List[str]:
   return lines
 
 
-def _attention_note(result: Mapping[str, Any]) -> str:
-  if "fused_attention" not in result:
-    return ""
-  if result["fused_attention"]:
-    return (" Axial attention: the fused CPU kernel "
-            "(ops/fused_attention.py).")
-  return (" Axial attention: its TensorFlow graph (the fused kernel was not "
-          "available).")
-
-
 def _large_lines(result: Mapping[str, Any]) -> List[str]:
   cases = result["cases"]
   lines = [
@@ -863,7 +853,7 @@ def _large_lines(result: Mapping[str, Any]) -> List[str]:
       f"{result['warmup']} warm-up calls, interleaved with the other input "
       f"and a {result['matmul_size']}^2 float32 matmul. Peak memory: "
       f"{result['memory_method']}. GFLOP/s = 2 x M-Adds / latency; M-Adds: "
-      f"{result['madds_method']}." + _attention_note(result),
+      f"{result['madds_method']}." + bench.attention_note(result),
       "",
       "| input | latency ms | peak MiB | M-Adds (G) | GFLOP/s | % of "
       "matmul |",
