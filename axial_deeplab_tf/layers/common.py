@@ -84,6 +84,135 @@ def build_in_scope(layer: tf_keras.layers.Layer, input_shape) -> None:
     layer.build(input_shape)
 
 
+def symmetric_padding(kernel_size: int, dilation_rate: int = 1
+                     ) -> Tuple[int, int]:
+  """Padding (before, after) of one axis that centres a k-tap window.
+
+  The official Axial-DeepLab, Panoptic-DeepLab and ResNet codes pad
+  dilation * (k - 1) in all, half on each side, whatever the input size and
+  stride; TF's 'same' padding instead depends on the size and puts the odd
+  pixel after (at stride 2 and an even size, a 7x7 conv gets 2 before and 3
+  after). At odd sizes with stride 2 and odd kernels the two agree.
+
+  Args:
+    kernel_size: window size (odd for symmetric padding).
+    dilation_rate: dilation of the window.
+
+  Returns:
+    (before, after) with before + after = dilation_rate * (kernel_size - 1).
+  """
+  check_positive_int("kernel_size", kernel_size)
+  check_positive_int("dilation_rate", dilation_rate)
+  total = dilation_rate * (kernel_size - 1)
+  return total // 2, total - total // 2
+
+
+def pad_symmetric(inputs: tf.Tensor, kernel_size: int, dilation_rate: int = 1,
+                  constant_value: Optional[float] = 0.0) -> tf.Tensor:
+  """Pads the height and width of [batch, h, w, c] by `symmetric_padding`.
+
+  Args:
+    inputs: [batch, height, width, channels].
+    kernel_size: window size of the convolution or pooling that follows.
+    dilation_rate: its dilation.
+    constant_value: fill value; None fills with the lowest value of the
+      dtype (for max pooling, so padding never wins, as PyTorch's and TF's
+      max pools ignore their padding).
+
+  Returns:
+    [batch, height + pad, width + pad, channels].
+  """
+  before, after = symmetric_padding(kernel_size, dilation_rate)
+  if before == 0 and after == 0:
+    return inputs
+  if constant_value is None:
+    constant_value = inputs.dtype.min
+  return tf.pad(inputs, [[0, 0], [before, after], [before, after], [0, 0]],
+                constant_values=tf.cast(constant_value, inputs.dtype))
+
+
+def _padded_spatial_shape(input_shape, kernel_size, dilation_rate):
+  shape = tf.TensorShape(input_shape).as_list()
+  pad = sum(symmetric_padding(kernel_size, dilation_rate))
+  for axis in (1, 2):
+    if shape[axis] is not None:
+      shape[axis] += pad
+  return tf.TensorShape(shape)
+
+
+def _single_int(name: str, value) -> int:
+  if isinstance(value, (list, tuple)):
+    if len(set(value)) != 1:
+      raise ValueError(f"{name} must be one int (square windows) for "
+                       f"symmetric padding, got {value!r}.")
+    value = value[0]
+  return check_positive_int(name, value)
+
+
+@tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
+class PaddedConv2D(tf_keras.layers.Conv2D):
+  """Conv2D with the official codes' symmetric padding at every input size.
+
+  Pads (k - 1) * dilation / 2 on each side of height and width
+  (`pad_symmetric`), then convolves with 'valid' padding: PyTorch's
+  `Conv2d(padding=k // 2)`. Same weights and variables as a Conv2D.
+  """
+
+  def __init__(self, filters, kernel_size, **kwargs):
+    padding = kwargs.pop("padding", "valid")
+    if padding != "valid":
+      raise ValueError(f"PaddedConv2D pads symmetrically itself; padding must "
+                       f"be 'valid' (the default), got {padding!r}.")
+    super().__init__(filters, kernel_size, padding="valid", **kwargs)
+    if self.data_format != "channels_last" or self.groups != 1:
+      raise ValueError(f"PaddedConv2D supports data_format='channels_last' "
+                       f"and groups=1, got {self.data_format!r} and "
+                       f"{self.groups!r}.")
+    self._pad_kernel = _single_int("kernel_size", self.kernel_size)
+    self._pad_dilation = _single_int("dilation_rate", self.dilation_rate)
+
+  def build(self, input_shape):
+    super().build(_padded_spatial_shape(input_shape, self._pad_kernel,
+                                        self._pad_dilation))
+
+  def call(self, inputs):
+    # Conv2D.call would check its output against compute_output_shape of
+    # the padded input (which pads again), so the convolution is run here.
+    outputs = self.convolution_op(
+        pad_symmetric(inputs, self._pad_kernel, self._pad_dilation),
+        self.kernel)
+    if self.use_bias:
+      outputs = tf.nn.bias_add(outputs, self.bias)
+    if self.activation is not None:
+      outputs = self.activation(outputs)
+    return outputs
+
+  def compute_output_shape(self, input_shape):
+    return super().compute_output_shape(_padded_spatial_shape(
+        input_shape, self._pad_kernel, self._pad_dilation))
+
+
+@tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
+class PaddedMaxPool2D(tf_keras.layers.MaxPool2D):
+  """MaxPool2D with symmetric padding: PyTorch's `MaxPool2d(k, s, k // 2)`."""
+
+  def __init__(self, pool_size=3, strides=2, **kwargs):
+    padding = kwargs.pop("padding", "valid")
+    if padding != "valid":
+      raise ValueError(f"PaddedMaxPool2D pads symmetrically itself; padding "
+                       f"must be 'valid' (the default), got {padding!r}.")
+    super().__init__(pool_size, strides, padding="valid", **kwargs)
+    self._pad_kernel = _single_int("pool_size", self.pool_size)
+
+  def call(self, inputs):
+    return super().call(pad_symmetric(inputs, self._pad_kernel,
+                                      constant_value=None))
+
+  def compute_output_shape(self, input_shape):
+    return super().compute_output_shape(_padded_spatial_shape(
+        input_shape, self._pad_kernel, 1))
+
+
 def conv2d(filters: int, kernel_size, name: str, kernel_initializer,
            kernel_regularizer=None, bias_regularizer=None,
            use_bias: bool = True, **kwargs) -> tf_keras.layers.Conv2D:

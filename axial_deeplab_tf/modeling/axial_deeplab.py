@@ -15,7 +15,9 @@ axial-decoder variant (appendix B) replaces the dual decoders by one decoder
 that fuses with an axial-attention block at each upsampling stage.
 """
 
+import contextlib
 from typing import Any, Dict, Optional, Sequence
+from unittest import mock
 
 import tensorflow as tf
 import tf_keras
@@ -392,6 +394,45 @@ def build_axial_deeplab(num_classes: int = 133,
       kernel_regularizer=kernel_regularizer, name=name, **norm)
 
 
+class _SymmetricStemLayers:
+  """`tf_keras.layers` whose strided 'same' Conv2D / MaxPool2D pad symmetrically.
+
+  Model Garden's DilatedResNet builds its stem from the module-level alias
+  `layers`; while it is swapped for this namespace (only inside
+  `_symmetric_stem`), its stride-2 stem conv and max pool become
+  `PaddedConv2D` / `PaddedMaxPool2D`: same variables, the official codes'
+  padding. Everything else is tf_keras.layers itself.
+  """
+
+  def __getattr__(self, name):
+    return getattr(tf_keras.layers, name)
+
+  @staticmethod
+  def _strided_same(kwargs) -> bool:
+    strides = kwargs.get("strides", 1)
+    strided = any(s > 1 for s in strides) if isinstance(
+        strides, (list, tuple)) else strides > 1
+    return strided and kwargs.get("padding") == "same"
+
+  def Conv2D(self, *args, **kwargs):  # pylint: disable=invalid-name
+    if self._strided_same(kwargs):
+      kwargs.pop("padding")
+      return common.PaddedConv2D(*args, **kwargs)
+    return tf_keras.layers.Conv2D(*args, **kwargs)
+
+  def MaxPool2D(self, *args, **kwargs):  # pylint: disable=invalid-name
+    if self._strided_same(kwargs):
+      kwargs.pop("padding")
+      return common.PaddedMaxPool2D(*args, **kwargs)
+    return tf_keras.layers.MaxPool2D(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _symmetric_stem():
+  with mock.patch.object(resnet_deeplab, "layers", _SymmetricStemLayers()):
+    yield
+
+
 def build_panoptic_deeplab_resnet(num_classes: int = 133,
                                   input_size=None,
                                   model_id: int = 50,
@@ -405,14 +446,17 @@ def build_panoptic_deeplab_resnet(num_classes: int = 133,
                                   name: str = "panoptic_deeplab"):
   """Builds Panoptic-DeepLab with a dilated ResNet (output stride 16) + ASPP.
 
-  The backbone is Model Garden's DilatedResNet with the three-conv stem.
+  The backbone is Model Garden's DilatedResNet with the three-conv stem,
+  whose stride-2 conv and max pool pad symmetrically as the official codes
+  do (the strided 3x3 convs inside its bottleneck blocks keep TF's 'same').
   """
   del input_size
   norm = dict(norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
               use_sync_bn=use_sync_bn)
-  backbone = resnet_deeplab.DilatedResNet(
-      model_id=model_id, output_stride=16, stem_type="v1",
-      kernel_regularizer=kernel_regularizer, **norm)
+  with _symmetric_stem():
+    backbone = resnet_deeplab.DilatedResNet(
+        model_id=model_id, output_stride=16, stem_type="v1",
+        kernel_regularizer=kernel_regularizer, **norm)
   return _assemble(
       backbone, num_classes, semantic_channels, instance_channels,
       decoder=dict(high_key="4", low_keys=("3", "2"), context="aspp",

@@ -5,7 +5,8 @@ same block counts and block widths f (output 4f) as the Axial-ResNet of the
 same depth and width multiplier, with 3x3 convolutions where Axial-ResNet
 has axial attention (Model Garden's `nn_blocks.BottleneckBlock`), the
 three-conv "inception" stem of Panoptic-DeepLab (the "beta" ResNets of
-DeepLab), and output stride 16 by a dilation rate of 2 in the last stage.
+DeepLab; its stride-2 conv and max pool padded symmetrically, as the
+official codes pad them), and output stride 16 by a dilation rate of 2 in the last stage.
 Its endpoints carry the Axial-ResNet names ("res2".."res5"), so the same
 Panoptic-DeepLab decoders and heads sit on top of either backbone.
 
@@ -22,6 +23,7 @@ import tf_keras
 
 from official.vision.modeling.layers import nn_blocks
 
+from axial_deeplab_tf.layers import common
 from axial_deeplab_tf.modeling import axial_deeplab
 from axial_deeplab_tf.modeling.backbones import axial_resnet
 from axial_deeplab_tf.modeling.registry import register_model
@@ -82,16 +84,15 @@ def build_conv_resnet_backbone(
   inputs = tf_keras.Input(shape=(height, width, 3), name="images")
   x = inputs
   for i, (filters, strides) in enumerate(zip(stem_channels, (2, 1, 1))):
-    x = tf_keras.layers.Conv2D(
-        filters, 3, strides=strides, padding="same", use_bias=False,
+    x = common.PaddedConv2D(
+        filters, 3, strides=strides, use_bias=False,
         kernel_initializer="he_normal", kernel_regularizer=kernel_regularizer,
         name=f"stem_conv{i + 1}")(x)
     x = tf_keras.layers.BatchNormalization(
         momentum=norm_momentum, epsilon=norm_epsilon,
         synchronized=use_sync_bn, name=f"stem_bn{i + 1}")(x)
     x = tf_keras.layers.ReLU(name=f"stem_relu{i + 1}")(x)
-  x = tf_keras.layers.MaxPool2D(3, strides=2, padding="same",
-                                name="stem_pool")(x)
+  x = common.PaddedMaxPool2D(3, strides=2, name="stem_pool")(x)
   endpoints = {"stem": x}
   for stage, (num_blocks, filters) in enumerate(zip(layout, widths)):
     strides, dilation = (1 if stage == 0 else 2), 1

@@ -6,6 +6,10 @@ width f = base_width[s] * width_multiplier and 4f output channels; the
 first block of stages 3-5 attends at the previous stage's resolution and then
 downsamples.
 
+Stems pad their strided convolutions and the max pool symmetrically
+(`layers.common.PaddedConv2D` / `PaddedMaxPool2D`, as the official codes do),
+so weights trained there line up at every input size, even ones included.
+
 Stems:
   * "conv": 7x7 stride-2 conv (64 * width_multiplier channels) + BN + ReLU +
     3x3 stride-2 max pool (the conv-stem Axial-ResNets of the paper's
@@ -26,6 +30,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import tensorflow as tf
 import tf_keras
 
+from axial_deeplab_tf.layers import common
 from axial_deeplab_tf.layers.axial_attention import AxialBlock
 
 BASE_WIDTHS = (64, 128, 256, 512)
@@ -134,8 +139,8 @@ def build_axial_resnet_backbone(
   x = inputs
   stem_width = int(round(64 * width_multiplier))
   if stem == "conv":
-    x = tf_keras.layers.Conv2D(stem_width, 7, strides=2, padding="same",
-                               name="stem_conv", **conv)(x)
+    x = common.PaddedConv2D(stem_width, 7, strides=2, name="stem_conv",
+                            **conv)(x)
     x = _bn(name="stem_bn", **bn)(x)
     x = tf_keras.layers.ReLU(name="stem_relu")(x)
   elif stem == "inception":
@@ -143,8 +148,8 @@ def build_axial_resnet_backbone(
       raise ValueError(f"stem_channels must have 3 entries, got "
                        f"{stem_channels!r}.")
     for i, (filters, strides) in enumerate(zip(stem_channels, (2, 1, 1))):
-      x = tf_keras.layers.Conv2D(filters, 3, strides=strides, padding="same",
-                                 name=f"stem_conv{i + 1}", **conv)(x)
+      x = common.PaddedConv2D(filters, 3, strides=strides,
+                              name=f"stem_conv{i + 1}", **conv)(x)
       x = _bn(name=f"stem_bn{i + 1}", **bn)(x)
       x = tf_keras.layers.ReLU(name=f"stem_relu{i + 1}")(x)
   else:
@@ -156,8 +161,7 @@ def build_axial_resnet_backbone(
           filters=stem_filters, strides=2 if i == 0 else 1, span=stem_span,
           name=f"stem_block{i + 1}",
           **dict(block_common, attention_type="axial"))(x)
-  x = tf_keras.layers.MaxPool2D(3, strides=2, padding="same",
-                                name="stem_pool")(x)
+  x = common.PaddedMaxPool2D(3, strides=2, name="stem_pool")(x)
   endpoints = {"stem": x}
   current_h, current_w = _ceil_div(height, 4), _ceil_div(width, 4)
   block_index = 0
