@@ -55,6 +55,7 @@ import tensorflow as tf
 import tf_keras
 
 from official.vision.modeling.layers import nn_layers
+from axial_deeplab_tf.layers import common
 from axial_deeplab_tf.ops import fused_attention
 
 _NEG_INF = -1e9
@@ -326,13 +327,15 @@ class AxialAttention(tf_keras.layers.Layer):
         kernel_initializer=kernel_init,
         kernel_regularizer=self._kernel_regularizer,
         name="qkv")
-    self._qkv.build(input_shape)
+    # Sub-layers built here (not on a first call) get their own name scope,
+    # so their variables read e.g. ".../height_attention/qkv/kernel".
+    common.build_in_scope(self._qkv, input_shape)
     self._qkv_bn = tf_keras.layers.BatchNormalization(
         axis=-1, momentum=self._norm_momentum, epsilon=self._norm_epsilon,
         synchronized=self._use_sync_bn, name="qkv_bn")
     # Built (and called) on [batch, length, 1, channels]: rank 4 lets it use
     # the fused kernel; its weights are the same per-channel vectors.
-    self._qkv_bn.build(tf.TensorShape(
+    common.build_in_scope(self._qkv_bn, tf.TensorShape(
         [None, None, 1, 2 * self._key_depth + self._value_depth]))
     def pos_init():
       # A fresh initializer per table: one shared unseeded instance would
@@ -378,7 +381,7 @@ class AxialAttention(tf_keras.layers.Layer):
         axis=[-2, -1], momentum=self._norm_momentum,
         epsilon=self._norm_epsilon, synchronized=self._use_sync_bn,
         name="output_bn")
-    self._output_bn.build(input_shape[:-1].concatenate(
+    common.build_in_scope(self._output_bn, input_shape[:-1].concatenate(
         [self._num_output_terms, self._value_depth]))
     super().build(input_shape)
 
@@ -684,8 +687,10 @@ class AxialAttention(tf_keras.layers.Layer):
     flat = tf.reshape(inputs, [-1, channels])
     rows = (None if inputs.shape[0] is None or inputs.shape[1] is None else
             inputs.shape[0] * inputs.shape[1])
+    # (fused_batch_norm raises an epsilon below 1.001e-5 to that value, e.g.
+    # the 1e-5 of imported PyTorch weights: those take the folded path.)
     if (rows is not None and 2 * rows < 3 * channels and
-        inputs.dtype != tf.float64):
+        inputs.dtype != tf.float64 and bn.epsilon > 1.001e-5):
       # Few rows: one batch-norm pass over the projection (and the split)
       # costs less than scaling and splitting the [channels, 2 * key +
       # value] kernel.
@@ -969,8 +974,9 @@ class AxialAttention2D(tf_keras.layers.Layer):
       raise ValueError(f"AxialAttention2D expects inputs of rank 4 [batch, "
                        f"height, width, channels], got shape {input_shape}.")
     channels = input_shape[-1]
-    self.height_attention.build([None, None, channels])
-    self.width_attention.build([None, None, self._config["value_depth"]])
+    common.build_in_scope(self.height_attention, [None, None, channels])
+    common.build_in_scope(self.width_attention,
+                          [None, None, self._config["value_depth"]])
     super().build(input_shape)
 
   # Only Python-level branches: skipping autograph's conversion of this
