@@ -11,12 +11,14 @@ writes a result folder so that a reader sees all of it or nothing.
 torch is needed only here and is imported lazily (the `importers` extra).
 """
 
+import argparse
 import collections
 import os
 import shutil
 import sys
 import tempfile
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, TextIO
+from typing import (Any, Callable, Dict, Iterable, List, Optional, Sequence,
+                    TextIO)
 
 import numpy as np
 
@@ -268,3 +270,79 @@ def progress(message: str, stream: Optional[TextIO] = None) -> None:
   """One progress line on stdout (flushed, for logs of long imports)."""
   stream = stream or sys.stdout
   print(message, file=stream, flush=True)
+
+
+def gin_text(model_name: str, dataset: str, overrides: Dict[str, Any],
+             source: str) -> str:
+  """A gin file rebuilding the imported model and initialising it.
+
+  It includes the dataset's experiment file `gin/<dataset>/<model>.gin`,
+  binds the model overrides of the import and initialises the whole model
+  from the checkpoint (`@CHECKPOINT@`, replaced by `write_model`).
+  """
+  model_overrides = {k: v for k, v in overrides.items() if k != "num_classes"}
+  return "\n".join([
+      f"# {model_name} imported from the official checkpoint {source}",
+      f"# ({dataset}, {overrides['num_classes']} classes).",
+      f"include '{dataset}/{model_name}.gin'",
+      f"model.name = '{model_name}'",
+      f"model.overrides = {model_overrides!r}",
+      f"experiment.init_checkpoint = '@CHECKPOINT@'",
+      "experiment.init_checkpoint_modules = 'all'",
+      ""])
+
+
+def write_model(model, output_dir: str, gin: str) -> str:
+  """Writes checkpoint + gin into output_dir atomically; returns the prefix."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  final_prefix = os.path.join(os.path.abspath(output_dir), "ckpt-1")
+
+  def write(folder):
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
+                                         folder, max_to_keep=1)
+    manager.save(checkpoint_number=1)
+    with open(os.path.join(folder, "model.gin"), "w") as f:
+      f.write(gin.replace("@CHECKPOINT@", final_prefix))
+
+  write_output_dir(output_dir, write)
+  return final_prefix
+
+
+def parse_args(argv: Sequence[str], description: str,
+               models: Sequence[str], datasets: Sequence[str]):
+  """The importer flags; bad usage raises CheckpointImportError."""
+
+  class _Parser(argparse.ArgumentParser):
+
+    def error(self, message):
+      raise CheckpointImportError(message)
+
+  parser = _Parser(description=description)
+  parser.add_argument("--model", required=True, choices=list(models))
+  parser.add_argument("--dataset", required=True, choices=list(datasets))
+  parser.add_argument("--checkpoint", required=True,
+                      help="the official .pth file")
+  parser.add_argument("--output_dir", required=True,
+                      help="new or empty folder for the TF checkpoint and "
+                      "model.gin")
+  parser.add_argument("--verbose", action="store_true",
+                      help="show tracebacks")
+  return parser.parse_args(list(argv))
+
+
+def run_main(argv: Optional[List[str]], description: str, models, datasets,
+             import_fn) -> int:
+  """Shared main of the importer tools: flags, errors as one line, exit 2."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  verbose = "--verbose" in argv
+  try:
+    args = parse_args(argv, description, models, datasets)
+    _, summary = import_fn(args.model, args.dataset, args.checkpoint,
+                           args.output_dir)
+  except CheckpointImportError as e:
+    if verbose:
+      raise
+    print("error: " + " ".join(str(e).split()), file=sys.stderr)
+    return 2
+  print(summary, flush=True)
+  return 0

@@ -19,10 +19,8 @@ ImageNet mean and std as the official pipeline does. The BN counters
 `num_batches_tracked` are the only tensors not imported.
 """
 
-import argparse
 import os
-import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -171,37 +169,6 @@ def check_variant(state: Dict[str, np.ndarray], variant: str) -> None:
         f"--model.")
 
 
-def gin_text(model_name: str, dataset: str, overrides: Dict[str, Any],
-             checkpoint_prefix: str, source: str) -> str:
-  """A gin file rebuilding the imported model and initialising it."""
-  model_overrides = {k: v for k, v in overrides.items() if k != "num_classes"}
-  return "\n".join([
-      f"# {model_name} imported from the official checkpoint {source}",
-      f"# ({dataset}, {overrides['num_classes']} classes).",
-      f"include '{dataset}/{model_name}.gin'",
-      f"model.name = '{model_name}'",
-      f"model.overrides = {model_overrides!r}",
-      f"experiment.init_checkpoint = '{checkpoint_prefix}'",
-      "experiment.init_checkpoint_modules = 'all'",
-      ""])
-
-
-def write_model(model, output_dir: str, gin: str) -> str:
-  """Writes checkpoint + gin into output_dir atomically; returns the prefix."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  final_prefix = os.path.join(os.path.abspath(output_dir), "ckpt-1")
-
-  def write(folder):
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
-                                         folder, max_to_keep=1)
-    manager.save(checkpoint_number=1)
-    with open(os.path.join(folder, "model.gin"), "w") as f:
-      f.write(gin.replace("@CHECKPOINT@", final_prefix))
-
-  ts.write_output_dir(output_dir, write)
-  return final_prefix
-
-
 def import_checkpoint(model_name: str, dataset: str, checkpoint: str,
                       output_dir: str, report=ts.progress):
   """Imports an official SegNeXt checkpoint; returns (model, summary).
@@ -228,55 +195,15 @@ def import_checkpoint(model_name: str, dataset: str, checkpoint: str,
          "classes)")
   model = models.build(model_name, **overrides)
   summary = transfer_weights(model, state, report)
-  gin = gin_text(model_name, dataset, overrides, "@CHECKPOINT@",
-                 os.path.basename(checkpoint))
-  prefix_path = write_model(model, output_dir, gin)
+  gin = ts.gin_text(model_name, dataset, overrides,
+                    os.path.basename(checkpoint))
+  prefix_path = ts.write_model(model, output_dir, gin)
   return model, (f"imported {model_name} ({dataset}): {summary}; wrote "
                  f"{prefix_path} and model.gin")
 
 
-def parse_args(argv: Sequence[str], description: str,
-               models: Sequence[str], datasets: Sequence[str]):
-  """The importer flags; bad usage raises CheckpointImportError."""
-
-  class _Parser(argparse.ArgumentParser):
-
-    def error(self, message):
-      raise ts.CheckpointImportError(message)
-
-  parser = _Parser(description=description)
-  parser.add_argument("--model", required=True, choices=list(models))
-  parser.add_argument("--dataset", required=True, choices=list(datasets))
-  parser.add_argument("--checkpoint", required=True,
-                      help="the official .pth file")
-  parser.add_argument("--output_dir", required=True,
-                      help="new or empty folder for the TF checkpoint and "
-                      "model.gin")
-  parser.add_argument("--verbose", action="store_true",
-                      help="show tracebacks")
-  return parser.parse_args(list(argv))
-
-
-def run_main(argv: Optional[List[str]], description: str, models, datasets,
-             import_fn) -> int:
-  """Shared main of the importer tools: flags, errors as one line, exit 2."""
-  argv = sys.argv[1:] if argv is None else list(argv)
-  verbose = "--verbose" in argv
-  try:
-    args = parse_args(argv, description, models, datasets)
-    _, summary = import_fn(args.model, args.dataset, args.checkpoint,
-                           args.output_dir)
-  except ts.CheckpointImportError as e:
-    if verbose:
-      raise
-    print("error: " + " ".join(str(e).split()), file=sys.stderr)
-    return 2
-  print(summary, flush=True)
-  return 0
-
-
 def main(argv: Optional[List[str]] = None) -> int:
   """Command-line entry point (tools/import_segnext_checkpoint.py)."""
-  return run_main(argv, "Import an official SegNeXt checkpoint.",
+  return ts.run_main(argv, "Import an official SegNeXt checkpoint.",
                   [f"segnext_{v}" for v in HEAD_SETTINGS], sorted(DATASETS),
                   import_checkpoint)

@@ -48,9 +48,10 @@ def save_published(config, path, state=None, container="state_dict"):
   tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
   if config["kind"] == "segnext":
     payload = {"state_dict": tensors, "meta": {"iter": 160000}}
-  else:  # openseg saves {'state_dict': ..., 'config_dict': ..., ...}
-    payload = {"state_dict": {"module." + k: v for k, v in tensors.items()},
-               "iters": 40000}
+  else:  # openseg: {"config_dict": ..., "state_dict": {"module.…"}}
+    payload = {"config_dict": {"network": {"model_name": "isanet",
+                                           "bn_type": "inplace_abn"}},
+               "state_dict": {"module." + k: v for k, v in tensors.items()}}
   if container is None:
     payload = tensors
   torch.save(payload, path)
