@@ -24,6 +24,9 @@ setuptools.setup(
         "matplotlib",
     ],
     extras_require={
+        # Importers of PyTorch-published checkpoints (torch.load with
+        # weights_only=True needs torch >= 1.13).
+        "importers": ["torch>=1.13"],
         "test": [
             "pytest",
             "pytest-xdist",

@@ -40,7 +40,7 @@ class ISSASelfAttentionBlock(common.ConvLayerMixin, tf_keras.layers.Layer):
   """Dense self-attention among all positions of each batch element.
 
   query = act(BN(conv1x1(act(BN(conv1x1(x))))))   (key likewise, own weights)
-  value = conv1x1(x) (with bias)
+  value = conv1x1(x) (with bias unless value_use_bias=False)
   y = act(BN(conv1x1(softmax(q k^T / sqrt(key_channels)) v)))
   No residual connection (ISANet adds the input back by concatenation). The
   softmax runs in float32 under mixed precision. Used by ISSA on batches of
@@ -60,6 +60,7 @@ class ISSASelfAttentionBlock(common.ConvLayerMixin, tf_keras.layers.Layer):
                    tf_keras.regularizers.Regularizer] = None,
                bias_regularizer: Optional[
                    tf_keras.regularizers.Regularizer] = None,
+               value_use_bias: bool = True,
                **kwargs):
     """Initializes the block.
 
@@ -75,9 +76,15 @@ class ISSASelfAttentionBlock(common.ConvLayerMixin, tf_keras.layers.Layer):
       kernel_initializer: conv kernel initializer.
       kernel_regularizer: optional regularizer of the conv kernels.
       bias_regularizer: optional regularizer of the value conv bias.
+      value_use_bias: give the value conv a bias (True, mmsegmentation) or
+        not (False, the official ISSA code).
       **kwargs: keyword arguments of `tf_keras.layers.Layer`.
     """
     super().__init__(**kwargs)
+    if not isinstance(value_use_bias, bool):
+      raise TypeError(f"value_use_bias must be a bool, got "
+                      f"{value_use_bias!r}.")
+    self._value_use_bias = value_use_bias
     self._key_channels = _check_channels("key_channels", key_channels)
     self._value_channels = _check_channels("value_channels", value_channels,
                                            allow_none=True)
@@ -107,7 +114,8 @@ class ISSASelfAttentionBlock(common.ConvLayerMixin, tf_keras.layers.Layer):
     output_channels = self._output_channels or channels
     self.query_layers = self._projection("query")
     self.key_layers = self._projection("key")
-    self.value_conv = self._conv(value_channels, 1, "value_conv")
+    self.value_conv = self._conv(value_channels, 1, "value_conv",
+                                 use_bias=self._value_use_bias)
     self.output_conv = self._conv(output_channels, 1, "output_conv",
                                   use_bias=False)
     self.output_norm = self._batch_norm("output_bn")
@@ -155,6 +163,7 @@ class ISSASelfAttentionBlock(common.ConvLayerMixin, tf_keras.layers.Layer):
         "value_channels": self._value_channels,
         "output_channels": self._output_channels,
         "activation": self._activation,
+        "value_use_bias": self._value_use_bias,
     })
     return config
 
@@ -188,6 +197,7 @@ class InterlacedSparseSelfAttention(tf_keras.layers.Layer):
                    tf_keras.regularizers.Regularizer] = None,
                bias_regularizer: Optional[
                    tf_keras.regularizers.Regularizer] = None,
+               value_use_bias: bool = True,
                **kwargs):
     """Initializes the layer.
 
@@ -206,6 +216,8 @@ class InterlacedSparseSelfAttention(tf_keras.layers.Layer):
       kernel_initializer: conv kernel initializer.
       kernel_regularizer: optional regularizer of the conv kernels.
       bias_regularizer: optional regularizer of the value conv biases.
+      value_use_bias: value convs with a bias (True, mmsegmentation) or
+        without (False, the official ISSA code).
       **kwargs: keyword arguments of `tf_keras.layers.Layer`.
     """
     super().__init__(**kwargs)
@@ -222,7 +234,7 @@ class InterlacedSparseSelfAttention(tf_keras.layers.Layer):
         use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
         norm_epsilon=norm_epsilon, kernel_initializer=kernel_initializer,
         kernel_regularizer=kernel_regularizer,
-        bias_regularizer=bias_regularizer)
+        bias_regularizer=bias_regularizer, value_use_bias=value_use_bias)
     self.long_range = ISSASelfAttentionBlock(**block_config,
                                              name="long_range")
     self.short_range = ISSASelfAttentionBlock(**block_config,

@@ -23,8 +23,7 @@ from typing import Any, Dict, Optional, Sequence
 import tensorflow as tf
 import tf_keras
 
-from official.vision.modeling.backbones import resnet_deeplab
-from official.vision.modeling.layers import nn_blocks
+from official.modeling import tf_utils
 from axial_deeplab_tf.layers import common
 from axial_deeplab_tf.layers import hamburger
 from axial_deeplab_tf.layers import issa
@@ -39,6 +38,13 @@ def _act(name: str):
   if name == "relu":
     return tf.nn.relu
   return lambda x: tf.nn.leaky_relu(x, alpha=0.01)
+
+
+def _check_activation(value: Any) -> str:
+  if value not in ("relu", "leaky_relu"):
+    raise ValueError(f"activation must be 'relu' or 'leaky_relu', got "
+                     f"{value!r}.")
+  return value
 
 
 def _check_rate(name: str, value: Any) -> float:
@@ -92,6 +98,7 @@ class ISAHead(tf_keras.layers.Layer):
                kernel_initializer: Any = "he_normal",
                kernel_regularizer: Optional[
                    tf_keras.regularizers.Regularizer] = None,
+               value_use_bias: bool = True,
                **kwargs):
     """Initializes the head.
 
@@ -108,12 +115,15 @@ class ISAHead(tf_keras.layers.Layer):
       norm_epsilon: BN epsilon.
       kernel_initializer: initializer of the non-classifier convs.
       kernel_regularizer: optional regularizer of all conv kernels.
+      value_use_bias: ISSA value convs with a bias (mmsegmentation) or
+        without (False, the official code).
       **kwargs: keyword arguments of `tf_keras.layers.Layer`.
     """
     super().__init__(**kwargs)
     self._config_dict = {
         "num_classes": _check_positive_int("num_classes", num_classes),
         "channels": _check_positive_int("channels", channels),
+        "value_use_bias": value_use_bias,
         "key_channels": key_channels,
         "partition_factors": list(partition_factors),
         "dropout_rate": _check_rate("dropout_rate", dropout_rate),
@@ -136,7 +146,7 @@ class ISAHead(tf_keras.layers.Layer):
         activation=activation, use_sync_bn=use_sync_bn,
         norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
         kernel_initializer=initializer, kernel_regularizer=regularizer,
-        name="issa")
+        value_use_bias=value_use_bias, name="issa")
     self.out_conv = common.conv2d(channels, 1, "out_conv", initializer,
                                   regularizer, use_bias=False)
     self.out_norm = common.batch_norm(name="out_bn", **norm)
@@ -168,7 +178,7 @@ class ISAHead(tf_keras.layers.Layer):
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
 class FCNHead(tf_keras.layers.Layer):
-  """Auxiliary FCN head: conv3x3, BN, ReLU, spatial dropout, 1x1 classifier."""
+  """Auxiliary FCN head: conv3x3, BN, activation, dropout, 1x1 classifier."""
 
   def __init__(self,
                num_classes: int,
@@ -180,6 +190,7 @@ class FCNHead(tf_keras.layers.Layer):
                kernel_initializer: Any = "he_normal",
                kernel_regularizer: Optional[
                    tf_keras.regularizers.Regularizer] = None,
+               activation: str = "relu",
                **kwargs):
     """Initializes the head.
 
@@ -192,12 +203,14 @@ class FCNHead(tf_keras.layers.Layer):
       norm_epsilon: BN epsilon.
       kernel_initializer: initializer of the 3x3 conv.
       kernel_regularizer: optional regularizer of both conv kernels.
+      activation: "relu" or "leaky_relu" (slope 0.01) after the BN.
       **kwargs: keyword arguments of `tf_keras.layers.Layer`.
     """
     super().__init__(**kwargs)
     self._config_dict = {
         "num_classes": _check_positive_int("num_classes", num_classes),
         "channels": _check_positive_int("channels", channels),
+        "activation": _check_activation(activation),
         "dropout_rate": _check_rate("dropout_rate", dropout_rate),
         "use_sync_bn": use_sync_bn,
         "norm_momentum": norm_momentum,
@@ -213,6 +226,7 @@ class FCNHead(tf_keras.layers.Layer):
                                   "bn")
     self.dropout = tf_keras.layers.SpatialDropout2D(dropout_rate)
     self.classifier = _classifier(num_classes, regularizer)
+    self._act = _act(activation)
 
   def call(self, inputs, training=None):
     """Computes logits.
@@ -224,12 +238,144 @@ class FCNHead(tf_keras.layers.Layer):
     Returns:
       [batch, height, width, num_classes] logits.
     """
-    x = tf.nn.relu(self.norm(self.conv(inputs), training=training))
+    x = self._act(self.norm(self.conv(inputs), training=training))
     return self.classifier(self.dropout(x, training=training))
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
     config.update(_serialized(self._config_dict))
+    return config
+
+
+# Bottleneck blocks per stage (ResNet-50 / -101).
+RESNET_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+_DILATION_PATTERNS = ("uniform", "first_block_halved")
+
+
+@tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
+class CeilModeMaxPool2D(tf_keras.layers.Layer):
+  """3x3 stride-2 max pool with one pixel of padding and ceil rounding.
+
+  PyTorch's `MaxPool2d(3, 2, padding=1, ceil_mode=True)` (the openseg ResNet
+  stem): output size floor(n / 2) + 1 per axis; padding counts as -inf.
+  """
+
+  def call(self, inputs):
+    shape = tf.shape(inputs)
+    after_h = 2 - shape[1] % 2
+    after_w = 2 - shape[2] % 2
+    x = tf.pad(inputs, [[0, 0], [1, after_h], [1, after_w], [0, 0]],
+               constant_values=float("-inf"))
+    return tf.nn.max_pool2d(x, 3, 2, "VALID")
+
+
+@tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
+class ResNetBottleneck(tf_keras.layers.Layer):
+  """ResNet v1.5 bottleneck (stride and dilation on the 3x3 conv).
+
+  relu(BN(conv1x1(relu(BN(conv3x3(relu(BN(conv1x1(x)))))))) + shortcut(x)),
+  shortcut = BN(conv1x1 stride s) or identity. The computation and the
+  sub-layer attributes are those of Model Garden's `BottleneckBlock`
+  (without SE and stochastic depth), so checkpoints of ISANet models built
+  on it restore into this one; the sub-layers carry readable names.
+  """
+
+  def __init__(self,
+               filters: int,
+               strides: int = 1,
+               dilation_rate: int = 1,
+               use_projection: bool = False,
+               symmetric_padding: bool = False,
+               use_sync_bn: bool = False,
+               norm_momentum: float = 0.9,
+               norm_epsilon: float = 1e-5,
+               kernel_initializer: Any = "VarianceScaling",
+               kernel_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
+               **kwargs):
+    """Initializes the block.
+
+    Args:
+      filters: channels of the first two convs (the output has 4x).
+      strides: stride of the 3x3 conv and of the projection shortcut.
+      dilation_rate: dilation of the 3x3 conv.
+      use_projection: 1x1 conv + BN shortcut instead of the identity.
+      symmetric_padding: pad a strided 3x3 conv by one pixel on each side
+        (PyTorch `padding=1`) instead of TF 'same' (which pads 0 before and
+        1 after at even sizes).
+      use_sync_bn: synchronise BN across replicas.
+      norm_momentum: BN momentum (Keras convention).
+      norm_epsilon: BN epsilon.
+      kernel_initializer: conv kernel initializer.
+      kernel_regularizer: optional regularizer of the conv kernels.
+      **kwargs: keyword arguments of `tf_keras.layers.Layer`.
+    """
+    super().__init__(**kwargs)
+    self._config_dict = {
+        "filters": filters, "strides": strides,
+        "dilation_rate": dilation_rate, "use_projection": use_projection,
+        "symmetric_padding": symmetric_padding, "use_sync_bn": use_sync_bn,
+        "norm_momentum": norm_momentum, "norm_epsilon": norm_epsilon,
+        "kernel_initializer": kernel_initializer,
+        "kernel_regularizer": kernel_regularizer,
+    }
+    initializer = tf_keras.initializers.get(kernel_initializer)
+    regularizer = tf_keras.regularizers.get(kernel_regularizer)
+
+    def conv(channels, size, name, stride=1, dilation=1, padding="same"):
+      return common.conv2d(channels, size, name,
+                           tf_utils.clone_initializer(initializer),
+                           regularizer, use_bias=False, strides=stride,
+                           dilation_rate=dilation, padding=padding)
+
+    def norm(name):
+      return common.batch_norm(norm_momentum, norm_epsilon, use_sync_bn,
+                               name)
+
+    # Attribute names as Model Garden's BottleneckBlock (checkpoint paths).
+    if use_projection:
+      self._shortcut = conv(filters * 4, 1, "shortcut_conv", stride=strides)
+      self._norm0 = norm("shortcut_bn")
+    self._conv1 = conv(filters, 1, "conv1")
+    self._norm1 = norm("bn1")
+    self._pad2 = None
+    if symmetric_padding and strides > 1:
+      self._pad2 = tf_keras.layers.ZeroPadding2D(dilation_rate,
+                                                 name="conv2_pad")
+    self._conv2 = conv(filters, 3, "conv2", stride=strides,
+                       dilation=dilation_rate,
+                       padding="valid" if self._pad2 else "same")
+    self._norm2 = norm("bn2")
+    self._conv3 = conv(filters * 4, 1, "conv3")
+    self._norm3 = norm("bn3")
+
+  def call(self, inputs, training=None):
+    """Applies the block.
+
+    Args:
+      inputs: [batch, height, width, channels].
+      training: bool; BN batch statistics in training.
+
+    Returns:
+      [batch, height / strides, width / strides, 4 * filters].
+    """
+    shortcut = inputs
+    if self._config_dict["use_projection"]:
+      shortcut = self._norm0(self._shortcut(inputs), training=training)
+    x = tf.nn.relu(self._norm1(self._conv1(inputs), training=training))
+    if self._pad2 is not None:
+      x = self._pad2(x)
+    x = tf.nn.relu(self._norm2(self._conv2(x), training=training))
+    x = self._norm3(self._conv3(x), training=training)
+    return tf.nn.relu(x + shortcut)
+
+  def get_config(self) -> Dict[str, Any]:
+    config = super().get_config()
+    config.update(self._config_dict)
+    config["kernel_initializer"] = common.serialize_initializer(
+        config["kernel_initializer"])
+    config["kernel_regularizer"] = common.serialize_regularizer(
+        config["kernel_regularizer"])
     return config
 
 
@@ -239,43 +385,97 @@ def build_dilated_resnet(depth: int,
                          norm_momentum: float = 0.9,
                          norm_epsilon: float = 1e-5,
                          kernel_regularizer: Optional[
-                             tf_keras.regularizers.Regularizer] = None
+                             tf_keras.regularizers.Regularizer] = None,
+                         symmetric_padding: bool = False,
+                         ceil_mode_max_pool: bool = False,
+                         dilation_pattern: str = "uniform"
                         ) -> tf_keras.Model:
-  """Model Garden's DilatedResNet at output stride 8, exposing stages 3 and 4.
+  """Dilated ResNet at output stride 8, exposing stages 3 and 4.
 
-  Stages 3 and 4 keep stride 8 with dilations 2 and 4.
+  Stages 3 and 4 keep stride 8 with dilations 2 and 4. The defaults compute
+  what Model Garden's `DilatedResNet(output_stride=8)` computes (and its
+  checkpoints restore here); the three last arguments give the openseg
+  (PyTorch) variant instead.
 
   Args:
     depth: 50 or 101.
-    stem_type: "v0" (7x7 conv) or "v1" (three 3x3 convs, the deep stem of the
-      reference implementations).
+    stem_type: "v0" (7x7 conv, 64) or "v1" (three 3x3 convs 64, 64, 128, the
+      deep stem of the reference implementations).
     use_sync_bn: synchronise BN across replicas.
     norm_momentum: BN momentum (Keras convention).
     norm_epsilon: BN epsilon.
     kernel_regularizer: optional regularizer of the conv kernels.
+    symmetric_padding: strided convs pad k // 2 on every side (PyTorch)
+      instead of TF 'same'; matters at even sizes.
+    ceil_mode_max_pool: the stem max pool pads one pixel and rounds up
+      (PyTorch `ceil_mode=True`, openseg) instead of TF 'same'.
+    dilation_pattern: "uniform" (every block of stage 3 at dilation 2, of
+      stage 4 at 4; Model Garden and DeepLab) or "first_block_halved" (the
+      first block of each dilated stage at half the rate, as openseg and
+      PSPNet convert the strided blocks).
 
   Returns:
     A functional model mapping [batch, height, width, 3] to {"c4": stage 3
     output [batch, h/8, w/8, 1024], "c5": stage 4 output [batch, h/8, w/8,
-    2048]}.
+    2048]}. Layer names: stem_conv1, stem_bn1, ..., stage2_block1, ...
   """
-  if depth not in (50, 101):
+  if depth not in RESNET_DEPTHS:
     raise ValueError(f"depth must be 50 or 101, got {depth!r}.")
   if stem_type not in ("v0", "v1"):
     raise ValueError(f"stem_type must be 'v0' or 'v1', got {stem_type!r}.")
-  resnet = resnet_deeplab.DilatedResNet(
-      model_id=depth, output_stride=8, stem_type=stem_type,
-      use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
-      norm_epsilon=norm_epsilon, kernel_regularizer=kernel_regularizer)
-  # DilatedResNet only returns its last stage at output stride 8; the
-  # auxiliary head needs stage 3, the output of its last 1024-channel block.
-  stage3 = [layer for layer in resnet.layers
-            if isinstance(layer, nn_blocks.BottleneckBlock) and
-            layer.output.shape[-1] == 1024]
-  if not stage3:
-    raise RuntimeError("Could not find the stage-3 blocks of DilatedResNet.")
-  outputs = {"c4": stage3[-1].output, "c5": resnet.output["3"]}
-  return tf_keras.Model(inputs=resnet.inputs, outputs=outputs,
+  if dilation_pattern not in _DILATION_PATTERNS:
+    raise ValueError(f"dilation_pattern must be one of {_DILATION_PATTERNS}, "
+                     f"got {dilation_pattern!r}.")
+  regularizer = tf_keras.regularizers.get(kernel_regularizer)
+  initializer = "VarianceScaling"
+  inputs = tf_keras.Input(shape=(None, None, 3))
+
+  def conv(x, channels, size, name, stride=1):
+    padding = "same"
+    if symmetric_padding and stride > 1:
+      x = tf_keras.layers.ZeroPadding2D(size // 2, name=f"{name}_pad")(x)
+      padding = "valid"
+    return common.conv2d(channels, size, name,
+                         tf_keras.initializers.get(initializer), regularizer,
+                         use_bias=False, strides=stride, padding=padding)(x)
+
+  def norm(x, name):
+    return common.batch_norm(norm_momentum, norm_epsilon, use_sync_bn,
+                             name)(x)
+
+  x = inputs
+  if stem_type == "v0":
+    stem = [(64, 7, 2)]
+  else:
+    stem = [(64, 3, 2), (64, 3, 1), (128, 3, 1)]
+  for i, (channels, size, stride) in enumerate(stem):
+    x = conv(x, channels, size, f"stem_conv{i + 1}", stride)
+    x = norm(x, f"stem_bn{i + 1}")
+    x = tf_keras.layers.Activation("relu", name=f"stem_relu{i + 1}")(x)
+  if ceil_mode_max_pool:
+    x = CeilModeMaxPool2D(name="stem_pool")(x)
+  else:
+    x = tf_keras.layers.MaxPool2D(3, 2, padding="same", name="stem_pool")(x)
+
+  endpoints = {}
+  for stage, (filters, blocks) in enumerate(
+      zip((64, 128, 256, 512), RESNET_DEPTHS[depth])):
+    dilation = (1, 1, 2, 4)[stage]
+    for block in range(blocks):
+      rate = dilation
+      if block == 0 and dilation > 1 and (
+          dilation_pattern == "first_block_halved"):
+        rate = dilation // 2
+      x = ResNetBottleneck(
+          filters, strides=2 if (stage == 1 and block == 0) else 1,
+          dilation_rate=rate, use_projection=block == 0,
+          symmetric_padding=symmetric_padding, use_sync_bn=use_sync_bn,
+          norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
+          kernel_initializer=initializer, kernel_regularizer=regularizer,
+          name=f"stage{stage + 2}_block{block + 1}")(x)
+    endpoints[stage] = x
+  outputs = {"c4": endpoints[2], "c5": endpoints[3]}
+  return tf_keras.Model(inputs=inputs, outputs=outputs,
                         name=f"dilated_resnet{depth}")
 
 
@@ -306,6 +506,12 @@ class ISANet(tf_keras.Model):
                norm_epsilon: float = 1e-5,
                kernel_regularizer: Optional[
                    tf_keras.regularizers.Regularizer] = None,
+               symmetric_padding: bool = False,
+               ceil_mode_max_pool: bool = False,
+               dilation_pattern: str = "uniform",
+               value_use_bias: bool = True,
+               align_corners: bool = False,
+               input_normalization: Optional[str] = None,
                **kwargs):
     """Initializes the model.
 
@@ -317,7 +523,8 @@ class ISANet(tf_keras.Model):
       key_channels: ISSA query/key channels (256).
       partition_factors: ISSA (P_h, P_w).
       dropout_rate: ISA head dropout before the classifier.
-      activation: ISA head activation, "relu" or "leaky_relu" (0.01).
+      activation: activation of both heads, "relu" or "leaky_relu" (0.01;
+        the official code's in-place ABN).
       use_auxiliary_head: build the auxiliary FCN head on stage 3.
       aux_channels: auxiliary head width.
       aux_dropout_rate: auxiliary head dropout.
@@ -326,12 +533,27 @@ class ISANet(tf_keras.Model):
       norm_epsilon: BN epsilon.
       kernel_regularizer: optional regularizer of every conv kernel
         (backbone and heads).
+      symmetric_padding: backbone strided convs pad symmetrically as
+        PyTorch does (see `build_dilated_resnet`).
+      ceil_mode_max_pool: backbone stem max pool as PyTorch's ceil mode.
+      dilation_pattern: "uniform" or "first_block_halved" (openseg).
+      value_use_bias: ISSA value convs with a bias (False: official code).
+      align_corners: upsample the logits to the input size with
+        align_corners=True (the official code) instead of half-pixel
+        centres.
+      input_normalization: None (inputs used as given) or "caffe_bgr"
+        (RGB [0, 255] inputs reversed to BGR with the BGR mean subtracted,
+        as openseg feeds its models) or "imagenet_rgb"; see
+        `segnext.normalize_input`.
       **kwargs: keyword arguments of `tf_keras.Model`.
     """
     super().__init__(**kwargs)
-    if not isinstance(use_auxiliary_head, bool):
-      raise TypeError(f"use_auxiliary_head must be a bool, got "
-                      f"{use_auxiliary_head!r}.")
+    for name, value in (("use_auxiliary_head", use_auxiliary_head),
+                        ("symmetric_padding", symmetric_padding),
+                        ("ceil_mode_max_pool", ceil_mode_max_pool),
+                        ("align_corners", align_corners)):
+      if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}.")
     self._config_dict = {
         "num_classes": num_classes,
         "backbone_depth": backbone_depth,
@@ -348,22 +570,33 @@ class ISANet(tf_keras.Model):
         "norm_momentum": norm_momentum,
         "norm_epsilon": norm_epsilon,
         "kernel_regularizer": kernel_regularizer,
+        "symmetric_padding": symmetric_padding,
+        "ceil_mode_max_pool": ceil_mode_max_pool,
+        "dilation_pattern": dilation_pattern,
+        "value_use_bias": value_use_bias,
+        "align_corners": align_corners,
+        "input_normalization": segnext.check_input_normalization(
+            input_normalization),
     }
     kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
     norm = dict(use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
                 norm_epsilon=norm_epsilon,
                 kernel_regularizer=kernel_regularizer)
-    self.backbone = build_dilated_resnet(backbone_depth, stem_type, **norm)
+    self.backbone = build_dilated_resnet(
+        backbone_depth, stem_type, symmetric_padding=symmetric_padding,
+        ceil_mode_max_pool=ceil_mode_max_pool,
+        dilation_pattern=dilation_pattern, **norm)
     self.decode_head = ISAHead(
         num_classes=num_classes, channels=head_channels,
         key_channels=key_channels, partition_factors=partition_factors,
-        dropout_rate=dropout_rate, activation=activation, name="isa_head",
-        **norm)
+        dropout_rate=dropout_rate, activation=activation,
+        value_use_bias=value_use_bias, name="isa_head", **norm)
     self.auxiliary_head = None
     if use_auxiliary_head:
       self.auxiliary_head = FCNHead(
           num_classes=num_classes, channels=aux_channels,
-          dropout_rate=aux_dropout_rate, name="aux_head", **norm)
+          dropout_rate=aux_dropout_rate, activation=activation,
+          name="aux_head", **norm)
 
   def build(self, input_shape):
     super().build(input_shape)
@@ -389,15 +622,33 @@ class ISANet(tf_keras.Model):
       raise TypeError("ISANet needs a Python bool `training` (the outputs "
                       f"differ), got {training!r}.")
     size = tf.shape(inputs)[1:3]
-    features = self.backbone(inputs, training=training)
+    features = self.backbone(
+        segnext.normalize_input(inputs,
+                                self._config_dict["input_normalization"]),
+        training=training)
     logits = self.decode_head(features["c5"], training=training)
-    outputs = {"semantic_logits": hamburger.resize_bilinear(
-        tf.cast(logits, tf.float32), size)}
+    outputs = {"semantic_logits": self.upsample(logits, size)}
     if training and self.auxiliary_head is not None:
       aux = self.auxiliary_head(features["c4"], training=training)
-      outputs["aux_logits"] = hamburger.resize_bilinear(
-          tf.cast(aux, tf.float32), size)
+      outputs["aux_logits"] = self.upsample(aux, size)
     return outputs
+
+  def upsample(self, logits: tf.Tensor, size) -> tf.Tensor:
+    """Bilinear float32 upsampling of head logits to `size` (model's mode).
+
+    Args:
+      logits: [batch, h, w, num_classes].
+      size: (height, width).
+
+    Returns:
+      float32 [batch, height, width, num_classes].
+    """
+    logits = tf.cast(logits, tf.float32)
+    if self._config_dict["align_corners"]:
+      return tf.raw_ops.ResizeBilinear(images=logits, size=size,
+                                       align_corners=True,
+                                       half_pixel_centers=False)
+    return hamburger.resize_bilinear(logits, size)
 
   def get_config(self) -> Dict[str, Any]:
     config = dict(self._config_dict)
@@ -421,7 +672,9 @@ def build_isanet(num_classes: int,
     **kwargs: `ISANet` arguments (backbone_depth, stem_type, head_channels,
       key_channels, partition_factors, dropout_rate, activation,
       use_auxiliary_head, aux_channels, aux_dropout_rate, use_sync_bn,
-      norm_momentum, norm_epsilon, kernel_regularizer).
+      norm_momentum, norm_epsilon, kernel_regularizer, symmetric_padding,
+      ceil_mode_max_pool, dilation_pattern, value_use_bias, align_corners,
+      input_normalization).
 
   Returns:
     A built `ISANet`.

@@ -16,6 +16,47 @@ from axial_deeplab_tf.modeling import registry
 from axial_deeplab_tf.modeling.backbones import mscan
 
 
+# Input normalisations of the official code bases, for imported weights:
+# "imagenet_rgb" (mmsegmentation: (x - mean) / std per RGB channel) and
+# "caffe_bgr" (openseg: channels reversed to BGR, BGR mean subtracted, std
+# 1). Images come in as RGB in [0, 255].
+_INPUT_NORMALIZATIONS = {
+    "imagenet_rgb": dict(reverse=False, mean=(123.675, 116.28, 103.53),
+                         std=(58.395, 57.12, 57.375)),
+    "caffe_bgr": dict(reverse=True, mean=(102.9801, 115.9465, 122.7717),
+                      std=(1.0, 1.0, 1.0)),
+}
+
+
+def check_input_normalization(value: Any) -> Optional[str]:
+  """Validates an `input_normalization` argument (None or a known name)."""
+  if value is not None and value not in _INPUT_NORMALIZATIONS:
+    raise ValueError(f"input_normalization must be None or one of "
+                     f"{sorted(_INPUT_NORMALIZATIONS)}, got {value!r}.")
+  return value
+
+
+def normalize_input(images: tf.Tensor, normalization: Optional[str]
+                   ) -> tf.Tensor:
+  """Applies a named input normalisation to RGB images in [0, 255].
+
+  Args:
+    images: [batch, height, width, 3].
+    normalization: None (identity) or a key of `_INPUT_NORMALIZATIONS`.
+
+  Returns:
+    [batch, height, width, 3] in the dtype of `images`.
+  """
+  if normalization is None:
+    return images
+  spec = _INPUT_NORMALIZATIONS[normalization]
+  x = tf.cast(images, tf.float32)
+  if spec["reverse"]:
+    x = x[..., ::-1]
+  x = (x - tf.constant(spec["mean"])) / tf.constant(spec["std"])
+  return tf.cast(x, images.dtype)
+
+
 def check_input_size(input_size: Any) -> Tuple[Optional[int], Optional[int]]:
   """Validates a builder's `input_size`: None or (height, width).
 
@@ -66,6 +107,7 @@ class SegNeXt(tf_keras.Model):
                use_sync_bn: bool = False,
                norm_momentum: float = 0.9,
                norm_epsilon: float = 1e-5,
+               input_normalization: Optional[str] = None,
                **kwargs):
     """Initializes the model.
 
@@ -92,6 +134,10 @@ class SegNeXt(tf_keras.Model):
       use_sync_bn: synchronise the encoder's BN across replicas.
       norm_momentum: encoder BN momentum (Keras convention).
       norm_epsilon: encoder BN and head GN epsilon.
+      input_normalization: None (inputs are used as given) or
+        "imagenet_rgb": RGB images in [0, 255] are normalised with the
+        ImageNet mean and std inside the model, as the official SegNeXt
+        code does before its encoder (what imported weights expect).
       **kwargs: keyword arguments of `tf_keras.Model`.
     """
     super().__init__(**kwargs)
@@ -116,6 +162,8 @@ class SegNeXt(tf_keras.Model):
         "use_sync_bn": use_sync_bn,
         "norm_momentum": norm_momentum,
         "norm_epsilon": norm_epsilon,
+        "input_normalization": check_input_normalization(
+            input_normalization),
     }
     self.backbone = mscan.MSCAN(
         embed_dims=embed_dims, depths=depths, mlp_ratios=mlp_ratios,
@@ -137,13 +185,16 @@ class SegNeXt(tf_keras.Model):
     """Predicts semantic logits.
 
     Args:
-      inputs: [batch, height, width, 3] normalised images.
+      inputs: [batch, height, width, 3] images (RGB in [0, 255] with an
+        `input_normalization`, else already normalised).
       training: bool; BN statistics, dropouts and the NMF step count.
 
     Returns:
       {"semantic_logits": float32 [batch, height, width, num_classes]}.
     """
-    features = self.backbone(inputs, training=training)
+    features = self.backbone(
+        normalize_input(inputs, self._config_dict["input_normalization"]),
+        training=training)
     logits = self.decode_head([features[k] for k in self._head_levels],
                               training=training)
     logits = hamburger.resize_bilinear(tf.cast(logits, tf.float32),
@@ -171,7 +222,7 @@ def build_segnext(num_classes: int,
       mlp_ratios, drop_path_rate, dropout_rate, head_channels, ham_channels,
       md_r, md_s, train_steps, eval_steps, inv_t, one_step_gradient,
       nmf_seed, head_dropout_rate, norm_groups, use_sync_bn, norm_momentum,
-      norm_epsilon).
+      norm_epsilon, input_normalization).
 
   Returns:
     A built `SegNeXt`.

@@ -61,7 +61,7 @@ def test_backbone_is_dilated_output_stride_8(model):
   # The last two stages use dilations 2 and 4 instead of strides.
   rates = {layer.output.shape[-1]: layer.get_config()["dilation_rate"]
            for layer in model.backbone.layers
-           if layer.__class__.__name__ == "BottleneckBlock"}
+           if isinstance(layer, isanet.ResNetBottleneck)}
   assert rates[1024] == 2 and rates[2048] == 4 and rates[512] == 1
 
 
@@ -103,3 +103,65 @@ def test_kernel_regularizer_reaches_every_kernel():
   clone = isanet.FCNHead.from_config(head.get_config())
   clone(tf.zeros([1, 3, 3, 5]))
   assert len(clone.losses) == 2  # The 3x3 conv and the classifier.
+
+
+def _model_garden_backbone():
+  """ISANet's backbone as it was built before: Model Garden DilatedResNet."""
+  from official.vision.modeling.backbones import resnet_deeplab  # pylint: disable=g-import-not-at-top
+  from official.vision.modeling.layers import nn_blocks  # pylint: disable=g-import-not-at-top
+  resnet = resnet_deeplab.DilatedResNet(
+      model_id=50, output_stride=8, stem_type="v1", norm_momentum=0.9,
+      norm_epsilon=1e-5)
+  stage3 = [layer for layer in resnet.layers
+            if isinstance(layer, nn_blocks.BottleneckBlock) and
+            layer.output.shape[-1] == 1024]
+  return tf_keras.Model(inputs=resnet.inputs,
+                        outputs={"c4": stage3[-1].output,
+                                 "c5": resnet.output["3"]})
+
+
+def test_default_backbone_restores_and_computes_as_model_garden(tmp_path):
+  # Checkpoints written with the Model Garden backbone restore into ours
+  # (same object graph) and the default options compute the same thing.
+  old = _model_garden_backbone()
+  rng = np.random.default_rng(0)
+  for v in old.variables:
+    if "moving_variance" in v.name:
+      v.assign(rng.uniform(0.5, 2.0, v.shape).astype(np.float32))
+    else:
+      v.assign(rng.normal(0, 0.05, v.shape).astype(np.float32))
+  prefix = tf.train.Checkpoint(backbone=old).write(str(tmp_path / "old"))
+  new = isanet.build_dilated_resnet(50)
+  tf.train.Checkpoint(backbone=new).read(
+      prefix).assert_existing_objects_matched()
+  x = tf.constant(rng.normal(size=(1, 64, 48, 3)).astype(np.float32))
+  want = old(x, training=False)
+  got = new(x, training=False)
+  for key in ("c4", "c5"):
+    np.testing.assert_allclose(got[key].numpy(), want[key].numpy(),
+                               rtol=1e-5, atol=1e-5 * float(
+                                   tf.reduce_max(tf.abs(want[key]))))
+
+
+def test_openseg_backbone_options():
+  backbone = isanet.build_dilated_resnet(
+      50, symmetric_padding=True, ceil_mode_max_pool=True,
+      dilation_pattern="first_block_halved")
+  rates = [(layer.name, layer.get_config()["dilation_rate"])
+           for layer in backbone.layers
+           if isinstance(layer, isanet.ResNetBottleneck)]
+  assert [r for n, r in rates if n.startswith("stage4")] == [1, 2, 2, 2, 2, 2]
+  assert [r for n, r in rates if n.startswith("stage5")] == [2, 4, 4]
+  # PyTorch's ceil-mode pool: 64 -> 32 (stem) -> 17, then stride 2 -> 9.
+  features = backbone(tf.zeros([1, 64, 96, 3]), training=False)
+  assert features["c5"].shape == (1, 9, 13, 2048)
+  pool = isanet.CeilModeMaxPool2D()
+  x = np.arange(5 * 6, dtype=np.float32).reshape(1, 5, 6, 1) - 100.0
+  # Windows of 3 at stride 2 over the padded axis (-inf padding): rows
+  # [0,1], [1,2,3], [3,4]; columns [0,1], [1,2,3], [3,4,5], [5].
+  want = np.array([[x[0, r1:r2, c1:c2, 0].max()
+                    for c1, c2 in ((0, 2), (1, 4), (3, 6), (5, 6))]
+                   for r1, r2 in ((0, 2), (1, 4), (3, 5))])
+  np.testing.assert_array_equal(pool(x).numpy()[0, :, :, 0], want)
+  with pytest.raises(ValueError, match="dilation_pattern"):
+    isanet.build_dilated_resnet(50, dilation_pattern="half")
