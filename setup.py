@@ -24,6 +24,8 @@ setuptools.setup(
         "matplotlib",
     ],
     extras_require={
+        # Reading PyTorch checkpoints (axial_deeplab_tf/importers).
+        "importers": ["torch"],
         "test": [
             "pytest",
             "pytest-xdist",
