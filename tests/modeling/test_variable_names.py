@@ -68,7 +68,17 @@ def test_every_axial_family_model_is_covered():
     _reduced_arguments(name)
 
 
-@pytest.mark.parametrize("name", _axial_family())
+# Model Garden's ASPP (official.vision.modeling.decoders.aspp) creates its
+# layers inside Sequentials named per call graph: the semantic and instance
+# decoders' ASPPs get the same variable names. Not fixed yet.
+_ASPP_MODELS = ("panoptic_deeplab_r50", "panoptic_deeplab_resnet26_beta",
+                "panoptic_deeplab_resnet50_beta")
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(
+        strict=True, reason="Model Garden ASPP layer names repeat"))
+    if n in _ASPP_MODELS else n for n in _axial_family()])
 def test_zoo_model_variable_names_are_unique(name):
   model = models.build(name, **_reduced_arguments(name))
   assert model.variables
@@ -161,6 +171,7 @@ def test_axial_block_h5_and_checkpoint_round_trip(tmp_path):
   _round_trips(make, [2, 6, 7, 3], tmp_path)
 
 
+@pytest.mark.slow
 def test_axial_resnet_h5_and_checkpoint_round_trip(tmp_path):
   def make():
     return models.build("axial_resnet_26s", num_classes=3,

@@ -192,17 +192,35 @@ def build_axial_resnet_backbone(
 class ImageClassifier(tf_keras.Model):
   """A backbone, global average pooling and a dense classifier.
 
-  Input: [batch, h, w, 3] images in [0, 255] (normalised inside as
-  x / 127.5 - 1). Output: {"logits": [batch, num_classes]}.
+  Input: [batch, h, w, 3] images in [0, 255], normalised inside as
+  x / 127.5 - 1, or as (x - input_mean) / input_std per channel when those
+  are given (the ImageNet statistics of weights trained elsewhere).
+  Output: {"logits": [batch, num_classes]}.
   """
 
   def __init__(self, backbone: tf_keras.Model, num_classes: int,
                endpoint: str = "res5", dropout_rate: float = 0.0,
-               normalize_input: bool = True, **kwargs):
+               normalize_input: bool = True,
+               input_mean: Optional[Sequence[float]] = None,
+               input_std: Optional[Sequence[float]] = None, **kwargs):
     super().__init__(**kwargs)
     if not isinstance(num_classes, int) or num_classes <= 0:
       raise ValueError(f"num_classes must be a positive int, got "
                        f"{num_classes!r}.")
+    if (input_mean is None) != (input_std is None):
+      raise ValueError(f"input_mean and input_std go together, got "
+                       f"input_mean={input_mean!r}, input_std={input_std!r}.")
+    if input_mean is not None:
+      for arg, value in (("input_mean", input_mean),
+                         ("input_std", input_std)):
+        if len(value) != 3:
+          raise ValueError(f"{arg} must have 3 entries (RGB), got {value!r}.")
+      if min(input_std) <= 0:
+        raise ValueError(f"input_std must be positive, got {input_std!r}.")
+    self._input_mean = (None if input_mean is None else
+                        tuple(float(v) for v in input_mean))
+    self._input_std = (None if input_std is None else
+                       tuple(float(v) for v in input_std))
     self.backbone = backbone
     self._num_classes = num_classes
     self._endpoint = endpoint
@@ -214,7 +232,10 @@ class ImageClassifier(tf_keras.Model):
 
   def call(self, images, training=None):
     x = tf.cast(images, self.compute_dtype)
-    if self._normalize_input:
+    if self._normalize_input and self._input_mean is not None:
+      x = (x - tf.constant(self._input_mean, x.dtype)) / tf.constant(
+          self._input_std, x.dtype)
+    elif self._normalize_input:
       x = x / 127.5 - 1.0
     features = self.backbone(x, training=training)[self._endpoint]
     x = self._dropout(self._pool(features), training=training)
@@ -225,16 +246,22 @@ class ImageClassifier(tf_keras.Model):
     return {"backbone": self.backbone}
 
 
-def build_axial_resnet_classifier(num_classes: int = 1000,
-                                  input_size=(224, 224),
-                                  dropout_rate: float = 0.0,
-                                  **backbone_kwargs) -> tf_keras.Model:
+def build_axial_resnet_classifier(
+    num_classes: int = 1000,
+    input_size=(224, 224),
+    dropout_rate: float = 0.0,
+    input_mean: Optional[Sequence[float]] = None,
+    input_std: Optional[Sequence[float]] = None,
+    **backbone_kwargs) -> tf_keras.Model:
   """Builds an Axial-ResNet ImageNet-style classifier.
 
   Args:
     num_classes: classifier outputs.
     input_size: (height, width); sets the global spans.
     dropout_rate: dropout before the classifier.
+    input_mean, input_std: per-channel input statistics in [0, 255] units
+      (e.g. the ImageNet ones of the PyTorch reference); None normalises as
+      x / 127.5 - 1.
     **backbone_kwargs: `build_axial_resnet_backbone` arguments.
 
   Returns:
@@ -243,6 +270,7 @@ def build_axial_resnet_classifier(num_classes: int = 1000,
   backbone = build_axial_resnet_backbone(input_size=input_size,
                                          **backbone_kwargs)
   model = ImageClassifier(backbone, num_classes, dropout_rate=dropout_rate,
+                          input_mean=input_mean, input_std=input_std,
                           name=backbone_kwargs.get("name", "axial_resnet"))
   h, w = input_size if input_size is not None else (None, None)
   model(tf_keras.Input((h, w, 3)))
