@@ -202,7 +202,7 @@ class LocalSelfAttention2D(SelfAttention2DBase):
       mask = ops.cast(valid, "float32")[None, :, :, :, None]
       terms = [ops.transpose(
           norm(ops.transpose(t, (0, 1, 2, 4, 3)), training=training,
-               mask=mask), (0, 1, 2, 4, 3))
+               valid=mask), (0, 1, 2, 4, 3))
                for norm, t in zip(self.similarity_norms, terms)]
     logits = terms[0]
     for t in terms[1:]:

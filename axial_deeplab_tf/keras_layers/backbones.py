@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Tuple
 
 import keras
 
+from axial_deeplab_tf.keras_layers import base
 from axial_deeplab_tf.keras_layers.axial import AxialBlock
 
 BASE_WIDTHS = (64, 128, 256, 512)
@@ -88,7 +89,7 @@ def build_axial_resnet_backbone(
   if stem == "conv":
     x = keras.layers.Conv2D(stem_width, 7, strides=2, padding="same",
                             name="stem_conv", **conv)(x)
-    x = keras.layers.BatchNormalization(name="stem_bn", **bn)(x)
+    x = base.batch_norm(name="stem_bn", **bn)(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
   elif stem == "inception":
     if len(stem_channels) != 3:
@@ -97,7 +98,7 @@ def build_axial_resnet_backbone(
     for i, (filters, strides) in enumerate(zip(stem_channels, (2, 1, 1))):
       x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same",
                               name=f"stem_conv{i + 1}", **conv)(x)
-      x = keras.layers.BatchNormalization(name=f"stem_bn{i + 1}", **bn)(x)
+      x = base.batch_norm(name=f"stem_bn{i + 1}", **bn)(x)
       x = keras.layers.ReLU(name=f"stem_relu{i + 1}")(x)
   else:
     stem_filters = -(-max(stem_width // expansion, 1) // num_heads) * num_heads

@@ -79,22 +79,32 @@ class MomentNorm(keras.layers.Layer):
   """Batch norm with parameters of any `shape` and masked statistics.
 
   Its variables are the tf_keras BatchNormalization's (gamma, beta,
-  moving_mean, moving_variance), of shape `shape`, which must match the
-  trailing axes of the input; statistics are over the leading axes, and
-  with a mask only over entries where it is 1 (tf_keras' masked batch norm).
+  moving_mean, moving_variance) of shape `shape` (None: the channel axis,
+  known at build), which must match the trailing axes of the input;
+  statistics are over the leading axes, and with `valid` only over entries
+  where it is 1 (tf_keras' masked batch norm). Normalisation uses the
+  biased batch variance; the moving variance tracks the unbiased one when
+  `unbiased_moving_variance` (what tf_keras' fused kernel does for rank-4
+  channels-last inputs), else the biased one.
   """
 
-  def __init__(self, shape: Sequence[int], momentum: float = 0.99,
-               epsilon: float = 1e-3, **kwargs):
+  def __init__(self, shape: Optional[Sequence[int]] = None,
+               momentum: float = 0.99, epsilon: float = 1e-3,
+               gamma_initializer="ones",
+               unbiased_moving_variance: bool = False, **kwargs):
     super().__init__(**kwargs)
-    self._shape = tuple(int(s) for s in shape)
+    self._shape = None if shape is None else tuple(int(s) for s in shape)
     self._momentum = float(momentum)
     self._epsilon = float(epsilon)
+    self._gamma_initializer = gamma_initializer
+    self._unbiased = bool(unbiased_moving_variance)
 
   def build(self, input_shape=None):
-    del input_shape
-    self.gamma = self.add_weight(name="gamma", shape=self._shape,
-                                 initializer="ones")
+    if self._shape is None:
+      self._shape = (int(input_shape[-1]),)
+    self.gamma = self.add_weight(
+        name="gamma", shape=self._shape,
+        initializer=keras.initializers.get(self._gamma_initializer))
     self.beta = self.add_weight(name="beta", shape=self._shape,
                                 initializer="zeros")
     self.moving_mean = self.add_weight(
@@ -104,11 +114,6 @@ class MomentNorm(keras.layers.Layer):
         name="moving_variance", shape=self._shape, initializer="ones",
         trainable=False)
 
-  def statistics(self, x, mask=None):
-    """Batch mean and variance of x over its leading axes (masked)."""
-    axes = list(range(len(x.shape) - len(self._shape)))
-    return masked_moments(x, axes, mask)
-
   def update(self, mean, var):
     """Moves the moving averages towards a batch's statistics."""
     m = self._momentum
@@ -117,22 +122,39 @@ class MomentNorm(keras.layers.Layer):
     self.moving_variance.assign(self.moving_variance * m +
                                 ops.stop_gradient(var) * (1.0 - m))
 
-  def call(self, x, training=None, mask=None):
+  def call(self, x, training=None, valid=None):
     if training:
-      mean, var = self.statistics(x, mask)
-      self.update(mean, var)
+      axes = list(range(len(x.shape) - len(self._shape)))
+      x32 = ops.cast(x, "float32")
+      mean, var = masked_moments(x32, axes, valid)
+      moving_var = var
+      if self._unbiased:
+        if valid is None:
+          count = 1
+          for a in axes:
+            count = count * ops.shape(x)[a]
+          count = ops.cast(count, "float32")
+        else:
+          count = ops.sum(ops.broadcast_to(ops.cast(valid, "float32"),
+                                           ops.shape(x)), axis=axes)
+        moving_var = var * count / ops.maximum(count - 1.0, 1.0)
+      self.update(mean, moving_var)
     else:
       mean, var = self.moving_mean, self.moving_variance
     scale = self.gamma * ops.rsqrt(var + self._epsilon)
-    return (x - mean) * scale + self.beta
+    y = (ops.cast(x, "float32") - mean) * scale + self.beta
+    return ops.cast(y, x.dtype)
 
   def compute_output_shape(self, input_shape):
     return input_shape
 
   def get_config(self):
     config = super().get_config()
-    config.update({"shape": list(self._shape), "momentum": self._momentum,
-                   "epsilon": self._epsilon})
+    config.update({
+        "shape": None if self._shape is None else list(self._shape),
+        "momentum": self._momentum, "epsilon": self._epsilon,
+        "gamma_initializer": serialize(self._gamma_initializer),
+        "unbiased_moving_variance": self._unbiased})
     return config
 
 
@@ -140,10 +162,13 @@ register(MomentNorm)
 
 
 def batch_norm(momentum: float, epsilon: float, name: str,
-               **kwargs) -> keras.layers.BatchNormalization:
-  """A channels-last BatchNormalization."""
-  return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon,
-                                         name=name, **kwargs)
+               gamma_initializer="ones") -> MomentNorm:
+  """A channels-last batch norm that updates its moving averages as the
+  tf_keras BatchNormalization of a rank-4 input (unbiased moving variance).
+  """
+  return MomentNorm(None, momentum=momentum, epsilon=epsilon,
+                    gamma_initializer=gamma_initializer,
+                    unbiased_moving_variance=True, name=name)
 
 
 @register

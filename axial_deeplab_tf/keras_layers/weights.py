@@ -8,7 +8,9 @@ normalise_weight_name`) when both sides have the same unique names, else by
 structure: both lists in their canonical order (trainable variables first,
 each group in creation/tracking order, which the Keras 3 layers keep equal to
 the tf_keras ones). Every pair must have the same shape, and both sides the
-same number of variables; any mismatch raises a ValueError naming both
+same number of variables (shapes that differ only by axes of size 1, as
+tf_keras' multi-axis batch norm [1, 1, terms, C] against [terms, C], are
+the same layout); any mismatch raises a ValueError naming both
 variables. Nothing here imports TensorFlow: tf_keras variables are read with
 `.numpy()` and written with `.assign()`.
 """
@@ -54,6 +56,10 @@ def _raw_name(v) -> str:
   return getattr(v, "path", None) or v.name
 
 
+def _squeezed(shape) -> Tuple[int, ...]:
+  return tuple(int(d) for d in shape if d != 1)
+
+
 def weight_pairs(src, dst) -> List[Tuple[object, object]]:
   """Pairs every variable of `src` with its twin in `dst` (see module doc).
 
@@ -77,7 +83,7 @@ def weight_pairs(src, dst) -> List[Tuple[object, object]]:
   else:
     pairs = [(va, vb) for (_, va), (_, vb) in zip(a, b)]
   for va, vb in pairs:
-    if tuple(va.shape) != tuple(vb.shape):
+    if _squeezed(va.shape) != _squeezed(vb.shape):
       raise ValueError(
           f"copy_weights: variable {_raw_name(va)!r} of {src.name!r} has "
           f"shape {tuple(va.shape)} but its twin {_raw_name(vb)!r} of "
@@ -92,6 +98,6 @@ def copy_weights(src, dst) -> int:
   """
   pairs = weight_pairs(src, dst)
   for va, vb in pairs:
-    vb.assign(_value(va).astype(np.dtype(vb.dtype.name if hasattr(
-        vb.dtype, "name") else vb.dtype)))
+    dtype = np.dtype(getattr(vb.dtype, "name", vb.dtype))
+    vb.assign(np.reshape(_value(va), tuple(vb.shape)).astype(dtype))
   return len(pairs)
