@@ -1,0 +1,495 @@
+"""Keras 3 AxialAttention, AxialAttention2D and AxialBlock (`keras.ops` only).
+
+The same attention as `axial_deeplab_tf.layers.axial_attention` (which
+documents the maths), written for every Keras 3 backend: the logits of an
+axis of length L are a dense [batch, heads, L, L] tensor (a band mask keeps
+a local span), each similarity term is batch-normalised per head over the
+(batch, query, key) pairs in span, the relative tables are gathered once per
+call by the index table of `attention_math.relative_rows`. In inference the
+similarity norm's scale multiplies q or k before the matmuls and its shift
+(constant along the softmax axis) is dropped. Variables and sub-layer names
+are the tf_keras layer's, so `keras_layers.copy_weights` moves weights
+between the two.
+"""
+
+from typing import Optional, Sequence, Union
+
+import keras
+from keras import ops
+
+from axial_deeplab_tf import attention_math as am
+from axial_deeplab_tf.keras_layers import base
+
+
+def _index_table(length, radius, rows):
+  """[L, L] table rows (m - l + radius) and the [L, L] in-span mask or None.
+
+  Static lengths give numpy constants; run-time lengths `keras.ops` tensors.
+  """
+  if isinstance(length, int):
+    idx = am.relative_rows(length, length, radius, rows)
+    if length <= radius + 1:
+      return idx, None
+    return idx, am.band_mask(length, radius)
+  return (am.relative_rows(length, length, radius, rows, xp=ops),
+          am.band_mask(length, radius, xp=ops))
+
+
+@base.register
+class AxialAttention(keras.layers.Layer):
+  """Position-sensitive self-attention along one axis (Keras 3).
+
+  Input [batch, length, channels] -> output [batch, length, value_depth].
+  Arguments are those of the tf_keras `AxialAttention`; `use_sync_bn`,
+  `block_length` and `recompute_grad` are kept in the config for
+  interchange but do not change this implementation (it computes the dense
+  [L, L] logits and keeps them for the backward pass).
+  """
+
+  def __init__(self,
+               num_heads: int = 8,
+               key_depth: int = 64,
+               value_depth: int = 128,
+               span: Optional[int] = None,
+               max_length: Optional[int] = None,
+               use_query_positional: bool = True,
+               use_key_positional: bool = True,
+               use_value_positional: bool = True,
+               kernel_initializer=None,
+               positional_initializer=None,
+               kernel_regularizer=None,
+               norm_momentum: float = 0.99,
+               norm_epsilon: float = 1e-3,
+               use_sync_bn: bool = False,
+               block_length: Optional[int] = None,
+               recompute_grad: bool = False,
+               **kwargs):
+    super().__init__(**kwargs)
+    am.check_attention_depths(num_heads, key_depth, value_depth)
+    self._radius = am.axial_span_radius(span, max_length)
+    if block_length is not None:
+      am.check_positive_int("block_length", block_length)
+    self._num_heads = num_heads
+    self._key_depth = key_depth
+    self._value_depth = value_depth
+    self._span = span
+    self._max_length = max_length if span is None else None
+    self._use_query_positional = bool(use_query_positional)
+    self._use_key_positional = bool(use_key_positional)
+    self._use_value_positional = bool(use_value_positional)
+    self._kernel_initializer = kernel_initializer
+    self._positional_initializer = positional_initializer
+    self._kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+    self._norm_momentum = norm_momentum
+    self._norm_epsilon = norm_epsilon
+    self._use_sync_bn = use_sync_bn
+    self._block_length = block_length
+    self._recompute_grad = recompute_grad
+    self._num_similarity_terms = 1 + int(use_query_positional) + int(
+        use_key_positional)
+    self._num_output_terms = 1 + int(use_value_positional)
+
+  @property
+  def span(self):
+    return self._span
+
+  @property
+  def table_rows(self) -> int:
+    return 2 * self._radius + 1
+
+  def build(self, input_shape):
+    if len(input_shape) != 3:
+      raise ValueError(f"AxialAttention expects inputs of rank 3 [batch, "
+                       f"length, channels], got shape {tuple(input_shape)}.")
+    channels = input_shape[-1]
+    if channels is None:
+      raise ValueError("The channel dimension of the input must be known.")
+    kernel_init = base.initializer(
+        self._kernel_initializer,
+        keras.initializers.TruncatedNormal(stddev=channels**-0.5))
+    self.qkv = keras.layers.Dense(
+        2 * self._key_depth + self._value_depth, use_bias=False,
+        kernel_initializer=kernel_init,
+        kernel_regularizer=self._kernel_regularizer, name="qkv")
+    self.qkv.build(input_shape)
+    self.qkv_bn = base.batch_norm(self._norm_momentum, self._norm_epsilon,
+                                  "qkv_bn")
+    self.qkv_bn.build(tuple(input_shape[:-1]) +
+                      (2 * self._key_depth + self._value_depth,))
+
+    def pos_init():
+      return base.initializer(self._positional_initializer,
+                              keras.initializers.TruncatedNormal(stddev=1.0))
+
+    head_key = self._key_depth // self._num_heads
+    head_value = self._value_depth // self._num_heads
+    rows = self.table_rows
+    self.query_positional = self.key_positional = None
+    self.value_positional = None
+    if self._use_query_positional:
+      self.query_positional = self.add_weight(
+          name="query_positional", shape=(rows, head_key),
+          initializer=pos_init())
+    if self._use_key_positional:
+      self.key_positional = self.add_weight(
+          name="key_positional", shape=(rows, head_key),
+          initializer=pos_init())
+    if self._use_value_positional:
+      self.value_positional = self.add_weight(
+          name="value_positional", shape=(rows, head_value),
+          initializer=pos_init())
+    shape = (self._num_similarity_terms, self._num_heads)
+    self.similarity_gamma = self.add_weight(
+        name="similarity_gamma", shape=shape, initializer="ones")
+    self.similarity_beta = self.add_weight(
+        name="similarity_beta", shape=shape, initializer="zeros")
+    self.similarity_moving_mean = self.add_weight(
+        name="similarity_moving_mean", shape=shape, initializer="zeros",
+        trainable=False)
+    self.similarity_moving_variance = self.add_weight(
+        name="similarity_moving_variance", shape=shape, initializer="ones",
+        trainable=False)
+    self.output_bn = base.MomentNorm(
+        (self._num_output_terms, self._value_depth),
+        momentum=self._norm_momentum, epsilon=self._norm_epsilon,
+        name="output_bn")
+    self.output_bn.build()
+
+  def _check_length(self, length):
+    if self._span is None and isinstance(length, int) and (
+        length > self._max_length):
+      raise ValueError(
+          f"Global AxialAttention {self.name!r} was built for at most "
+          f"max_length={self._max_length} positions, got {length}; use a "
+          f"local span for longer inputs.")
+
+  def call(self, inputs, training=None):
+    if len(inputs.shape) != 3:
+      raise ValueError(f"AxialAttention expects inputs of rank 3 [batch, "
+                       f"length, channels], got shape {inputs.shape}.")
+    training = bool(training)
+    length = base.static_dim(inputs, 1)
+    self._check_length(length)
+    heads = self._num_heads
+    dk = self._key_depth // heads
+    dv = self._value_depth // heads
+    qkv = self.qkv_bn(self.qkv(inputs), training=training)
+    q = ops.reshape(qkv[..., :self._key_depth], (-1, length, heads, dk))
+    k = ops.reshape(qkv[..., self._key_depth:2 * self._key_depth],
+                    (-1, length, heads, dk))
+    v = ops.reshape(qkv[..., 2 * self._key_depth:], (-1, length, heads, dv))
+    idx, mask = _index_table(length, self._radius, self.table_rows)
+
+    def table(t):
+      return None if t is None else ops.take(ops.cast(t, q.dtype), idx,
+                                             axis=0)  # [L, L, d]
+
+    rq, rk, rv = (table(self.query_positional), table(self.key_positional),
+                  table(self.value_positional))
+    gamma = ops.cast(self.similarity_gamma, "float32")
+    if training:
+      terms = [ops.einsum("blnd,bmnd->bnlm", q, k)]
+      if rq is not None:
+        terms.append(ops.einsum("blnd,lmd->bnlm", q, rq))
+      if rk is not None:
+        terms.append(ops.einsum("bmnd,lmd->bnlm", k, rk))
+      terms = ops.stack([ops.cast(t, "float32") for t in terms], axis=-1)
+      # [B, N, L, L, T]: statistics per (head, term) over valid pairs.
+      terms = ops.transpose(terms, (0, 2, 3, 4, 1))  # [B, L, L, T, N]
+      pair_mask = None if mask is None else ops.cast(mask, "float32")[
+          None, :, :, None, None]
+      mean, var = base.masked_moments(terms, (0, 1, 2), pair_mask)
+      m = self._norm_momentum
+      self.similarity_moving_mean.assign(
+          self.similarity_moving_mean * m + ops.stop_gradient(mean) * (1 - m))
+      self.similarity_moving_variance.assign(
+          self.similarity_moving_variance * m +
+          ops.stop_gradient(var) * (1 - m))
+      scale = gamma * ops.rsqrt(var + self._norm_epsilon)
+      normed = (terms - mean) * scale + ops.cast(self.similarity_beta,
+                                                 "float32")
+      sim = ops.transpose(ops.sum(normed, axis=3), (0, 3, 1, 2))
+    else:
+      var = ops.cast(self.similarity_moving_variance, "float32")
+      scale = ops.cast(gamma * ops.rsqrt(var + self._norm_epsilon), q.dtype)
+      # The norm's shift is constant along the softmax axis: dropped.
+      sim = ops.einsum("blnd,bmnd->bnlm", q * scale[0][:, None], k)
+      term = 1
+      if rq is not None:
+        sim = sim + ops.einsum("blnd,lmd->bnlm", q * scale[term][:, None], rq)
+        term += 1
+      if rk is not None:
+        sim = sim + ops.einsum("bmnd,lmd->bnlm", k * scale[term][:, None], rk)
+      sim = ops.cast(sim, "float32")
+    if mask is not None:
+      sim = ops.where(ops.cast(mask, "bool")[None, None], sim, am.MASK_LOGIT)
+    weights = ops.cast(ops.softmax(sim, axis=-1), v.dtype)
+    outputs = [ops.reshape(ops.einsum("bnlm,bmnd->blnd", weights, v),
+                           (-1, length, self._value_depth))]
+    if rv is not None:
+      outputs.append(ops.reshape(
+          ops.einsum("bnlm,lmd->blnd", weights, rv),
+          (-1, length, self._value_depth)))
+    stacked = ops.stack(outputs, axis=2)  # [B, L, terms, C]
+    return ops.sum(self.output_bn(stacked, training=training), axis=2)
+
+  def compute_output_shape(self, input_shape):
+    return tuple(input_shape[:-1]) + (self._value_depth,)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "num_heads": self._num_heads,
+        "key_depth": self._key_depth,
+        "value_depth": self._value_depth,
+        "span": self._span,
+        "max_length": self._max_length,
+        "use_query_positional": self._use_query_positional,
+        "use_key_positional": self._use_key_positional,
+        "use_value_positional": self._use_value_positional,
+        "kernel_initializer": base.serialize(self._kernel_initializer),
+        "positional_initializer": base.serialize(
+            self._positional_initializer),
+        "kernel_regularizer": base.serialize(self._kernel_regularizer),
+        "norm_momentum": self._norm_momentum,
+        "norm_epsilon": self._norm_epsilon,
+        "use_sync_bn": self._use_sync_bn,
+        "block_length": self._block_length,
+        "recompute_grad": self._recompute_grad,
+    })
+    return config
+
+
+@base.register
+class AxialAttention2D(keras.layers.Layer):
+  """Height-axis then width-axis AxialAttention on [batch, h, w, channels].
+
+  With strides > 1 the output is average-pooled after the width layer, as
+  the tf_keras `AxialAttention2D`.
+  """
+
+  def __init__(self,
+               num_heads: int = 8,
+               key_depth: int = 64,
+               value_depth: int = 128,
+               span: Union[None, int, Sequence[Optional[int]]] = None,
+               max_length: Union[None, int, Sequence[Optional[int]]] = None,
+               strides: int = 1,
+               use_query_positional: bool = True,
+               use_key_positional: bool = True,
+               use_value_positional: bool = True,
+               kernel_regularizer=None,
+               norm_momentum: float = 0.99,
+               norm_epsilon: float = 1e-3,
+               use_sync_bn: bool = False,
+               recompute_grad: bool = False,
+               **kwargs):
+    super().__init__(**kwargs)
+    am.check_positive_int("strides", strides)
+    kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+    self._config = dict(
+        num_heads=num_heads, key_depth=key_depth, value_depth=value_depth,
+        span=list(span) if isinstance(span, tuple) else span,
+        max_length=(list(max_length) if isinstance(max_length, tuple) else
+                    max_length),
+        strides=strides, use_query_positional=use_query_positional,
+        use_key_positional=use_key_positional,
+        use_value_positional=use_value_positional,
+        kernel_regularizer=kernel_regularizer, norm_momentum=norm_momentum,
+        norm_epsilon=norm_epsilon, use_sync_bn=use_sync_bn,
+        recompute_grad=recompute_grad)
+    spans = am.pair(span, "span")
+    lengths = am.pair(max_length, "max_length")
+    common = dict(
+        num_heads=num_heads, key_depth=key_depth, value_depth=value_depth,
+        use_query_positional=use_query_positional,
+        use_key_positional=use_key_positional,
+        use_value_positional=use_value_positional,
+        kernel_regularizer=kernel_regularizer, norm_momentum=norm_momentum,
+        norm_epsilon=norm_epsilon, use_sync_bn=use_sync_bn,
+        recompute_grad=recompute_grad)
+    self.height_attention = AxialAttention(
+        span=spans[0], max_length=lengths[0], name="height_attention",
+        **common)
+    self.width_attention = AxialAttention(
+        span=spans[1], max_length=lengths[1], name="width_attention",
+        **common)
+    self._strides = strides
+    self._pool = (keras.layers.AveragePooling2D(strides, strides,
+                                                padding="same", name="pool")
+                  if strides > 1 else None)
+
+  def build(self, input_shape):
+    channels = base.check_image_shape("AxialAttention2D", input_shape)
+    self.height_attention.build((None, None, channels))
+    self.width_attention.build((None, None, self._config["value_depth"]))
+
+  def call(self, inputs, training=None):
+    if len(inputs.shape) != 4:
+      raise ValueError(f"AxialAttention2D expects inputs of rank 4 [batch, "
+                       f"height, width, channels], got shape {inputs.shape}.")
+    h, w = base.static_dim(inputs, 1), base.static_dim(inputs, 2)
+    channels = inputs.shape[-1]
+    dv = self._config["value_depth"]
+    x = ops.reshape(ops.transpose(inputs, (0, 2, 1, 3)), (-1, h, channels))
+    x = self.height_attention(x, training=training)
+    x = ops.transpose(ops.reshape(x, (-1, w, h, dv)), (0, 2, 1, 3))
+    x = self.width_attention(ops.reshape(x, (-1, w, dv)), training=training)
+    x = ops.reshape(x, (-1, h, w, dv))
+    if self._pool is not None:
+      x = self._pool(x)
+    return x
+
+  def compute_output_shape(self, input_shape):
+    s = self._strides
+    size = [None if d is None else -(-d // s) for d in input_shape[1:3]]
+    return (input_shape[0], *size, self._config["value_depth"])
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(self._config)
+    config["kernel_regularizer"] = base.serialize(
+        config["kernel_regularizer"])
+    return config
+
+
+@base.register
+class AxialBlock(keras.layers.Layer):
+  """Bottleneck residual block with 2D attention in place of the 3x3 conv.
+
+  The tf_keras `AxialBlock` (same arguments and sub-layer names): 1x1 conv
+  + BN + ReLU, attention ("axial", "local" or "global") + ReLU, 1x1 conv +
+  BN (gamma zeros), shortcut conv + BN when channels or stride change, drop
+  path, ReLU.
+  """
+
+  def __init__(self,
+               filters: int,
+               strides: int = 1,
+               span: Union[None, int, Sequence[Optional[int]]] = None,
+               max_length: Union[None, int, Sequence[Optional[int]]] = None,
+               num_heads: int = 8,
+               attention_type: str = "axial",
+               kernel_size: int = 7,
+               use_query_positional: bool = True,
+               use_key_positional: bool = True,
+               use_value_positional: bool = True,
+               expansion: int = 4,
+               drop_path_rate: float = 0.0,
+               kernel_initializer="he_normal",
+               kernel_regularizer=None,
+               norm_momentum: float = 0.99,
+               norm_epsilon: float = 1e-3,
+               use_sync_bn: bool = False,
+               recompute_grad: bool = False,
+               **kwargs):
+    super().__init__(**kwargs)
+    am.check_positive_int("filters", filters)
+    am.check_positive_int("strides", strides)
+    if attention_type not in ("axial", "local", "global"):
+      raise ValueError(f"attention_type must be 'axial', 'local' or 'global', "
+                       f"got {attention_type!r}.")
+    am.check_rate("drop_path_rate", drop_path_rate)
+    self._config = dict(
+        filters=filters, strides=strides,
+        span=list(span) if isinstance(span, tuple) else span,
+        max_length=(list(max_length) if isinstance(max_length, tuple) else
+                    max_length),
+        num_heads=num_heads, attention_type=attention_type,
+        kernel_size=kernel_size, use_query_positional=use_query_positional,
+        use_key_positional=use_key_positional,
+        use_value_positional=use_value_positional, expansion=expansion,
+        drop_path_rate=drop_path_rate,
+        kernel_initializer=kernel_initializer,
+        kernel_regularizer=keras.regularizers.get(kernel_regularizer),
+        norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
+        use_sync_bn=use_sync_bn, recompute_grad=recompute_grad)
+
+  def build(self, input_shape):
+    channels = base.check_image_shape("AxialBlock", input_shape)
+    c = self._config
+    f = c["filters"]
+    bn = dict(momentum=c["norm_momentum"], epsilon=c["norm_epsilon"])
+
+    def conv(filters, name, strides=1):
+      return keras.layers.Conv2D(
+          filters, 1, strides=strides, use_bias=False,
+          kernel_initializer=base.initializer(c["kernel_initializer"]),
+          kernel_regularizer=c["kernel_regularizer"], name=name)
+
+    out_channels = c["expansion"] * f
+    self._has_shortcut = channels != out_channels or c["strides"] > 1
+    if self._has_shortcut:
+      self.shortcut_conv = conv(out_channels, "shortcut_conv", c["strides"])
+      self.shortcut_bn = base.batch_norm(name="shortcut_bn", **bn)
+    self.conv_down = conv(2 * f, "conv_down")
+    self.bn_down = base.batch_norm(name="bn_down", **bn)
+    shared = dict(num_heads=c["num_heads"], key_depth=f, value_depth=2 * f,
+                  kernel_regularizer=c["kernel_regularizer"],
+                  norm_momentum=c["norm_momentum"],
+                  norm_epsilon=c["norm_epsilon"],
+                  use_sync_bn=c["use_sync_bn"], name="attention")
+    self._attention_pool = None
+    if c["attention_type"] == "axial":
+      self.attention = AxialAttention2D(
+          span=c["span"], max_length=c["max_length"], strides=c["strides"],
+          use_query_positional=c["use_query_positional"],
+          use_key_positional=c["use_key_positional"],
+          use_value_positional=c["use_value_positional"],
+          recompute_grad=c["recompute_grad"], **shared)
+    elif c["attention_type"] == "local":
+      from axial_deeplab_tf.keras_layers.attention2d import LocalSelfAttention2D  # pylint: disable=g-import-not-at-top
+      self.attention = LocalSelfAttention2D(
+          kernel_size=c["kernel_size"], strides=c["strides"],
+          position_sensitive=(c["use_key_positional"] or
+                              c["use_value_positional"]), **shared)
+    else:
+      from axial_deeplab_tf.keras_layers.attention2d import GlobalSelfAttention2D  # pylint: disable=g-import-not-at-top
+      self.attention = GlobalSelfAttention2D(**shared)
+      if c["strides"] > 1:
+        self._attention_pool = keras.layers.AveragePooling2D(
+            c["strides"], c["strides"], padding="same", name="attention_pool")
+    self.conv_up = conv(out_channels, "conv_up")
+    self.bn_up = base.batch_norm(gamma_initializer="zeros", name="bn_up", **bn)
+    self.drop_path = (base.DropPath(c["drop_path_rate"], name="drop_path")
+                      if c["drop_path_rate"] > 0 else None)
+    # Built now, in the tf_keras layer's order, so that every weight exists
+    # after build (for copy_weights) and lines up with the twin's.
+    shape = tuple(input_shape)
+    if self._has_shortcut:
+      self.shortcut_conv.build(shape)
+      self.shortcut_bn.build(self.shortcut_conv.compute_output_shape(shape))
+    self.conv_down.build(shape)
+    down = self.conv_down.compute_output_shape(shape)
+    self.bn_down.build(down)
+    self.attention.build(down)
+    self.conv_up.build(down[:-1] + (2 * f,))
+    self.bn_up.build(down[:-1] + (out_channels,))
+
+  def call(self, inputs, training=None):
+    shortcut = inputs
+    if self._has_shortcut:
+      shortcut = self.shortcut_bn(self.shortcut_conv(inputs),
+                                  training=training)
+    x = ops.relu(self.bn_down(self.conv_down(inputs), training=training))
+    x = self.attention(x, training=training)
+    if self._attention_pool is not None:
+      x = self._attention_pool(x)
+    x = ops.relu(x)
+    x = self.bn_up(self.conv_up(x), training=training)
+    if self.drop_path is not None:
+      x = self.drop_path(x, training=training)
+    return ops.relu(x + ops.cast(shortcut, x.dtype))
+
+  def compute_output_shape(self, input_shape):
+    s = self._config["strides"]
+    size = [None if d is None else -(-d // s) for d in input_shape[1:3]]
+    return (input_shape[0], *size,
+            self._config["expansion"] * self._config["filters"])
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(self._config)
+    config["kernel_initializer"] = base.serialize(config["kernel_initializer"])
+    config["kernel_regularizer"] = base.serialize(config["kernel_regularizer"])
+    return config

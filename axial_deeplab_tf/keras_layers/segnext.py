@@ -1,0 +1,479 @@
+"""Keras 3 SegNeXt layers: MSCA, the MSCAN block, NMF2D, Hamburger, LightHamHead.
+
+Twins of `axial_deeplab_tf.layers.msca` and `axial_deeplab_tf.layers.
+hamburger` (same arguments, sub-layers and variable names; Keras 3 names
+the depthwise kernel "kernel"), written with `keras.ops` only.
+
+NMF bases: with `seed=None` they are drawn afresh in every call, as in the
+tf_keras layer; a seed fixes them, but the draw comes from Keras' random
+generator, not TensorFlow's stateless Philox, so the two implementations
+start from different bases for the same seed. Pass `bases=` to `NMF2D`
+(or compare with `seed=None` replaced by explicit bases) for identical
+outputs.
+"""
+
+from typing import Any, Dict, Optional, Sequence
+
+import keras
+from keras import ops
+
+from axial_deeplab_tf import attention_math as am
+from axial_deeplab_tf.keras_layers import base
+
+_NMF_ARGUMENTS = ("rank", "num_channel_groups", "train_steps", "eval_steps",
+                  "inv_t", "one_step_gradient", "seed")
+
+
+def he_fan_out_initializer():
+  """N(0, sqrt(2 / fan_out)), the SegNeXt conv initialisation."""
+  return keras.initializers.VarianceScaling(
+      scale=2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+class _ConvArguments:
+  """Initializer/regularizer arguments and conv factories of a layer."""
+
+  def _set_conv_arguments(self, kernel_initializer, kernel_regularizer,
+                          bias_regularizer):
+    self._kernel_initializer = keras.initializers.get(
+        kernel_initializer or he_fan_out_initializer())
+    self._kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+    self._bias_regularizer = keras.regularizers.get(bias_regularizer)
+
+  def _conv(self, filters, kernel_size, name, use_bias=True,
+            kernel_initializer=None):
+    return keras.layers.Conv2D(
+        filters, kernel_size, use_bias=use_bias,
+        kernel_initializer=base.initializer(kernel_initializer or
+                                            self._kernel_initializer),
+        kernel_regularizer=self._kernel_regularizer,
+        bias_regularizer=self._bias_regularizer if use_bias else None,
+        name=name)
+
+  def _depthwise_conv(self, kernel_size, name):
+    return keras.layers.DepthwiseConv2D(
+        kernel_size, padding="same", use_bias=True,
+        depthwise_initializer=base.initializer(self._kernel_initializer),
+        depthwise_regularizer=self._kernel_regularizer,
+        bias_regularizer=self._bias_regularizer, name=name)
+
+  def _conv_config(self) -> Dict[str, Any]:
+    return {"kernel_initializer": base.serialize(self._kernel_initializer),
+            "kernel_regularizer": base.serialize(self._kernel_regularizer),
+            "bias_regularizer": base.serialize(self._bias_regularizer)}
+
+
+def _build_chain(layers, shape):
+  """Builds layers one after another from `shape`; returns the last shape."""
+  for layer in layers:
+    layer.build(shape)
+    shape = layer.compute_output_shape(shape)
+  return shape
+
+
+@base.register
+class MultiScaleConvAttention(_ConvArguments, keras.layers.Layer):
+  """`conv1x1(a + sum_k strip_k(a)) * x`, a = depthwise conv of x (Keras 3)."""
+
+  def __init__(self, kernel_sizes: Sequence[int] = (7, 11, 21),
+               base_kernel_size: int = 5, kernel_initializer: Any = None,
+               kernel_regularizer=None, bias_regularizer=None, **kwargs):
+    super().__init__(**kwargs)
+    if isinstance(kernel_sizes, (str, bytes)) or not isinstance(
+        kernel_sizes, Sequence) or not kernel_sizes:
+      raise ValueError("kernel_sizes must be a non-empty sequence of odd "
+                       f"ints, got {kernel_sizes!r}.")
+    self._kernel_sizes = tuple(am.check_odd_positive("kernel_sizes[]", k)
+                               for k in kernel_sizes)
+    self._base_kernel_size = am.check_odd_positive("base_kernel_size",
+                                                   base_kernel_size)
+    self._set_conv_arguments(kernel_initializer, kernel_regularizer,
+                             bias_regularizer)
+
+  def build(self, input_shape):
+    channels = base.check_image_shape("MultiScaleConvAttention", input_shape)
+    shape = tuple(input_shape)
+    self.base_conv = self._depthwise_conv(self._base_kernel_size, "base_conv")
+    self.strip_row_convs = [self._depthwise_conv((1, k), f"strip{k}_1x{k}")
+                            for k in self._kernel_sizes]
+    self.strip_col_convs = [self._depthwise_conv((k, 1), f"strip{k}_{k}x1")
+                            for k in self._kernel_sizes]
+    self.mix_conv = self._conv(channels, 1, "mix_conv")
+    _build_chain([self.base_conv] + self.strip_row_convs +
+                 self.strip_col_convs + [self.mix_conv], shape)
+
+  def call(self, inputs, training=None):
+    a = self.base_conv(inputs)
+    total = a
+    for conv_row, conv_col in zip(self.strip_row_convs, self.strip_col_convs):
+      total = total + conv_col(conv_row(a))
+    return self.mix_conv(total) * inputs
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(self._conv_config())
+    config.update({"kernel_sizes": list(self._kernel_sizes),
+                   "base_kernel_size": self._base_kernel_size})
+    return config
+
+
+@base.register
+class MSCANBlock(_ConvArguments, keras.layers.Layer):
+  """One MSCAN block: attention and MLP residual branches with layer scale."""
+
+  def __init__(self, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0,
+               dropout_rate: float = 0.0,
+               layer_scale_init_value: float = 1e-2,
+               kernel_sizes: Sequence[int] = (7, 11, 21),
+               base_kernel_size: int = 5, use_sync_bn: bool = False,
+               norm_momentum: float = 0.9, norm_epsilon: float = 1e-5,
+               kernel_initializer: Any = None, kernel_regularizer=None,
+               bias_regularizer=None, **kwargs):
+    super().__init__(**kwargs)
+    if isinstance(mlp_ratio, bool) or not isinstance(
+        mlp_ratio, (int, float)) or mlp_ratio <= 0:
+      raise ValueError(f"mlp_ratio must be a positive number, got "
+                       f"{mlp_ratio!r}.")
+    self._mlp_ratio = mlp_ratio
+    self._drop_path_rate = am.check_rate("drop_path_rate", drop_path_rate)
+    self._dropout_rate = am.check_rate("dropout_rate", dropout_rate)
+    self._layer_scale_init_value = float(layer_scale_init_value)
+    self._kernel_sizes = tuple(kernel_sizes)
+    self._base_kernel_size = base_kernel_size
+    self._use_sync_bn = use_sync_bn
+    self._norm_momentum = norm_momentum
+    self._norm_epsilon = norm_epsilon
+    self._set_conv_arguments(kernel_initializer, kernel_regularizer,
+                             bias_regularizer)
+
+  def build(self, input_shape):
+    channels = base.check_image_shape("MSCANBlock", input_shape)
+    shape = tuple(input_shape)
+    hidden = int(channels * self._mlp_ratio)
+    self.attn_norm = base.batch_norm(self._norm_momentum, self._norm_epsilon,
+                                     "attn_norm")
+    self.attn_proj_in = self._conv(channels, 1, "attn_proj_in")
+    self.msca = MultiScaleConvAttention(
+        kernel_sizes=self._kernel_sizes,
+        base_kernel_size=self._base_kernel_size,
+        kernel_initializer=base.initializer(self._kernel_initializer),
+        kernel_regularizer=self._kernel_regularizer,
+        bias_regularizer=self._bias_regularizer, name="msca")
+    self.attn_proj_out = self._conv(channels, 1, "attn_proj_out")
+    self.mlp_norm = base.batch_norm(self._norm_momentum, self._norm_epsilon,
+                                    "mlp_norm")
+    self.mlp_fc1 = self._conv(hidden, 1, "mlp_fc1")
+    self.mlp_dwconv = self._depthwise_conv(3, "mlp_dwconv")
+    self.mlp_fc2 = self._conv(channels, 1, "mlp_fc2")
+    self.mlp_dropout = keras.layers.Dropout(self._dropout_rate,
+                                            name="mlp_dropout")
+    self.drop_path = base.DropPath(self._drop_path_rate, name="drop_path")
+    scale_init = keras.initializers.Constant(self._layer_scale_init_value)
+    self.attn_layer_scale = self.add_weight(
+        name="attn_layer_scale", shape=(channels,), initializer=scale_init)
+    self.mlp_layer_scale = self.add_weight(
+        name="mlp_layer_scale", shape=(channels,), initializer=scale_init)
+    _build_chain([self.attn_norm, self.attn_proj_in, self.msca,
+                  self.attn_proj_out, self.mlp_norm, self.mlp_fc1], shape)
+    _build_chain([self.mlp_dwconv], shape[:-1] + (hidden,))
+    _build_chain([self.mlp_fc2], shape[:-1] + (hidden,))
+
+  def call(self, inputs, training=None):
+    y = self.attn_norm(inputs, training=training)
+    shortcut = y
+    y = ops.gelu(self.attn_proj_in(y), approximate=False)
+    y = self.attn_proj_out(self.msca(y)) + shortcut
+    x = inputs + self.drop_path(self.attn_layer_scale * y, training=training)
+    y = self.mlp_norm(x, training=training)
+    y = ops.gelu(self.mlp_dwconv(self.mlp_fc1(y)), approximate=False)
+    y = self.mlp_dropout(y, training=training)
+    y = self.mlp_dropout(self.mlp_fc2(y), training=training)
+    return x + self.drop_path(self.mlp_layer_scale * y, training=training)
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(self._conv_config())
+    config.update({
+        "use_sync_bn": self._use_sync_bn,
+        "norm_momentum": self._norm_momentum,
+        "norm_epsilon": self._norm_epsilon,
+        "mlp_ratio": self._mlp_ratio,
+        "drop_path_rate": self._drop_path_rate,
+        "dropout_rate": self._dropout_rate,
+        "layer_scale_init_value": self._layer_scale_init_value,
+        "kernel_sizes": list(self._kernel_sizes),
+        "base_kernel_size": self._base_kernel_size,
+    })
+    return config
+
+
+def _check_steps(name, value):
+  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    raise ValueError(f"{name} must be an int >= 0, got {value!r}.")
+  return value
+
+
+@base.register
+class NMF2D(keras.layers.Layer):
+  """Low-rank NMF reconstruction of a non-negative map (Keras 3).
+
+  The multiplicative updates of the tf_keras `NMF2D` (see its docstring),
+  in float32.
+  """
+
+  def __init__(self, rank: int = 64, num_channel_groups: int = 1,
+               train_steps: int = 6, eval_steps: int = 7, inv_t: float = 1.0,
+               one_step_gradient: bool = True, seed: Optional[int] = None,
+               epsilon: float = 1e-6, **kwargs):
+    super().__init__(**kwargs)
+    self._rank = am.check_positive_int("rank", rank)
+    self._num_channel_groups = am.check_positive_int("num_channel_groups",
+                                                     num_channel_groups)
+    self._train_steps = _check_steps("train_steps", train_steps)
+    self._eval_steps = _check_steps("eval_steps", eval_steps)
+    if isinstance(inv_t, bool) or not isinstance(inv_t, (int, float)):
+      raise TypeError(f"inv_t must be a number, got {inv_t!r}.")
+    self._inv_t = float(inv_t)
+    if not isinstance(one_step_gradient, bool):
+      raise TypeError(f"one_step_gradient must be a bool, got "
+                      f"{one_step_gradient!r}.")
+    self._one_step_gradient = one_step_gradient
+    if seed is not None and (isinstance(seed, bool) or
+                             not isinstance(seed, int)):
+      raise TypeError(f"seed must be None or an int, got {seed!r}.")
+    self._seed = seed
+    if not isinstance(epsilon, (int, float)) or epsilon <= 0:
+      raise ValueError(f"epsilon must be a positive number, got {epsilon!r}.")
+    self._epsilon = float(epsilon)
+    self._seed_generator = keras.random.SeedGenerator(seed)
+
+  def build(self, input_shape):
+    channels = base.check_image_shape("NMF2D", input_shape)
+    if channels % self._num_channel_groups:
+      raise ValueError(f"channels ({channels}) must be divisible by "
+                       f"num_channel_groups ({self._num_channel_groups}).")
+    self._group_channels = channels // self._num_channel_groups
+
+  def sample_bases(self, batch_size):
+    """float32 [B * S, D, R] initial bases, unit L2 norm over D."""
+    shape = (self._num_channel_groups, self._group_channels, self._rank)
+    if self._seed is None:
+      bases = keras.random.uniform((batch_size,) + shape,
+                                   seed=self._seed_generator)
+    else:
+      bases = keras.random.uniform(shape, seed=self._seed)
+      bases = ops.broadcast_to(bases[None], (batch_size,) + shape)
+    bases = ops.reshape(bases, (-1,) + shape[1:])
+    return bases / ops.sqrt(ops.maximum(
+        ops.sum(ops.square(bases), axis=1, keepdims=True), 1e-12))
+
+  def _coef_update(self, x, bases, coef):
+    numerator = ops.matmul(x, bases)
+    denominator = ops.matmul(coef, ops.matmul(ops.transpose(bases, (0, 2, 1)),
+                                              bases))
+    return coef * numerator / (denominator + self._epsilon)
+
+  def _bases_update(self, x, bases, coef):
+    numerator = ops.matmul(ops.transpose(x, (0, 2, 1)), coef)
+    denominator = ops.matmul(bases, ops.matmul(ops.transpose(coef, (0, 2, 1)),
+                                               coef))
+    return bases * numerator / (denominator + self._epsilon)
+
+  def factorize(self, x, bases, steps: int):
+    """(coef [G, N, R], bases [G, D, R]) after `steps` update pairs."""
+    x_loop = ops.stop_gradient(x) if self._one_step_gradient else x
+    bases = ops.stop_gradient(bases)
+    coef = ops.softmax(self._inv_t * ops.matmul(x_loop, bases), axis=-1)
+    for _ in range(steps):
+      coef = self._coef_update(x_loop, bases, coef)
+      bases = self._bases_update(x_loop, bases, coef)
+    coef = self._coef_update(x, bases, coef)
+    return coef, bases
+
+  def call(self, inputs, training=None, bases=None):
+    height, width = base.static_dim(inputs, 1), base.static_dim(inputs, 2)
+    groups, depth = self._num_channel_groups, self._group_channels
+    batch = ops.shape(inputs)[0]
+    x = ops.cast(inputs, "float32")
+    x = ops.reshape(x, (-1, height * width, groups, depth))
+    if groups > 1:
+      x = ops.transpose(x, (0, 2, 1, 3))
+    x = ops.reshape(x, (-1, height * width, depth))
+    if bases is None:
+      bases = self.sample_bases(batch)
+    bases = ops.cast(bases, "float32")
+    coef, final = self.factorize(
+        x, bases, self._train_steps if training else self._eval_steps)
+    y = ops.matmul(coef, ops.transpose(final, (0, 2, 1)))
+    y = ops.reshape(y, (-1, groups, height * width, depth))
+    if groups > 1:
+      y = ops.transpose(y, (0, 2, 1, 3))
+    y = ops.reshape(y, (-1, height, width, groups * depth))
+    return ops.cast(y, inputs.dtype)
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "rank": self._rank, "num_channel_groups": self._num_channel_groups,
+        "train_steps": self._train_steps, "eval_steps": self._eval_steps,
+        "inv_t": self._inv_t, "one_step_gradient": self._one_step_gradient,
+        "seed": self._seed, "epsilon": self._epsilon})
+    return config
+
+
+def _group_norm(groups, epsilon, name):
+  return keras.layers.GroupNormalization(groups=groups, epsilon=epsilon,
+                                         name=name, dtype="float32")
+
+
+@base.register
+class Hamburger(_ConvArguments, keras.layers.Layer):
+  """ReLU(x + GN(conv(NMF(ReLU(conv(x)))))) (Keras 3)."""
+
+  def __init__(self, rank: int = 64, num_channel_groups: int = 1,
+               train_steps: int = 6, eval_steps: int = 7, inv_t: float = 1.0,
+               one_step_gradient: bool = True, seed: Optional[int] = None,
+               norm_groups: int = 32, norm_epsilon: float = 1e-5,
+               kernel_initializer: Any = None, kernel_regularizer=None,
+               bias_regularizer=None, **kwargs):
+    super().__init__(**kwargs)
+    self.nmf = NMF2D(rank=rank, num_channel_groups=num_channel_groups,
+                     train_steps=train_steps, eval_steps=eval_steps,
+                     inv_t=inv_t, one_step_gradient=one_step_gradient,
+                     seed=seed, name="nmf")
+    self._norm_groups = am.check_positive_int("norm_groups", norm_groups)
+    self._norm_epsilon = norm_epsilon
+    self._set_conv_arguments(kernel_initializer, kernel_regularizer,
+                             bias_regularizer)
+
+  @property
+  def nmf_config(self) -> Dict[str, Any]:
+    config = self.nmf.get_config()
+    return {k: config[k] for k in _NMF_ARGUMENTS}
+
+  def build(self, input_shape):
+    channels = base.check_image_shape("Hamburger", input_shape)
+    if channels % self._norm_groups:
+      raise ValueError(f"norm_groups ({self._norm_groups}) must divide the "
+                       f"channels ({channels}).")
+    self.lower_bread = self._conv(channels, 1, "lower_bread")
+    self.upper_bread = self._conv(channels, 1, "upper_bread", use_bias=False)
+    self.upper_norm = _group_norm(self._norm_groups, self._norm_epsilon,
+                                  "upper_norm")
+    _build_chain([self.lower_bread, self.nmf, self.upper_bread,
+                  self.upper_norm], tuple(input_shape))
+
+  def call(self, inputs, training=None, bases=None):
+    y = ops.relu(self.lower_bread(inputs))
+    y = self.nmf(y, training=training, bases=bases)
+    y = self.upper_norm(self.upper_bread(y))
+    return ops.relu(inputs + ops.cast(y, inputs.dtype))
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(self.nmf_config)
+    config.update(self._conv_config())
+    config.update({"norm_groups": self._norm_groups,
+                   "norm_epsilon": self._norm_epsilon})
+    return config
+
+
+@base.register
+class LightHamHead(_ConvArguments, keras.layers.Layer):
+  """SegNeXt decoder: resize + concat, squeeze, Hamburger, align, classify."""
+
+  def __init__(self, num_classes: int, channels: int = 256,
+               ham_channels: int = 256, rank: int = 64,
+               num_channel_groups: int = 1, train_steps: int = 6,
+               eval_steps: int = 7, inv_t: float = 1.0,
+               one_step_gradient: bool = True, seed: Optional[int] = None,
+               dropout_rate: float = 0.1, norm_groups: int = 32,
+               norm_epsilon: float = 1e-5, kernel_initializer: Any = None,
+               kernel_regularizer=None, bias_regularizer=None, **kwargs):
+    super().__init__(**kwargs)
+    self._num_classes = am.check_positive_int("num_classes", num_classes)
+    self._channels = am.check_positive_int("channels", channels)
+    self._ham_channels = am.check_positive_int("ham_channels", ham_channels)
+    self._norm_groups = am.check_positive_int("norm_groups", norm_groups)
+    for name, value in (("channels", channels),
+                        ("ham_channels", ham_channels)):
+      if value % norm_groups:
+        raise ValueError(f"{name} ({value}) must be divisible by norm_groups "
+                         f"({norm_groups}).")
+    self._dropout_rate = am.check_rate("dropout_rate", dropout_rate)
+    self._norm_epsilon = norm_epsilon
+    self._set_conv_arguments(kernel_initializer, kernel_regularizer,
+                             bias_regularizer)
+    self.squeeze_conv = self._conv(ham_channels, 1, "squeeze_conv",
+                                   use_bias=False)
+    self.squeeze_norm = _group_norm(norm_groups, norm_epsilon, "squeeze_norm")
+    self.hamburger = Hamburger(
+        rank=rank, num_channel_groups=num_channel_groups,
+        train_steps=train_steps, eval_steps=eval_steps, inv_t=inv_t,
+        one_step_gradient=one_step_gradient, seed=seed,
+        norm_groups=norm_groups, norm_epsilon=norm_epsilon,
+        kernel_initializer=base.initializer(self._kernel_initializer),
+        kernel_regularizer=self._kernel_regularizer,
+        bias_regularizer=self._bias_regularizer, name="hamburger")
+    self.align_conv = self._conv(channels, 1, "align_conv", use_bias=False)
+    self.align_norm = _group_norm(norm_groups, norm_epsilon, "align_norm")
+    self.dropout = keras.layers.SpatialDropout2D(self._dropout_rate,
+                                                 name="dropout")
+    self.classifier = self._conv(
+        num_classes, 1, "classifier",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))
+
+  def build(self, input_shape):
+    if not isinstance(input_shape, (list, tuple)) or not input_shape or (
+        not isinstance(input_shape[0], (list, tuple))):
+      raise TypeError("LightHamHead expects a non-empty list of feature maps, "
+                      f"got input shape {input_shape!r}.")
+    first = tuple(input_shape[0])
+    total = sum(int(s[-1]) for s in input_shape)
+    shape = first[:-1] + (total,)
+    shape = _build_chain([self.squeeze_conv, self.squeeze_norm,
+                          self.hamburger, self.align_conv, self.align_norm],
+                         shape)
+    self.classifier.build(shape)
+
+  def call(self, inputs, training=None, bases=None):
+    if isinstance(inputs, dict) or not isinstance(
+        inputs, (list, tuple)) or not inputs:
+      raise TypeError("LightHamHead expects a non-empty list of feature maps, "
+                      f"got {type(inputs).__name__}.")
+    size = (base.static_dim(inputs[0], 1), base.static_dim(inputs[0], 2))
+    features = [inputs[0]] + [
+        ops.cast(ops.image.resize(f, size, interpolation="bilinear"),
+                 inputs[0].dtype) for f in inputs[1:]]
+    x = ops.concatenate(features, axis=-1)
+    x = ops.relu(self.squeeze_norm(self.squeeze_conv(x)))
+    x = self.hamburger(x, training=training, bases=bases)
+    x = ops.relu(self.align_norm(self.align_conv(x)))
+    x = self.dropout(x, training=training)
+    return self.classifier(x)
+
+  def compute_output_shape(self, input_shape):
+    return tuple(input_shape[0][:-1]) + (self._num_classes,)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(self.hamburger.nmf_config)
+    config.update(self._conv_config())
+    config.update({
+        "num_classes": self._num_classes, "channels": self._channels,
+        "ham_channels": self._ham_channels,
+        "dropout_rate": self._dropout_rate, "norm_groups": self._norm_groups,
+        "norm_epsilon": self._norm_epsilon})
+    return config
