@@ -44,7 +44,7 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from axial_deeplab_tf.serving import attention_maps  # pylint: disable=g-import-not-at-top
   from axial_deeplab_tf.serving import predictor  # pylint: disable=g-import-not-at-top
-  from axial_deeplab_tf.utils import visualization  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.utils import io, visualization  # pylint: disable=g-import-not-at-top
   try:
     loaded = cli.load_model_from_flags(FLAGS)
     if FLAGS.list_blocks:
@@ -57,7 +57,7 @@ def main(argv):
       raise ValueError(f"--query must be two ints y,x, got {FLAGS.query}.")
     block = int(FLAGS.block) if FLAGS.block.lstrip("-").isdigit() else (
         FLAGS.block)
-    image = predictor.read_image(FLAGS.image)
+    image = predictor.read_image(io.check_image_pixels(FLAGS.image))
     maps = attention_maps.attention_maps(loaded.model, image, block,
                                          FLAGS.head, tuple(query))
   except (ValueError, TypeError, OSError, AssertionError) as e:
@@ -81,4 +81,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  app.run(cli.tool_main(main))
