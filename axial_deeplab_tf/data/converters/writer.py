@@ -385,8 +385,10 @@ def _write_records(*, dataset, tasks, process_fn, output_dir, split,
         continue
       example = tfrecord_schema.to_tf_example(payload)
       shard = num_records % num_shards
+      # Deterministic: map entries sorted, so a rerun (another process,
+      # another hash seed) writes byte-identical shards.
       _write(tf, writers[shard], tmp_paths[shard],
-             example.SerializeToString())
+             example.SerializeToString(deterministic=True))
       num_records += 1
       converted.extend(notes)
     progress.close()
