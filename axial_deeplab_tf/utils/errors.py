@@ -102,7 +102,10 @@ def _describe_os_error(e: OSError) -> str:
 def describe(error: BaseException) -> Optional[str]:
   """The one-line message of a user/environment error, else None (a bug)."""
   if isinstance(error, UserError):
-    return _one_line(str(error))
+    # From the parts: wrappers (gin's "In call to configurable ...") may
+    # have appended to the message.
+    return _one_line(", ".join(
+        str(part) for part in (error.what, error.path, error.why) if part))
   if isinstance(error, OSError):
     return _one_line(_describe_os_error(error))
   if isinstance(error, ImportError):
