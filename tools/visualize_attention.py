@@ -46,6 +46,8 @@ def main(argv):
   from axial_deeplab_tf.serving import predictor  # pylint: disable=g-import-not-at-top
   from axial_deeplab_tf.utils import io, visualization  # pylint: disable=g-import-not-at-top
   try:
+    if FLAGS.image:  # Header only: a decompression bomb stops here.
+      io.check_image_pixels(FLAGS.image)
     loaded = cli.load_model_from_flags(FLAGS)
     if FLAGS.list_blocks:
       layers = attention_maps.find_axial_attention_2d(loaded.model)
@@ -57,7 +59,7 @@ def main(argv):
       raise ValueError(f"--query must be two ints y,x, got {FLAGS.query}.")
     block = int(FLAGS.block) if FLAGS.block.lstrip("-").isdigit() else (
         FLAGS.block)
-    image = predictor.read_image(io.check_image_pixels(FLAGS.image))
+    image = predictor.read_image(FLAGS.image)
     maps = attention_maps.attention_maps(loaded.model, image, block,
                                          FLAGS.head, tuple(query))
   except (ValueError, TypeError, OSError, AssertionError) as e:
