@@ -20,7 +20,9 @@ tool's `--help` stays fast.
 
 import errno
 import os
+import re
 import sys
+import tokenize
 import traceback
 from typing import Callable, List, Optional, Sequence, TextIO
 
@@ -112,7 +114,15 @@ def describe(error: BaseException) -> Optional[str]:
     # Typically a gin file's `import` line naming a missing module: gin
     # files are code, and their imports run.
     name = getattr(error, "name", None)
-    return _one_line(f"cannot import module {name or '?'}, {error}")
+    if not name:
+      found = re.search(r"No module named '([^']+)'", str(error))
+      name = found.group(1) if found else "?"
+    return _one_line(f"cannot import module {name}, {error}")
+  if isinstance(error, tokenize.TokenError):
+    # gin's tokenizer on an unbalanced gin file: it names no file.
+    return _one_line(f"syntax error in a gin file or binding, "
+                     f"{_gin_files() or 'the --gin_param values'}, "
+                     f"{error.args[0] if error.args else error}")
   if isinstance(error, RecursionError):
     return _one_line(f"input nested too deeply, {error}")
   if isinstance(error, MemoryError):
@@ -135,6 +145,13 @@ def describe(error: BaseException) -> Optional[str]:
     # naming the argument, the value and what was expected.
     return _one_line(f"{type(error).__name__}: {error}")
   return None
+
+
+def _gin_files() -> str:
+  try:
+    return ", ".join(flags.FLAGS["gin_file"].value or ())
+  except (KeyError, flags.Error):
+    return ""
 
 
 def _describe_op_error(tf, error) -> Optional[str]:
