@@ -61,6 +61,8 @@ _ERRNO_TEXT = {
                    "free space or choose another output folder"),
     errno.EDQUOT: ("disk quota exceeded",
                    "free space or choose another output folder"),
+    errno.EFBIG: ("file too large",
+                  "the file system or a size limit (ulimit -f) refuses it"),
     errno.EACCES: ("permission denied", "the file or folder is not "
                    "accessible to this user"),
     errno.EPERM: ("operation not permitted", "the file or folder is not "

@@ -11,7 +11,7 @@ quickstart data all use it, so they share this converter.
 import dataclasses
 import functools
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from axial_deeplab_tf.data import metadata as metadata_lib
 from axial_deeplab_tf.data import tfrecord_schema
