@@ -32,7 +32,7 @@ flags.DEFINE_string("output_split", None,
                     "Shard name prefix (default: --split).")
 flags.DEFINE_integer("label_divisor", 256, "Panoptic label divisor.")
 flags.DEFINE_integer("ignore_label", 255, "Ignore label.")
-cli.define_shared_flags(default_num_shards=64)
+cli.define_shared_flags(default_num_shards=64, outside_root_flag=True)
 FLAGS = flags.FLAGS
 
 
@@ -45,7 +45,8 @@ def main(argv):
       output_dir=FLAGS.output_dir, output_split=FLAGS.output_split,
       num_shards=FLAGS.num_shards, num_workers=FLAGS.num_workers,
       strict=FLAGS.strict, label_divisor=FLAGS.label_divisor,
-      ignore_label=FLAGS.ignore_label))
+      ignore_label=FLAGS.ignore_label,
+      allow_outside_root=FLAGS.allow_outside_root))
 
 
 if __name__ == "__main__":

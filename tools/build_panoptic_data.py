@@ -38,7 +38,7 @@ flags.DEFINE_integer("label_divisor", 1000, "Panoptic label divisor.")
 flags.DEFINE_integer("ignore_label", 255, "Ignore label.")
 for _name in ("image_dir", "panoptic_json", "panoptic_dir"):
   flags.mark_flag_as_required(_name)
-cli.define_shared_flags(default_num_shards=4)
+cli.define_shared_flags(default_num_shards=4, outside_root_flag=True)
 FLAGS = flags.FLAGS
 
 
@@ -51,7 +51,8 @@ def main(argv):
       split=FLAGS.split, categories_json=FLAGS.categories_json,
       dataset_name=FLAGS.dataset_name, label_divisor=FLAGS.label_divisor,
       ignore_label=FLAGS.ignore_label, num_shards=FLAGS.num_shards,
-      num_workers=FLAGS.num_workers, strict=FLAGS.strict))
+      num_workers=FLAGS.num_workers, strict=FLAGS.strict,
+      allow_outside_root=FLAGS.allow_outside_root))
 
 
 if __name__ == "__main__":

@@ -72,6 +72,8 @@ def main(argv):
     return cli.report_error(e)
   from axial_deeplab_tf.serving import export_module  # pylint: disable=g-import-not-at-top
   try:
+    export_module.check_replaceable_export_dir(FLAGS.export_dir,
+                                               FLAGS.overwrite)
     loaded = cli.load_model_from_flags(
         FLAGS, dataset_metadata=FLAGS.dataset_metadata, dtype=FLAGS.dtype)
     post_processor_args = {
@@ -100,4 +102,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  app.run(cli.tool_main(main))

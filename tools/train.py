@@ -24,6 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
+from axial_deeplab_tf.utils import errors  # pylint: disable=g-import-not-at-top
+
 flags.DEFINE_multi_string("gin_file", [], "Experiment gin file(s).")
 flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.")
 flags.DEFINE_string("model_dir", None, "Checkpoints and summaries go here.")
@@ -47,14 +49,12 @@ def main(argv):
     # line; errors during training keep their traceback.
     prepared = train_lib.prepare(FLAGS.gin_file, FLAGS.gin_param,
                                  FLAGS.model_dir, FLAGS.mode)
-  except (ValueError, TypeError, OSError) as e:
-    message = " ".join(str(e).split())
-    print(f"error: {type(e).__name__}: {message}", file=sys.stderr)
-    return 2
+  except (ValueError, TypeError, OSError, ImportError, SyntaxError) as e:
+    return errors.report(e)
   results = train_lib.execute(prepared)
   print(json.dumps(results, sort_keys=True))
   return 0
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  app.run(errors.tool_main(main))

@@ -44,8 +44,10 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from axial_deeplab_tf.serving import attention_maps  # pylint: disable=g-import-not-at-top
   from axial_deeplab_tf.serving import predictor  # pylint: disable=g-import-not-at-top
-  from axial_deeplab_tf.utils import visualization  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.utils import io, visualization  # pylint: disable=g-import-not-at-top
   try:
+    if FLAGS.image:  # Header only: a decompression bomb stops here.
+      io.check_image_pixels(FLAGS.image)
     loaded = cli.load_model_from_flags(FLAGS)
     if FLAGS.list_blocks:
       layers = attention_maps.find_axial_attention_2d(loaded.model)
@@ -81,4 +83,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  app.run(cli.tool_main(main))

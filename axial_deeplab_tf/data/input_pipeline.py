@@ -31,6 +31,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import tensorflow as tf
 
 from axial_deeplab_tf.data import metadata as metadata_lib
+from axial_deeplab_tf.data import shard_check
 from axial_deeplab_tf.data import tfrecord_schema
 from official.core import config_definitions as cfg
 from official.core import input_reader
@@ -675,7 +676,8 @@ def build_dataset(file_pattern: Union[str, Sequence[str]],
                   deterministic: bool = False,
                   drop_remainder: Optional[bool] = None, cache: bool = False,
                   cycle_length: Optional[int] = None,
-                  prefetch_buffer_size: Optional[int] = None
+                  prefetch_buffer_size: Optional[int] = None,
+                  skip_corrupt_records: bool = False
                   ) -> tf.data.Dataset:
   """Builds a batched dataset of (features, labels) from TFRecord shards.
 
@@ -704,9 +706,15 @@ def build_dataset(file_pattern: Union[str, Sequence[str]],
     cache: cache parsed examples (augmentation then repeats each epoch).
     cycle_length: files read in parallel.
     prefetch_buffer_size: batches to prefetch (default AUTOTUNE).
+    skip_corrupt_records: skip the rest of a shard from a corrupt record on
+      (logged with the count) instead of stopping (see data/shard_check.py).
 
   Returns:
     tf.data.Dataset of (features dict, labels dict), batched.
+
+  Raises:
+    errors.UserError: a shard is missing, empty, truncated, corrupt or of
+      another schema (shard_check.check_shards), named in the message.
   """
   if not isinstance(batch_size, int) or batch_size <= 0:
     raise ValueError(f"batch_size must be a positive int, got "
@@ -719,6 +727,8 @@ def build_dataset(file_pattern: Union[str, Sequence[str]],
       batch_size % input_context.num_replicas_in_sync):
     raise ValueError(f"batch_size {batch_size} is not divisible by the "
                      f"{input_context.num_replicas_in_sync} replicas.")
+  shard_check.check_shards(file_pattern, label_type_of(parser_config),
+                           skip_corrupt_records)
   decoder = build_decoder(parser_config)
   parser = build_parser(parser_config)
   base_seed = (int(seed) if seed is not None
@@ -733,7 +743,8 @@ def build_dataset(file_pattern: Union[str, Sequence[str]],
       deterministic=deterministic or not is_training, seed=seed,
       prefetch_buffer_size=prefetch_buffer_size)
   reader = input_reader.InputReader(
-      params, dataset_fn=tf.data.TFRecordDataset,
+      params,
+      dataset_fn=shard_check.tfrecord_dataset_fn(skip_corrupt_records),
       decoder_fn=decoder.decode,
       sample_fn=functools.partial(add_example_seeds, base_seed=base_seed,
                                   input_context=input_context),

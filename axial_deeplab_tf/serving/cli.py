@@ -17,6 +17,8 @@ from typing import TypeVar
 
 from absl import flags
 
+from axial_deeplab_tf.utils import errors
+
 T = TypeVar("T")
 
 USAGE_ERROR = 2
@@ -46,6 +48,10 @@ def define_model_flags(checkpoint_help: str,
       flag_values=flag_values)
 
 
+# app.run(cli.tool_main(main)): user errors end as one line, exit status 2.
+tool_main = errors.tool_main
+
+
 def usage_error(message: str, stream: Optional[TextIO] = None) -> int:
   """Prints `error: message` on stderr; returns the usage exit status."""
   print(f"error: {message}", file=stream or sys.stderr)
@@ -53,9 +59,10 @@ def usage_error(message: str, stream: Optional[TextIO] = None) -> int:
 
 
 def report_error(error: BaseException, stream: Optional[TextIO] = None) -> int:
-  """Prints an exception as one `error: Type: message` line; returns 2."""
-  message = " ".join(str(error).split())
-  return usage_error(f"{type(error).__name__}: {message}", stream)
+  """Prints an exception as one `error: ...` line (utils/errors); returns 2."""
+  message = errors.describe(error) or " ".join(
+      f"{type(error).__name__}: {error}".split())
+  return usage_error(message, stream)
 
 
 def check_usage(argv: Sequence[str],

@@ -779,10 +779,7 @@ def export_saved_model(
     raise ValueError("function_keys must include 'image_tensor' (the "
                      "serving_default signature).")
   export_dir = os.path.abspath(export_dir)
-  if os.path.exists(export_dir) and (not os.path.isdir(export_dir) or
-                                     os.listdir(export_dir)) and not overwrite:
-    raise ValueError(f"export_dir {export_dir!r} exists and is not empty; "
-                     f"choose another folder or pass overwrite=True.")
+  check_replaceable_export_dir(export_dir, overwrite)
   if checkpoint_path is not None:
     checkpoint_path = resolve_checkpoint(checkpoint_path)
   meta = _metadata_dict(dataset_metadata)
@@ -816,6 +813,48 @@ def export_saved_model(
     shutil.rmtree(tmp_dir, ignore_errors=True)
     raise
   return export_dir
+
+
+# What a SavedModel folder of export_saved_model may hold.
+_EXPORT_ENTRIES = frozenset({"saved_model.pb", "saved_model.pbtxt",
+                             "variables", "assets", SERVING_CONFIG_DIR,
+                             "fingerprint.pb", "keras_metadata.pb"})
+
+
+def check_replaceable_export_dir(export_dir: str, overwrite: bool) -> None:
+  """Refuses an export_dir whose content an export must not replace.
+
+  A missing or empty folder is fine. With overwrite, a folder holding a
+  previous export (saved_model.pb and variables/, nothing but export
+  files) is replaced; anything else (a file, a folder of other files) is
+  refused, so that --overwrite never deletes what is not an export.
+
+  Raises:
+    errors.UserError: naming the folder and why.
+  """
+  from axial_deeplab_tf.utils import errors  # pylint: disable=g-import-not-at-top
+  if not os.path.lexists(export_dir):
+    return
+  if os.path.islink(export_dir) or not os.path.isdir(export_dir):
+    raise errors.UserError("--export_dir is not a folder", export_dir,
+                           "an existing file or link; choose a folder")
+  entries = set(os.listdir(export_dir))
+  if not entries:
+    return
+  if not overwrite:
+    raise errors.UserError("--export_dir is not empty", export_dir,
+                           "choose another folder, or pass --overwrite to "
+                           "replace a previous export")
+  is_export = ("saved_model.pb" in entries and
+               os.path.isdir(os.path.join(export_dir, "variables")))
+  others = sorted(entries - _EXPORT_ENTRIES)
+  if not is_export or others:
+    why = (f"it holds {others[:5]} besides an export" if is_export and others
+           else "it holds no saved_model.pb with variables/")
+    raise errors.UserError(
+        "--overwrite refused: not a previous export", export_dir,
+        f"{why}; --overwrite replaces only a SavedModel folder or an empty "
+        f"one, remove the folder yourself if it should go")
 
 
 # ------------------------------------------------------------------ models

@@ -37,6 +37,7 @@ class DataConfig(cfg.DataConfig):
   deterministic: bool = False
   seed: Optional[int] = None
   cache: bool = False
+  skip_corrupt_records: bool = False
 
 
 @dataclasses.dataclass

@@ -58,6 +58,7 @@ def data_config(input_path: str = gin.REQUIRED,
                 deterministic: bool = False,
                 seed: Optional[int] = None,
                 cache: bool = False,
+                skip_corrupt_records: bool = False,
                 is_training: bool = True) -> configs.DataConfig:
   """One split's input pipeline; bind it as train/data.* and eval/data.*."""
   return configs.DataConfig(
@@ -66,7 +67,8 @@ def data_config(input_path: str = gin.REQUIRED,
       min_scale=min_scale, max_scale=max_scale, scale_step=scale_step,
       flip_probability=flip_probability, eval_pad_to_crop=eval_pad_to_crop,
       shuffle_buffer_size=shuffle_buffer_size, deterministic=deterministic,
-      seed=seed, cache=cache, drop_remainder=is_training)
+      seed=seed, cache=cache, skip_corrupt_records=skip_corrupt_records,
+      drop_remainder=is_training)
 
 
 def _configurable(name: str, parameters: Sequence[inspect.Parameter]):

@@ -27,6 +27,7 @@ from official.core import task_factory
 
 from axial_deeplab_tf import models
 from axial_deeplab_tf.data import input_pipeline
+from axial_deeplab_tf.data import shard_check
 from axial_deeplab_tf.data import metadata as metadata_lib
 from axial_deeplab_tf.evaluation import instance_ap
 from axial_deeplab_tf.evaluation import panoptic_quality
@@ -93,6 +94,9 @@ def _resumed_training_dataset(params: configs.DataConfig, parser_config,
   path; the records are wrapped in dicts so the seeds are attached (and the
   skip applied) before decoding, which keeps the skipped examples cheap.
   """
+  shard_check.check_shards(params.input_path,
+                           input_pipeline.label_type_of(parser_config),
+                           params.skip_corrupt_records)
   decoder = input_pipeline.build_decoder(parser_config)
   parser = input_pipeline.build_parser(parser_config)
 
@@ -114,7 +118,9 @@ def _resumed_training_dataset(params: configs.DataConfig, parser_config,
       drop_remainder=True, shuffle_buffer_size=params.shuffle_buffer_size,
       deterministic=True, seed=params.seed)
   reader = input_reader.InputReader(
-      reader_params, dataset_fn=tf.data.TFRecordDataset, decoder_fn=None,
+      reader_params,
+      dataset_fn=shard_check.tfrecord_dataset_fn(params.skip_corrupt_records),
+      decoder_fn=None,
       sample_fn=position, parser_fn=parser.parse_fn(True))
   return reader.read(input_context=input_context)
 
@@ -174,7 +180,8 @@ class _BaseTask(base_task.Task):
           params.input_path, parser_config, params.is_training,
           params.global_batch_size, input_context=input_context,
           shuffle_buffer_size=params.shuffle_buffer_size, seed=params.seed,
-          deterministic=params.deterministic, cache=params.cache)
+          deterministic=params.deterministic, cache=params.cache,
+          skip_corrupt_records=params.skip_corrupt_records)
     logging.info("Resuming the training data after %d examples per input "
                  "pipeline (step %d).", skip, self._train_start_step)
     return _resumed_training_dataset(params, parser_config, input_context,

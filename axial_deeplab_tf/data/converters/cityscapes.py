@@ -19,6 +19,7 @@ from axial_deeplab_tf.data.converters import coco_panoptic
 from axial_deeplab_tf.data.converters import common
 from axial_deeplab_tf.data.converters import semantic
 from axial_deeplab_tf.data.converters import writer
+from axial_deeplab_tf.utils import errors
 
 MODES = ("panoptic", "semantic")
 
@@ -88,6 +89,7 @@ def convert_cityscapes(*, cityscapes_root: str, split: str, output_dir: str,
                        num_shards: int = 10, num_workers: int = 1,
                        strict: bool = False, label_divisor: int = 1000,
                        ignore_label: int = 255,
+                       allow_outside_root: bool = False,
                        progress_stream=None) -> writer.ConversionSummary:
   """Converts one Cityscapes split to TFRecords.
 
@@ -101,6 +103,8 @@ def convert_cityscapes(*, cityscapes_root: str, split: str, output_dir: str,
     output_split: shard name prefix (default: split).
     num_shards, num_workers, strict: see writer.write_records.
     label_divisor, ignore_label: label encoding.
+    allow_outside_root: accept image paths outside cityscapes_root and PNG
+      paths outside the JSON's PNG folder.
     progress_stream: progress bar stream.
   """
   if mode not in MODES:
@@ -109,9 +113,11 @@ def convert_cityscapes(*, cityscapes_root: str, split: str, output_dir: str,
     meta = metadata_lib.cityscapes("panoptic", label_divisor=label_divisor,
                                    ignore_label=ignore_label)
     json_path = panoptic_json or find_panoptic_json(cityscapes_root, split)
-    categories = coco_panoptic.load_json(json_path).get("categories")
+    categories = coco_panoptic.load_panoptic_json(
+        json_path, require_categories=True)["categories"]
     if not categories:
-      raise ValueError(f"{json_path} has no 'categories'.")
+      raise errors.UserError("no categories", json_path,
+                             "'categories' is empty")
     mapping = cityscapes_category_map(categories, meta, json_path)
     return coco_panoptic.convert_panoptic_json(
         dataset="cityscapes", panoptic_json_path=json_path,
@@ -121,7 +127,8 @@ def convert_cityscapes(*, cityscapes_root: str, split: str, output_dir: str,
         num_shards=num_shards, num_workers=num_workers, strict=strict,
         dataset_root=cityscapes_root, category_to_train_id=mapping,
         image_path_fn=_image_path_fn(cityscapes_root, split),
-        check_categories=False, progress_stream=progress_stream)
+        check_categories=False, allow_outside_root=allow_outside_root,
+        progress_stream=progress_stream)
 
   meta = metadata_lib.cityscapes("semantic", ignore_label=ignore_label)
   tasks = semantic_tasks(cityscapes_root, split)

@@ -11,14 +11,27 @@ import os
 import sys
 from typing import Callable, List, Sequence
 
-from absl import app
 from absl import flags
 
 from axial_deeplab_tf.data.converters import writer
+from axial_deeplab_tf.utils import errors
 
 
-def define_shared_flags(default_num_shards: int) -> None:
-  """Defines --output_dir, --num_shards, --num_workers and --strict."""
+def define_shared_flags(default_num_shards: int,
+                        outside_root_flag: bool = False) -> None:
+  """Defines --output_dir, --num_shards, --num_workers and --strict.
+
+  Args:
+    default_num_shards: default of --num_shards.
+    outside_root_flag: also define --allow_outside_root (converters of
+      JSON annotations that name files).
+  """
+  if outside_root_flag:
+    flags.DEFINE_boolean(
+        "allow_outside_root", False,
+        "Accept image and label paths of the annotation JSON that lie "
+        "outside the dataset folders (absolute or with '..'); refused by "
+        "default.")
   flags.DEFINE_string("output_dir", None,
                       "Directory for the TFRecord shards, metadata.json and "
                       "summary_{split}.json.")
@@ -34,27 +47,33 @@ def define_shared_flags(default_num_shards: int) -> None:
 
 
 def run_conversion(convert: Callable[[], writer.ConversionSummary]) -> None:
-  """Runs a conversion, prints its summary; exits non-zero when it failed.
+  """Runs a conversion, prints its summary; exits with the tool's status.
 
-  Exit status 1 with the reason on stderr when: --strict met a bad input,
-  the inputs or arguments are wrong, or no record at all was written.
+  Per-input problems are listed in the summary with path and reason and
+  the rest is converted; the last line says how many inputs failed (exit
+  status 0 while at least one record was written). Problems of the input
+  as a whole or of the environment (--strict met a bad input, malformed
+  annotation JSON, paths outside the dataset, no record written, an
+  unusable output folder, a full disk, too few file handles) end with one
+  `error: <what>, <which file>, <why>` line and exit status 2 (with the
+  traceback under --verbose); nothing is left under a final name.
   """
-  try:
+
+  def main(_):
     summary = convert()
-  except writer.StrictModeError as e:
-    sys.exit(f"ERROR: {e}")
-  except (ValueError, FileNotFoundError) as e:
-    sys.exit(f"ERROR: {e}")
-  print(summary.format(), file=sys.stderr)
-  if summary.num_records == 0:
-    sys.exit(f"ERROR: no record was written for split {summary.split!r}; "
-             f"every input was skipped (see the summary above).")
+    print(summary.format(), file=sys.stderr)
+    print(f"{len(summary.skipped)} of {summary.num_inputs} input(s) failed; "
+          f"{summary.num_records} record(s) written to "
+          f"{len(summary.shard_paths)} shard(s).", file=sys.stderr)
+    return 0
+
+  sys.exit(errors.run_tool(main))
 
 
 # Flags passed to the converter under their own names, besides the root.
 _CONVERTER_FLAGS = ("split", "output_dir", "panoptic_json", "output_split",
                     "num_shards", "num_workers", "strict", "label_divisor",
-                    "ignore_label")
+                    "ignore_label", "allow_outside_root")
 
 
 def define_flags(root_flag: str, root_help: str, default_split: str,
@@ -79,7 +98,8 @@ def define_flags(root_flag: str, root_help: str, default_split: str,
   flags.DEFINE_integer("label_divisor", 1000, "Panoptic label divisor.")
   flags.DEFINE_integer("ignore_label", 255, "Ignore label.")
   flags.mark_flag_as_required(root_flag)
-  define_shared_flags(default_num_shards=default_num_shards)
+  define_shared_flags(default_num_shards=default_num_shards,
+                      outside_root_flag=True)
 
 
 def make_main(convert: Callable[..., writer.ConversionSummary],
@@ -102,7 +122,8 @@ def make_main(convert: Callable[..., writer.ConversionSummary],
 
   def main(argv: List[str]) -> None:
     if len(argv) > 1:
-      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+      sys.exit(errors.report(errors.UserError(
+          "unexpected arguments", None, " ".join(argv[1:]))))
     kwargs = {name: flags.FLAGS[name].value for name in names}
     run_conversion(lambda: convert(**kwargs))
 

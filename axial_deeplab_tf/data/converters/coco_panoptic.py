@@ -10,14 +10,15 @@ quickstart data all use it, so they share this converter.
 
 import dataclasses
 import functools
-import json
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from axial_deeplab_tf.data import metadata as metadata_lib
 from axial_deeplab_tf.data import tfrecord_schema
 from axial_deeplab_tf.data.converters import common
+from axial_deeplab_tf.data.converters import schema
 from axial_deeplab_tf.data.converters import writer
+from axial_deeplab_tf.utils import errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,27 +72,30 @@ def process_panoptic_task(context: PanopticContext, task: PanopticTask):
 
 
 def load_json(path: str) -> Any:
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"JSON file {path} does not exist.")
-  with open(path) as f:
-    try:
-      return json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path} is not valid JSON: {e}") from e
+  """Loads a JSON file (see schema.load_json)."""
+  return schema.load_json(path)
 
 
-def _require(entry: Mapping[str, Any], keys: Sequence[str], where: str):
-  missing = [k for k in keys if k not in entry]
-  if missing:
-    raise ValueError(f"{where} lacks key(s) {missing}: {entry!r:.200}")
+def load_panoptic_json(path: str, require_categories: bool = False) -> Any:
+  """Loads and checks a COCO panoptic JSON (schema.validate_panoptic_json)."""
+  data = schema.load_json(path)
+  schema.validate_panoptic_json(data, path, require_categories)
+  return data
 
 
 def index_panoptic_json(
     panoptic_json: Mapping[str, Any], json_path: str, image_dir: str,
     panoptic_dir: str, dataset_root: str,
-    image_path_fn: Optional[Callable[[Mapping[str, Any]], str]] = None
+    image_path_fn: Optional[Callable[[Mapping[str, Any]], str]] = None,
+    category_to_train_id: Optional[Mapping[int, int]] = None,
+    allow_outside_root: bool = False
 ) -> Tuple[List[PanopticTask], List[common.BadExample]]:
   """Turns a COCO panoptic JSON into tasks (sorted by image file name).
+
+  The JSON is checked first (schema.validate_panoptic_json: every problem
+  listed at once), then every image and PNG path must lie inside its
+  folder (image_dir, panoptic_dir or dataset_root) unless
+  allow_outside_root.
 
   Args:
     panoptic_json: the loaded JSON.
@@ -100,27 +104,38 @@ def index_panoptic_json(
     panoptic_dir: directory of the panoptic PNGs.
     dataset_root: root used to make image/filename relative.
     image_path_fn: maps an "images" entry to its image path.
+    category_to_train_id: known category ids; annotations with another
+      category are reported as problems (skipped), all before any work.
+    allow_outside_root: accept paths outside their folders.
 
   Returns:
-    (tasks, problems): problems are annotations without an image entry and
-    images without an annotation.
+    (tasks, problems): problems are annotations without an image entry,
+    images without an annotation and annotations with unknown categories.
 
   Raises:
-    ValueError: if the JSON lacks the required structure.
+    errors.UserError: the JSON breaks the format or names outside paths.
   """
-  for key in ("images", "annotations"):
-    if key not in panoptic_json:
-      raise ValueError(f"{json_path} lacks the {key!r} list of the COCO "
-                       f"panoptic format.")
-  images = {}
+  schema.validate_panoptic_json(panoptic_json, json_path)
+
+  def image_path_of(entry):
+    return (image_path_fn(entry) if image_path_fn is not None
+            else os.path.join(image_dir, entry["file_name"]))
+
+  images = {entry["id"]: entry for entry in panoptic_json["images"]}
+  image_root = dataset_root if image_path_fn is not None else image_dir
+  outside_checks = {}
   for i, entry in enumerate(panoptic_json["images"]):
-    _require(entry, ("id", "file_name"), f"{json_path} images[{i}]")
-    images[entry["id"]] = entry
+    outside_checks[f"images[{i}] (id {entry['id']!r})"] = image_path_of(entry)
+  schema.check_inside(outside_checks, image_root, allow_outside_root,
+                      json_path)
+  label_paths = {f"annotations[{i}].file_name {ann['file_name']!r}":
+                 os.path.join(panoptic_dir, ann["file_name"])
+                 for i, ann in enumerate(panoptic_json["annotations"])}
+  schema.check_inside(label_paths, panoptic_dir, allow_outside_root,
+                      json_path)
   tasks, problems = [], []
   annotated = set()
-  for i, ann in enumerate(panoptic_json["annotations"]):
-    where = f"{json_path} annotations[{i}]"
-    _require(ann, ("image_id", "file_name", "segments_info"), where)
+  for ann in panoptic_json["annotations"]:
     label_path = os.path.join(panoptic_dir, ann["file_name"])
     entry = images.get(ann["image_id"])
     if entry is None:
@@ -130,26 +145,30 @@ def index_panoptic_json(
           f"'images' of {json_path}"))
       continue
     annotated.add(ann["image_id"])
-    segments = []
-    for j, seg in enumerate(ann["segments_info"]):
-      _require(seg, ("id", "category_id"), f"{where} segments_info[{j}]")
-      segments.append((int(seg["id"]), int(seg["category_id"]),
-                       int(bool(seg.get("iscrowd", 0)))))
-    image_path = (image_path_fn(entry) if image_path_fn is not None
-                  else os.path.join(image_dir, entry["file_name"]))
-    json_size = ((int(entry["height"]), int(entry["width"]))
+    segments = tuple((seg["id"], seg["category_id"],
+                      int(bool(seg.get("iscrowd", 0))))
+                     for seg in ann["segments_info"])
+    if category_to_train_id is not None:
+      unknown = sorted({c for _, c, _ in segments
+                        if c not in category_to_train_id})
+      if unknown:
+        problems.append(common.BadExample(
+            label_path, common.UNKNOWN_CATEGORY,
+            f"segments_info has category id(s) {unknown[:10]}, which are "
+            f"not in the metadata"))
+        continue
+    image_path = image_path_of(entry)
+    json_size = ((entry["height"], entry["width"])
                  if "height" in entry and "width" in entry else None)
     tasks.append(PanopticTask(
         image_path=image_path, label_path=label_path,
         filename=common.relative_path(image_path, dataset_root),
-        source_id=str(entry["id"]), segments=tuple(segments),
+        source_id=str(entry["id"]), segments=segments,
         json_size=json_size))
   for image_id, entry in images.items():
     if image_id not in annotated:
-      path = (image_path_fn(entry) if image_path_fn is not None
-              else os.path.join(image_dir, entry["file_name"]))
       problems.append(common.BadExample(
-          path, common.MISSING_ANNOTATION,
+          image_path_of(entry), common.MISSING_ANNOTATION,
           f"image id {image_id!r} has no annotation in {json_path}"))
   tasks.sort(key=lambda t: t.filename)
   return tasks, problems
@@ -162,7 +181,7 @@ def convert_panoptic_json(
     strict: bool, dataset_root: Optional[str] = None,
     category_to_train_id: Optional[Dict[int, int]] = None,
     image_path_fn: Optional[Callable[[Mapping[str, Any]], str]] = None,
-    check_categories: bool = True,
+    check_categories: bool = True, allow_outside_root: bool = False,
     progress_stream=None) -> writer.ConversionSummary:
   """Converts one split of a COCO-format panoptic dataset to TFRecords.
 
@@ -179,6 +198,7 @@ def convert_panoptic_json(
       metadata's original_category_ids).
     image_path_fn: maps an "images" entry to its image path.
     check_categories: check the JSON "categories" against the metadata.
+    allow_outside_root: accept image and PNG paths outside their folders.
     progress_stream: progress bar stream.
 
   Returns:
@@ -187,7 +207,7 @@ def convert_panoptic_json(
   if metadata.task != "panoptic":
     raise ValueError(f"metadata must be of a panoptic dataset, got task "
                      f"{metadata.task!r} ({metadata.name}).")
-  data = load_json(panoptic_json_path)
+  data = load_panoptic_json(panoptic_json_path)
   if check_categories and "categories" in data:
     metadata_lib.check_categories_match(metadata, data["categories"],
                                         source=panoptic_json_path)
@@ -196,7 +216,7 @@ def convert_panoptic_json(
   tasks, problems = index_panoptic_json(
       data, panoptic_json_path, image_dir, panoptic_dir,
       dataset_root or os.path.dirname(os.path.abspath(image_dir)),
-      image_path_fn)
+      image_path_fn, category_to_train_id, allow_outside_root)
   context = PanopticContext(
       category_to_train_id=dict(category_to_train_id),
       thing_train_ids=frozenset(metadata.thing_class_ids),
@@ -216,7 +236,8 @@ def convert_coco_panoptic(
     panoptic_dir: Optional[str] = None, output_dir: str,
     output_split: Optional[str] = None, num_shards: int = 8,
     num_workers: int = 1, strict: bool = False, label_divisor: int = 256,
-    ignore_label: int = 255, progress_stream=None) -> writer.ConversionSummary:
+    ignore_label: int = 255, allow_outside_root: bool = False,
+    progress_stream=None) -> writer.ConversionSummary:
   """Converts COCO panoptic 2017 (133 classes) to TFRecords.
 
   Default layout under coco_root: {split}/*.jpg,
@@ -231,6 +252,7 @@ def convert_coco_panoptic(
     output_split: shard name prefix (default: split).
     num_shards, num_workers, strict: see writer.write_records.
     label_divisor, ignore_label: panoptic encoding.
+    allow_outside_root: accept JSON paths outside image_dir/panoptic_dir.
     progress_stream: progress bar stream.
   """
   if coco_root is None and None in (image_dir, panoptic_json, panoptic_dir):
@@ -249,7 +271,8 @@ def convert_coco_panoptic(
       image_dir=image_dir, panoptic_dir=panoptic_dir, metadata=meta,
       output_dir=output_dir, split=output_split or split,
       num_shards=num_shards, num_workers=num_workers, strict=strict,
-      dataset_root=coco_root, progress_stream=progress_stream)
+      dataset_root=coco_root, allow_outside_root=allow_outside_root,
+      progress_stream=progress_stream)
 
 
 def convert_own_panoptic(
@@ -257,7 +280,8 @@ def convert_own_panoptic(
     split: str, categories_json: Optional[str] = None,
     dataset_name: str = "custom_panoptic", label_divisor: int = 1000,
     ignore_label: int = 255, num_shards: int = 4, num_workers: int = 1,
-    strict: bool = False, progress_stream=None) -> writer.ConversionSummary:
+    strict: bool = False, allow_outside_root: bool = False,
+    progress_stream=None) -> writer.ConversionSummary:
   """Converts your own COCO-format panoptic data with your own categories.
 
   Args:
@@ -273,20 +297,22 @@ def convert_own_panoptic(
     dataset_name: name stored in the metadata.
     label_divisor, ignore_label: panoptic encoding.
     num_shards, num_workers, strict: see writer.write_records.
+    allow_outside_root: accept JSON paths outside image_dir/panoptic_dir.
     progress_stream: progress bar stream.
   """
   if categories_json is not None:
     categories = load_json(categories_json)
     source = categories_json
   else:
-    categories = load_json(panoptic_json).get("categories")
+    categories = load_panoptic_json(panoptic_json).get("categories")
     source = panoptic_json
   if isinstance(categories, Mapping):
     categories = categories.get("categories")
   if not isinstance(categories, list) or not categories:
-    raise ValueError(f"{source} holds no category list (a JSON list of "
-                     f"{{'id', 'name', 'isthing'}} or an object with "
-                     f"'categories').")
+    raise errors.UserError(
+        "no category list", source, "expected a JSON list of {'id', "
+        "'name', 'isthing'} or an object with 'categories'")
+  schema.validate_categories(categories, source)
   meta = metadata_lib.from_categories(
       categories, name=dataset_name, label_divisor=label_divisor,
       ignore_label=ignore_label)
@@ -295,4 +321,4 @@ def convert_own_panoptic(
       image_dir=image_dir, panoptic_dir=panoptic_dir, metadata=meta,
       output_dir=output_dir, split=split, num_shards=num_shards,
       num_workers=num_workers, strict=strict,
-      progress_stream=progress_stream)
+      allow_outside_root=allow_outside_root, progress_stream=progress_stream)

@@ -14,6 +14,7 @@ from typing import Optional
 from axial_deeplab_tf.data import metadata as metadata_lib
 from axial_deeplab_tf.data.converters import coco_panoptic
 from axial_deeplab_tf.data.converters import writer
+from axial_deeplab_tf.utils import errors
 
 _JSON_NAMES = {"v1.2": "panoptic_2018.json", "v2.0": "panoptic_2020.json"}
 
@@ -38,6 +39,7 @@ def convert_mapillary(*, mapillary_root: str, split: str, output_dir: str,
                       num_shards: int = 16, num_workers: int = 1,
                       strict: bool = False, label_divisor: int = 1000,
                       ignore_label: int = 255,
+                      allow_outside_root: bool = False,
                       progress_stream=None) -> writer.ConversionSummary:
   """Converts one Mapillary Vistas split to panoptic TFRecords.
 
@@ -50,6 +52,7 @@ def convert_mapillary(*, mapillary_root: str, split: str, output_dir: str,
     output_split: shard name prefix (default: split).
     num_shards, num_workers, strict: see writer.write_records.
     label_divisor, ignore_label: panoptic encoding.
+    allow_outside_root: accept JSON paths outside the image/PNG folders.
     progress_stream: progress bar stream.
   """
   if version not in metadata_lib.MAPILLARY_VERSIONS:
@@ -57,9 +60,11 @@ def convert_mapillary(*, mapillary_root: str, split: str, output_dir: str,
                      f"{metadata_lib.MAPILLARY_VERSIONS}, got {version!r}.")
   json_path = panoptic_json or find_panoptic_json(mapillary_root, split,
                                                   version)
-  categories = coco_panoptic.load_json(json_path).get("categories")
+  categories = coco_panoptic.load_panoptic_json(
+      json_path, require_categories=True)["categories"]
   if not categories:
-    raise ValueError(f"{json_path} has no 'categories'.")
+    raise errors.UserError("no categories", json_path,
+                           "'categories' is empty")
   meta = metadata_lib.mapillary_vistas(
       version, categories=categories, label_divisor=label_divisor,
       ignore_label=ignore_label)
@@ -69,4 +74,5 @@ def convert_mapillary(*, mapillary_root: str, split: str, output_dir: str,
       panoptic_dir=os.path.dirname(json_path), metadata=meta,
       output_dir=output_dir, split=output_split or split,
       num_shards=num_shards, num_workers=num_workers, strict=strict,
-      dataset_root=mapillary_root, progress_stream=progress_stream)
+      dataset_root=mapillary_root, allow_outside_root=allow_outside_root,
+      progress_stream=progress_stream)

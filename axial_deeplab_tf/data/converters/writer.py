@@ -5,7 +5,10 @@ check the inputs and return plain feature dicts; the parent turns them into
 tf.train.Example records and writes the shards. Each shard is written to a
 temporary file in the output directory and renamed into place only after
 every record was written, so a crash, Ctrl-C or --strict stop never leaves a
-half-written shard behind.
+half-written shard behind. Temporary files are named `.tmp-{split}-...` (a
+`{split}-*` shard pattern never matches them); they are removed on an
+error, SIGTERM or SIGINT, and a later run removes those a killed run left.
+A run that writes no record leaves nothing under a final name.
 """
 
 import dataclasses
@@ -14,25 +17,28 @@ import glob
 import json
 import multiprocessing
 import os
+import re
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from axial_deeplab_tf.data import metadata as metadata_lib
 from axial_deeplab_tf.data import tfrecord_schema
 from axial_deeplab_tf.data.converters import common
+from axial_deeplab_tf.utils import errors
 
 # A worker's result: (features, notes) for a good example.
 ProcessFn = Callable[[Any], Tuple[Dict[str, Any], List[Tuple[str, str]]]]
 
 
-class StrictModeError(RuntimeError):
+class StrictModeError(errors.UserError):
   """Raised under strict=True at the first bad input; nothing was written."""
 
   def __init__(self, bad: common.BadExample):
-    super().__init__(
-        f"strict mode: stopped at bad input {bad.path}: {bad.kind}: "
-        f"{bad.detail}. No shard was written.")
+    super().__init__("strict mode: stopped at bad input", bad.path,
+                     f"{bad.kind}: {bad.detail}; no shard was written")
     self.bad = bad
 
 
@@ -189,10 +195,96 @@ def _check_output_dir(output_dir: str, split: str, final_paths: List[str],
 
 
 def _write_json_atomic(path: str, obj: Any) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
+  _write_text_atomic(path, json.dumps(obj, indent=1))
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+  folder, name = os.path.split(path)
+  tmp = os.path.join(folder, f"{TMP_PREFIX}{name}.{os.getpid()}")
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+# Temporary shards: ".tmp-{split}-00000-of-00008.tfrecord.{pid}". The
+# leading dot and prefix keep them out of "{split}-*" patterns.
+TMP_PREFIX = ".tmp-"
+
+
+def temporary_paths(final_paths: Sequence[str]) -> List[str]:
+  pid = os.getpid()
+  return [os.path.join(os.path.dirname(p),
+                       f"{TMP_PREFIX}{os.path.basename(p)}.{pid}")
+          for p in final_paths]
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def remove_stale_temporaries(output_dir: str, split: str) -> List[str]:
+  """Removes temporary files of `split` left by killed runs; returns them.
+
+  Files of a still running process (its pid alive) are kept.
+  """
+  pattern = re.compile(
+      re.escape(TMP_PREFIX) + r"(?:" + re.escape(split) + r"-.*|" +
+      re.escape(metadata_lib.METADATA_FILENAME) + r"|summary_" +
+      re.escape(split) + r"\.json)\.(\d+)$")
+  removed = []
+  for name in sorted(os.listdir(output_dir)):
+    match = pattern.match(name)
+    if match and (int(match.group(1)) == os.getpid() or
+                  not _pid_alive(int(match.group(1)))):
+      os.remove(os.path.join(output_dir, name))
+      removed.append(name)
+  return removed
+
+
+def check_open_files(num_shards: int, num_workers: int) -> None:
+  """Refuses to start when the open-file limit cannot hold every shard.
+
+  Raises:
+    errors.UserError: `ulimit -n` too low for num_shards.
+  """
+  try:
+    import resource  # pylint: disable=g-import-not-at-top
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+  except (ImportError, ValueError, OSError):
+    return
+  if soft == resource.RLIM_INFINITY:
+    return
+  try:
+    in_use = len(os.listdir("/proc/self/fd"))
+  except OSError:
+    in_use = 16
+  # Shards open at once, worker pipes, and TensorFlow's own files.
+  needed = in_use + num_shards + 4 * num_workers + 64
+  if needed > soft:
+    raise errors.UserError(
+        "too few file handles", None,
+        f"--num_shards={num_shards} needs about {needed} open files but "
+        f"the limit (ulimit -n) is {soft}; raise it or lower --num_shards")
+
+
+class _Terminated(BaseException):
+  """SIGTERM, raised in the main thread so cleanup runs."""
+
+
+def _raise_terminated(signum, frame):
+  del frame
+  raise _Terminated(f"terminated by signal {signum}")
 
 
 def write_records(*, dataset: str, tasks: Sequence[Any],
@@ -227,7 +319,29 @@ def write_records(*, dataset: str, tasks: Sequence[Any],
   Raises:
     StrictModeError: strict and a bad input was met.
     ValueError: bad arguments, no tasks, or a conflicting output_dir.
+    errors.UserError: output_dir unusable, too few file handles, a write
+      failed (disk full...), or no record was written.
   """
+  in_main = threading.current_thread() is threading.main_thread()
+  previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main \
+      else None
+  try:
+    return _write_records(
+        dataset=dataset, tasks=tasks, process_fn=process_fn,
+        output_dir=output_dir, split=split, num_shards=num_shards,
+        num_workers=num_workers, strict=strict, metadata=metadata,
+        pre_skipped=pre_skipped, progress_stream=progress_stream)
+  except _Terminated as e:
+    raise KeyboardInterrupt(str(e)) from e
+  finally:
+    if in_main:
+      signal.signal(signal.SIGTERM, previous)
+
+
+def _write_records(*, dataset, tasks, process_fn, output_dir, split,
+                   num_shards, num_workers, strict, metadata, pre_skipped,
+                   progress_stream) -> ConversionSummary:
+  """write_records without the signal handling."""
   _check_arguments(split, num_shards, num_workers)
   start = time.monotonic()
   num_inputs = len(tasks) + len(pre_skipped)
@@ -235,10 +349,12 @@ def write_records(*, dataset: str, tasks: Sequence[Any],
     raise ValueError(f"No input examples found for {dataset} [{split}].")
   if strict and pre_skipped:
     raise StrictModeError(pre_skipped[0])
-  os.makedirs(output_dir, exist_ok=True)
+  errors.check_writable_dir(output_dir)
+  check_open_files(num_shards, num_workers)
+  remove_stale_temporaries(output_dir, split)
   final_paths = shard_paths(output_dir, split, num_shards)
   _check_output_dir(output_dir, split, final_paths, metadata)
-  tmp_paths = [f"{p}.tmp-{os.getpid()}" for p in final_paths]
+  tmp_paths = temporary_paths(final_paths)
   skipped = [(b.path, b.kind, b.detail) for b in pre_skipped]
   converted: List[Tuple[str, str]] = []
   num_records = 0
@@ -258,7 +374,7 @@ def write_records(*, dataset: str, tasks: Sequence[Any],
       results = map(run, tasks)
     # TensorFlow is needed only here, in the parent, to write the records.
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    writers = [tf.io.TFRecordWriter(p) for p in tmp_paths]
+    writers = [_open_writer(tf, p) for p in tmp_paths]
     for status, payload, notes in results:
       progress.update()
       if status == "bad":
@@ -268,18 +384,32 @@ def write_records(*, dataset: str, tasks: Sequence[Any],
         skipped.append(payload)
         continue
       example = tfrecord_schema.to_tf_example(payload)
-      writers[num_records % num_shards].write(example.SerializeToString())
+      shard = num_records % num_shards
+      # Deterministic: map entries sorted, so a rerun (another process,
+      # another hash seed) writes byte-identical shards.
+      _write(tf, writers[shard], tmp_paths[shard],
+             example.SerializeToString(deterministic=True))
       num_records += 1
       converted.extend(notes)
     progress.close()
-    for w in writers:
-      w.close()
+    for w, tmp in zip(writers, tmp_paths):
+      _write(tf, w, tmp, None)
     writers = []
+    if num_records == 0:
+      raise errors.UserError(
+          "no record written", output_dir,
+          f"all {num_inputs} input(s) of split {split!r} were bad; nothing "
+          f"was written under a final name. Skipped: " + "; ".join(
+              f"{p}: {k}: {d}" for p, k, d in skipped[:5]) +
+          (f"; ... {len(skipped) - 5} more" if len(skipped) > 5 else ""))
     for tmp, final in zip(tmp_paths, final_paths):
       os.replace(tmp, final)
   except BaseException:
     for w in writers:
-      w.close()
+      try:
+        w.close()
+      except Exception:  # pylint: disable=broad-except
+        pass  # A full disk fails the close too; the file goes anyway.
     for tmp in tmp_paths:
       if os.path.exists(tmp):
         os.remove(tmp)
@@ -288,7 +418,7 @@ def write_records(*, dataset: str, tasks: Sequence[Any],
     if pool is not None:
       pool.terminate()
       pool.join()
-  metadata.save(output_dir)
+  _save_metadata(metadata, output_dir)
   summary = ConversionSummary(
       dataset=dataset, split=split, output_dir=output_dir,
       num_inputs=num_inputs, num_records=num_records,
@@ -297,3 +427,33 @@ def write_records(*, dataset: str, tasks: Sequence[Any],
   _write_json_atomic(os.path.join(output_dir, f"summary_{split}.json"),
                      summary.to_dict())
   return summary
+
+
+def _open_writer(tf, path: str):
+  try:
+    return tf.io.TFRecordWriter(path)
+  except tf.errors.OpError as e:
+    raise errors.UserError("cannot create shard", path, e.message) from e
+
+
+def _write(tf, writer_, path: str, record) -> None:
+  """Writes a record (or closes the writer when record is None).
+
+  A failed write (disk full, file size limit, I/O error) becomes a
+  UserError naming the temporary shard.
+  """
+  try:
+    if record is None:
+      writer_.close()
+    else:
+      writer_.write(record)
+  except tf.errors.OpError as e:
+    raise errors.UserError("cannot write shard", path, e.message) from e
+
+
+def _save_metadata(metadata: metadata_lib.DatasetMetadata,
+                   output_dir: str) -> None:
+  path = os.path.join(output_dir, metadata_lib.METADATA_FILENAME)
+  if os.path.exists(path):
+    return  # Checked equal by _check_output_dir.
+  _write_text_atomic(path, metadata.to_json())
