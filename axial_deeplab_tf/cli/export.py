@@ -96,16 +96,19 @@ def main(argv):
         "keep_k_centers": FLAGS.keep_k_centers,
         "stuff_area_limit": FLAGS.stuff_area_limit,
     }
-    tf_logger = logging.getLogger("tensorflow")
+    # TensorFlow's saved_model code logs through absl's logger.
+    loggers = [logging.getLogger(name) for name in ("absl", "tensorflow")]
     quiet = _DropCaptureRenames()
-    tf_logger.addFilter(quiet)
+    for logger in loggers:
+      logger.addFilter(quiet)
     try:
       export_dir = export_module.export_loaded_model(
           loaded, FLAGS.export_dir, scales=scales, flip=FLAGS.flip,
           function_keys=FLAGS.signatures,
           post_processor_args=post_processor_args, overwrite=FLAGS.overwrite)
     finally:
-      tf_logger.removeFilter(quiet)
+      for logger in loggers:
+        logger.removeFilter(quiet)
   except (ValueError, TypeError, OSError, AssertionError) as e:
     return cli.report_error(e)
   if not FLAGS.checkpoint_path:
