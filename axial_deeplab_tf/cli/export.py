@@ -3,7 +3,7 @@ r"""Exports a trained model as a SavedModel for serving.
 From an experiment (its gin files give the model, post-processing and
 dataset metadata) and a trainer checkpoint:
 
-  axial-deeplab export --gin_file=gin/coco/axial_deeplab_l.gin \
+  axial-deeplab export --gin_file=coco/axial_deeplab_l \
       --checkpoint_path=/tmp/run --export_dir=/tmp/export
 
 or from a zoo model with builder overrides (no experiment needed):

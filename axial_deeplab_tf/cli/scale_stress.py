@@ -7,8 +7,8 @@ Axial-DeepLab paper, figure 4), and writes a JSON report, a PNG plot and,
 if asked, a "## Scale stress test" section of a Markdown file.
 
   axial-deeplab scale-stress \
-      --gin_file=gin/stress/axial_deeplab.gin --model_dir=/tmp/stress/axial \
-      --baseline_gin_file=gin/stress/panoptic_deeplab_conv.gin \
+      --gin_file=stress/axial_deeplab --model_dir=/tmp/stress/axial \
+      --baseline_gin_file=stress/panoptic_deeplab_conv \
       --baseline_model_dir=/tmp/stress/conv \
       --gin_param="eval/data.input_path='/tmp/stress/tfrecord/val-*'" \
       --resolutions=64,96,128,192,256 --output_json=/tmp/stress/report.json \

@@ -1,6 +1,6 @@
 """Trains and/or evaluates a gin experiment.
 
-  axial-deeplab train --gin_file=gin/quickstart/axial_deeplab.gin \
+  axial-deeplab train --gin_file=quickstart/axial_deeplab \
       --model_dir=/tmp/run --mode=train_and_eval \
       [--gin_param='trainer.train_steps=10']
 
@@ -21,7 +21,10 @@ import sys
 from absl import app
 from absl import flags
 
-flags.DEFINE_multi_string("gin_file", [], "Experiment gin file(s).")
+flags.DEFINE_multi_string(
+    "gin_file", [], "Experiment: a shipped experiment's short name (e.g. "
+    "quickstart/axial_deeplab; list: `axial-deeplab experiments`) or a gin "
+    "file's path; repeatable.")
 flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.")
 flags.DEFINE_string("model_dir", None, "Checkpoints and summaries go here.")
 flags.DEFINE_enum("mode", "train_and_eval",
