@@ -7,10 +7,18 @@ setuptools.setup(
     version="0.1.0",
     description=("Position-sensitive axial attention, Axial-DeepLab panoptic "
                  "segmentation, SegNeXt and ISANet on TensorFlow 2."),
-    packages=setuptools.find_packages(include=["axial_deeplab_tf",
-                                               "axial_deeplab_tf.*"]),
-    package_data={"axial_deeplab_tf": ["../gin/*/*.gin",
-                                       "ops/kernels/*.cc"]},
+    # The experiments live in the repository's top-level gin/ folder and
+    # install as axial_deeplab_tf/experiments/ (package data, found with
+    # importlib.resources; see tasks/experiment.experiments_root).
+    packages=(setuptools.find_packages(include=["axial_deeplab_tf",
+                                                "axial_deeplab_tf.*"])
+              + ["axial_deeplab_tf.experiments"]),
+    package_dir={"axial_deeplab_tf.experiments": "gin"},
+    package_data={"axial_deeplab_tf": ["ops/kernels/*.cc"],
+                  "axial_deeplab_tf.experiments": ["*/*.gin"]},
+    entry_points={"console_scripts": [
+        "axial-deeplab = axial_deeplab_tf.cli.main:run",
+    ]},
     python_requires=">=3.9",
     install_requires=[
         "tensorflow~=2.20.0",

@@ -13,17 +13,18 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e .
 P=.venv/bin/python
+CLI=.venv/bin/axial-deeplab
 export TF_CPP_MIN_LOG_LEVEL=2
 start=$(date +%s)
 
 echo "== 1/6 synthetic COCO-panoptic dataset -> $OUT/raw"
-$P tools/make_synthetic_panoptic.py --output_dir="$OUT/raw" \
+$CLI make-synthetic --output_dir="$OUT/raw" \
   --num_train="${QUICKSTART_TRAIN_IMAGES:-400}" \
   --num_val="${QUICKSTART_VAL_IMAGES:-50}" --image_size=128 --seed=0
 
 echo "== 2/6 convert to TFRecords -> $OUT/tfrecord"
 for split in train val; do
-  $P tools/build_panoptic_data.py --image_dir="$OUT/raw/$split" \
+  $CLI build-data panoptic --image_dir="$OUT/raw/$split" \
     --panoptic_json="$OUT/raw/annotations/panoptic_$split.json" \
     --panoptic_dir="$OUT/raw/annotations/panoptic_$split" \
     --categories_json="$OUT/raw/categories.json" --split="$split" \
@@ -33,7 +34,7 @@ done
 
 echo "== 3/6 train + evaluate (PQ / SQ / RQ / AP / mIoU) -> $OUT/model"
 rm -rf "$OUT/model"
-$P tools/train.py --gin_file=gin/quickstart/axial_deeplab.gin \
+$CLI train --gin_file=quickstart/axial_deeplab \
   --model_dir="$OUT/model" --mode=train_and_eval \
   --gin_param="train/data.input_path='$OUT/tfrecord/train-*'" \
   --gin_param="eval/data.input_path='$OUT/tfrecord/val-*'" \
@@ -41,14 +42,14 @@ $P tools/train.py --gin_file=gin/quickstart/axial_deeplab.gin \
 
 echo "== 4/6 export a SavedModel -> $OUT/saved_model"
 rm -rf "$OUT/saved_model"
-$P tools/export_saved_model.py --gin_file=gin/quickstart/axial_deeplab.gin \
+$CLI export --gin_file=quickstart/axial_deeplab \
   --gin_param="train/data.input_path='$OUT/tfrecord/train-*'" \
   --gin_param="eval/data.input_path='$OUT/tfrecord/val-*'" \
   --checkpoint_path="$OUT/model" --export_dir="$OUT/saved_model"
 
 echo "== 5/6 predict held-out images -> $OUT/predictions"
 rm -rf "$OUT/predictions"
-$P tools/predict.py --saved_model="$OUT/saved_model" \
+$CLI predict --saved_model="$OUT/saved_model" \
   --images="$OUT/raw/val/*.png" --output_dir="$OUT/predictions"
 
 echo "== 6/6 results"

@@ -1,42 +1,14 @@
-r"""Converts ADE20K (ADEChallengeData2016, 150 classes) to semantic TFRecords.
+"""`axial-deeplab build-data ade20k` from a source checkout (axial_deeplab_tf/cli/build_ade20k_data.py).
 
-Label 0 becomes the ignore label, 1..150 become train ids 0..149.
-
-  python tools/build_ade20k_data.py --ade20k_root=/data/ADEChallengeData2016 \
-    --split=training --output_dir=/data/ade20k_tfrecord
+  python tools/build_ade20k_data.py --help
 """
 
 import os
 import sys
 
-# Runs from a source checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from axial_deeplab_tf.data.converters import ade20k  # pylint: disable=g-import-not-at-top,wrong-import-position
-from axial_deeplab_tf.data.converters import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-flags.DEFINE_string("ade20k_root", None, "The ADEChallengeData2016 directory.")
-flags.DEFINE_enum("split", "training", list(ade20k.SPLITS), "Split.")
-flags.DEFINE_string("output_split", None,
-                    "Shard name prefix (default: --split).")
-flags.DEFINE_integer("ignore_label", 255, "Ignore label (for label value 0).")
-flags.mark_flag_as_required("ade20k_root")
-cli.define_shared_flags(default_num_shards=8)
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.run_conversion(lambda: ade20k.convert_ade20k(
-      ade20k_root=FLAGS.ade20k_root, split=FLAGS.split,
-      output_dir=FLAGS.output_dir, output_split=FLAGS.output_split,
-      num_shards=FLAGS.num_shards, num_workers=FLAGS.num_workers,
-      strict=FLAGS.strict, ignore_label=FLAGS.ignore_label))
-
+from axial_deeplab_tf.cli import main  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 if __name__ == "__main__":
-  app.run(main)
+  main.run_tool("axial_deeplab_tf.cli.build_ade20k_data")

@@ -1,41 +1,14 @@
-r"""Converts a class-folder image tree (ImageNet layout) to TFRecords.
+"""`axial-deeplab build-data imagenet` from a source checkout (axial_deeplab_tf/cli/build_imagenet_data.py).
 
-  python tools/build_imagenet_data.py --image_dir=/data/imagenet/train \
-    --synsets_file=/data/imagenet/LOC_synset_mapping.txt --split=train \
-    --output_dir=/data/imagenet_tfrecord --num_shards=1024
+  python tools/build_imagenet_data.py --help
 """
 
 import os
 import sys
 
-# Runs from a source checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from axial_deeplab_tf.data.converters import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
-from axial_deeplab_tf.data.converters import imagenet  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-flags.DEFINE_string("image_dir", None, "Directory with one folder per class.")
-flags.DEFINE_string("synsets_file", None,
-                    "Label order: one synset a line, optionally followed by "
-                    "its name. Default: sorted folder names.")
-flags.DEFINE_string("split", "train", "Shard name prefix.")
-flags.mark_flag_as_required("image_dir")
-cli.define_shared_flags(default_num_shards=128)
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.run_conversion(lambda: imagenet.convert_imagenet(
-      image_dir=FLAGS.image_dir, split=FLAGS.split,
-      output_dir=FLAGS.output_dir, synsets_file=FLAGS.synsets_file,
-      num_shards=FLAGS.num_shards, num_workers=FLAGS.num_workers,
-      strict=FLAGS.strict))
-
+from axial_deeplab_tf.cli import main  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 if __name__ == "__main__":
-  app.run(main)
+  main.run_tool("axial_deeplab_tf.cli.build_imagenet_data")

@@ -1,59 +1,14 @@
-r"""Converts your own panoptic data in COCO panoptic format to TFRecords.
+"""`axial-deeplab build-data panoptic` from a source checkout (axial_deeplab_tf/cli/build_panoptic_data.py).
 
-Your data: images, one RGB PNG per image encoding segment ids
-(R + 256 G + 256^2 B, 0 = unlabeled), and a JSON with "images",
-"annotations" (file_name, segments_info: id, category_id, iscrowd) and
-"categories". Your category list (--categories_json, or the JSON's own
-"categories") fixes the train ids: category i of the list is train id i;
-"isthing": 1 marks classes with instances.
-
-  python tools/build_panoptic_data.py --image_dir=data/train \
-    --panoptic_json=data/annotations/panoptic_train.json \
-    --panoptic_dir=data/annotations/panoptic_train --split=train \
-    --output_dir=data/tfrecord
+  python tools/build_panoptic_data.py --help
 """
 
 import os
 import sys
 
-# Runs from a source checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from axial_deeplab_tf.data.converters import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
-from axial_deeplab_tf.data.converters import coco_panoptic  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-flags.DEFINE_string("image_dir", None, "Directory of the images.")
-flags.DEFINE_string("panoptic_json", None, "The COCO-format panoptic JSON.")
-flags.DEFINE_string("panoptic_dir", None, "Directory of the panoptic PNGs.")
-flags.DEFINE_string("categories_json", None,
-                    "JSON list of categories {id, name, isthing, color}; "
-                    "default: the panoptic JSON's categories.")
-flags.DEFINE_string("split", "train", "Shard name prefix.")
-flags.DEFINE_string("dataset_name", "custom_panoptic",
-                    "Name stored in metadata.json.")
-flags.DEFINE_integer("label_divisor", 1000, "Panoptic label divisor.")
-flags.DEFINE_integer("ignore_label", 255, "Ignore label.")
-for _name in ("image_dir", "panoptic_json", "panoptic_dir"):
-  flags.mark_flag_as_required(_name)
-cli.define_shared_flags(default_num_shards=4, outside_root_flag=True)
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.run_conversion(lambda: coco_panoptic.convert_own_panoptic(
-      image_dir=FLAGS.image_dir, panoptic_json=FLAGS.panoptic_json,
-      panoptic_dir=FLAGS.panoptic_dir, output_dir=FLAGS.output_dir,
-      split=FLAGS.split, categories_json=FLAGS.categories_json,
-      dataset_name=FLAGS.dataset_name, label_divisor=FLAGS.label_divisor,
-      ignore_label=FLAGS.ignore_label, num_shards=FLAGS.num_shards,
-      num_workers=FLAGS.num_workers, strict=FLAGS.strict,
-      allow_outside_root=FLAGS.allow_outside_root))
-
+from axial_deeplab_tf.cli import main  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 if __name__ == "__main__":
-  app.run(main)
+  main.run_tool("axial_deeplab_tf.cli.build_panoptic_data")

@@ -1,60 +1,14 @@
-"""Trains and/or evaluates a gin experiment.
+"""`axial-deeplab train` from a source checkout (axial_deeplab_tf/cli/train.py).
 
-  python tools/train.py --gin_file=gin/quickstart/axial_deeplab.gin \
-      --model_dir=/tmp/run --mode=train_and_eval \
-      [--gin_param='trainer.train_steps=10']
-
-Running the same command again resumes from the newest checkpoint in
---model_dir. Configuration errors (unknown gin binding, missing data,
-unwritable --model_dir, ...) stop the tool before any training with one
-"error:" line on stderr and exit code 2.
-
-Several workers: set TF_CONFIG in each worker's environment (before the
-process starts) and bind runtime.distribution_strategy =
-'multi_worker_mirrored'; every worker runs the same command with the same
---model_dir.
+  python tools/train.py --help
 """
 
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
-
-from axial_deeplab_tf.utils import errors  # pylint: disable=g-import-not-at-top
-
-flags.DEFINE_multi_string("gin_file", [], "Experiment gin file(s).")
-flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.")
-flags.DEFINE_string("model_dir", None, "Checkpoints and summaries go here.")
-flags.DEFINE_enum("mode", "train_and_eval",
-                  ["train", "eval", "train_and_eval", "continuous_eval"],
-                  "What to run.")
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-  if len(argv) > 1:
-    print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-    return 2
-  # Imported here so that --help works without importing TensorFlow.
-  from axial_deeplab_tf.tasks import train_lib  # pylint: disable=g-import-not-at-top
-  if not FLAGS.gin_file:
-    print("error: at least one --gin_file is required.", file=sys.stderr)
-    return 2
-  try:
-    # Configuration errors surface here, before any training step, as one
-    # line; errors during training keep their traceback.
-    prepared = train_lib.prepare(FLAGS.gin_file, FLAGS.gin_param,
-                                 FLAGS.model_dir, FLAGS.mode)
-  except (ValueError, TypeError, OSError, ImportError, SyntaxError) as e:
-    return errors.report(e)
-  results = train_lib.execute(prepared)
-  print(json.dumps(results, sort_keys=True))
-  return 0
-
+from axial_deeplab_tf.cli import main  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 if __name__ == "__main__":
-  app.run(errors.tool_main(main))
+  main.run_tool("axial_deeplab_tf.cli.train")

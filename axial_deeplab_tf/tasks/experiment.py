@@ -16,6 +16,7 @@ and returns Model Garden's `ExperimentConfig`.
 """
 
 import dataclasses
+import importlib.resources
 import inspect
 import logging
 import os
@@ -28,9 +29,63 @@ from official.core import config_definitions as cfg
 from axial_deeplab_tf.optimizers import configs as optimizer_configs
 from axial_deeplab_tf.tasks import configs
 
-GIN_ROOT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-        __file__)))), "gin")
+
+
+def experiments_root() -> str:
+  """The folder of the experiment gin files (`coco/axial_deeplab_l.gin`, ...).
+
+  Installed, they are package data of `axial_deeplab_tf.experiments`; in a
+  source checkout used without installing (PYTHONPATH), the top-level gin/
+  folder beside the package.
+  """
+  try:
+    # A folder without __init__.py: files() gives a MultiplexedPath, whose
+    # children are real paths.
+    common = importlib.resources.files(
+        "axial_deeplab_tf.experiments").joinpath("common")
+    if common.is_dir():
+      return os.path.dirname(str(common))
+  except (ModuleNotFoundError, TypeError, ValueError):
+    pass
+  return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__)))), "gin")
+
+
+GIN_ROOT = experiments_root()
+
+
+def list_experiments() -> List[str]:
+  """Short names of the shipped experiments, e.g. 'coco/axial_deeplab_l'."""
+  names = []
+  for folder, _, files in os.walk(GIN_ROOT):
+    for name in files:
+      if name.endswith(".gin"):
+        path = os.path.relpath(os.path.join(folder, name), GIN_ROOT)
+        names.append(path[:-len(".gin")].replace(os.sep, "/"))
+  return sorted(names)
+
+
+def resolve_experiment(name: str) -> str:
+  """A gin file path from an experiment's short name or a path.
+
+  An existing file is taken as is (your own gin file, or `gin/...` in a
+  checkout); otherwise a short name such as 'coco/axial_deeplab_l' (with or
+  without '.gin', or with a leading 'gin/') names a shipped experiment.
+
+  Raises:
+    FileNotFoundError: neither a file nor a shipped experiment.
+  """
+  if os.path.isfile(name):
+    return name
+  short = name[len("gin/"):] if name.startswith("gin/") else name
+  short = short if short.endswith(".gin") else short + ".gin"
+  path = os.path.join(GIN_ROOT, *short.split("/"))
+  if os.path.isfile(path):
+    return path
+  raise FileNotFoundError(
+      f"gin file not found: {name!r} is neither a file nor a shipped "
+      f"experiment (e.g. 'quickstart/axial_deeplab'; all: "
+      f"axial-deeplab experiments).")
 
 _SEARCH_PATHS = set()
 _STRATEGIES = ("one_device", "mirrored", "multi_worker_mirrored", "tpu")
@@ -272,21 +327,20 @@ def parse_experiment(gin_files: Sequence[str],
   """Parses gin files and bindings and returns the ExperimentConfig.
 
   Args:
-    gin_files: gin files; `include` paths resolve against each file's folder,
-      the current folder and the project's gin/ folder.
+    gin_files: gin files or shipped experiments' short names (see
+      `resolve_experiment`); `include` paths resolve against each file's
+      folder, the current folder and the shipped experiments' folder.
     gin_params: extra bindings ("trainer.train_steps = 10"), applied last.
 
   Returns:
     The ExperimentConfig.
 
   Raises:
-    FileNotFoundError: a gin file does not exist.
+    FileNotFoundError: a gin file does not exist (nor names an experiment).
     ValueError: unknown configurable or parameter (with file and line), or a
       bad value.
   """
-  for path in gin_files:
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"gin file not found: {path}")
+  gin_files = [resolve_experiment(path) for path in gin_files]
   gin.clear_config()
   for path in [GIN_ROOT] + list(gin_files):
     folder = path if os.path.isdir(path) else os.path.dirname(

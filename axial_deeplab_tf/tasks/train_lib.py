@@ -21,6 +21,7 @@ Reliability:
     chief's checkpoint in model_dir.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -30,6 +31,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import orbit
+from orbit import controller as orbit_controller
 import tensorflow as tf
 import tf_keras
 
@@ -47,29 +49,106 @@ _GLOBAL_STEP_KEY = "global_step/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 class ProgressLogger:
-  """Orbit train action: step, losses, steps/s and ETA on the console."""
+  """Orbit train action: one console line per loop with step, losses, rate.
 
-  def __init__(self, global_step: tf.Variable, total_steps: int):
+  The first loop after the start includes tracing (and compiling) the
+  training step: its line says how long it took, and no rate or ETA is
+  shown until a loop without it has been measured. The rate and ETA use
+  only the steps after the first loop.
+  """
+
+  def __init__(self, global_step: tf.Variable, total_steps: int,
+               clock: Callable[[], float] = time.monotonic,
+               write: Callable[[str], None] = None):
     self._step = global_step
     self._total = total_steps
-    self._last_time = time.time()
-    self._last_step = int(global_step.numpy())
+    self._clock = clock
+    self._write = write or _print
+    self._start_time = clock()
+    self._start_step = int(global_step.numpy())
+    self._measured_from = None  # (time, step) at the end of the first loop.
+
+  def start(self) -> None:
+    """Says that the first loop traces the step; its time counts from here."""
+    self._write(f"step {self._start_step}/{self._total} | tracing and "
+                f"compiling the training step (the first loop includes it; "
+                f"minutes for a large model on a CPU)")
+    self._start_time = self._clock()
+    self._start_step = int(self._step.numpy())
 
   def __call__(self, output: Optional[Mapping[str, Any]]):
-    now = time.time()
+    now = self._clock()
     step = int(self._step.numpy())
-    rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
-    eta = (self._total - step) / rate if rate > 0 else float("inf")
     values = {k: float(v) for k, v in (output or {}).items()
               if tf.rank(v) == 0}
     text = " ".join(f"{k}={v:.4g}" for k, v in sorted(values.items()))
-    logging.info("step %d/%d | %s | %.2f steps/s | ETA %s", step, self._total,
-                 text, rate,
-                 time.strftime("%H:%M:%S", time.gmtime(eta))
-                 if eta != float("inf") else "?")
-    print(f"step {step}/{self._total} | {text} | {rate:.2f} steps/s | "
-          f"ETA {eta:.0f}s", flush=True)
-    self._last_time, self._last_step = now, step
+    if self._measured_from is None:
+      self._measured_from = (now, step)
+      self._write(f"step {step}/{self._total} | {text} | first "
+                  f"{step - self._start_step} step(s) incl. tracing and "
+                  f"compiling took {now - self._start_time:.1f} s")
+      return
+    since, first_step = self._measured_from
+    rate = (step - first_step) / max(now - since, 1e-9)
+    eta = (self._total - step) / rate if rate > 0 else None
+    self._write(f"step {step}/{self._total} | {text} | {rate:.2f} steps/s"
+                + (f" | ETA {_duration(eta)}" if eta is not None else ""))
+
+
+def _print(text: str) -> None:
+  print(text, flush=True)
+
+
+def _duration(seconds: float) -> str:
+  """e.g. 75 -> '1m15s', 3725 -> '1h02m05s'."""
+  seconds = int(round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  minutes, secs = divmod(rest, 60)
+  if hours:
+    return f"{hours}h{minutes:02d}m{secs:02d}s"
+  return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _orbit_message(message: str) -> None:
+  """Orbit's console messages, each once (Orbit both logs and prints them).
+
+  A training loop's metrics are already on the ProgressLogger line (with
+  the rate and ETA); they go to the absl log only.
+  """
+  if message.lstrip().startswith("train | step:") and "output:" in message:
+    logging.info(message)
+  else:
+    _print(message)
+
+
+@contextlib.contextmanager
+def _console_messages(flops_input_shape: Optional[Sequence[int]] = None):
+  """Inside: Orbit messages once; Model Garden's FLOP count by our M-Adds.
+
+  Model Garden's runner counts FLOPs with TF's profiler on `model.inputs`,
+  which subclassed models do not have ("Failed to count model FLOPs"); our
+  graph-walk M-Adds counter (utils/madds.py) answers instead, for one input
+  of `flops_input_shape` (none given: no count).
+  """
+
+  def count_flops(model, *unused_args, **unused_kwargs) -> Optional[int]:
+    # Model Garden logs FLOPs / 2 as "FLOPs (multi-adds)".
+    from axial_deeplab_tf.utils import madds  # pylint: disable=g-import-not-at-top
+    if flops_input_shape is None:
+      return None
+    try:
+      return 2 * madds.count_madds(model, flops_input_shape).total
+    except (ValueError, TypeError) as e:
+      logging.info("M-Adds not counted: %s", e)
+      return None
+
+  saved = (orbit_controller._log, train_utils.try_count_flops)  # pylint: disable=protected-access
+  orbit_controller._log = _orbit_message  # pylint: disable=protected-access
+  train_utils.try_count_flops = count_flops
+  try:
+    yield
+  finally:
+    orbit_controller._log, train_utils.try_count_flops = saved  # pylint: disable=protected-access
 
 
 class _Runner(mg_train_lib.OrbitExperimentRunner):
@@ -83,7 +162,9 @@ class _Runner(mg_train_lib.OrbitExperimentRunner):
                **kwargs):
     self._after_actions = tuple(after_actions)
     self._last_eval = None  # (global step, logs) of the latest evaluation.
-    super().__init__(*args, **kwargs)
+    self.progress = None  # The ProgressLogger of training.
+    with _console_messages():
+      super().__init__(*args, **kwargs)
 
   def _record_eval(self, logs):
     self._last_eval = (int(self.trainer.global_step.numpy()), logs)
@@ -129,8 +210,9 @@ class _Runner(mg_train_lib.OrbitExperimentRunner):
                         enable_async_checkpointing=False):
     actions = list(train_actions or [])
     if trainer is not None:
-      actions.append(ProgressLogger(trainer.global_step,
-                                    self.params.trainer.train_steps))
+      self.progress = ProgressLogger(trainer.global_step,
+                                     self.params.trainer.train_steps)
+      actions.append(self.progress)
     controller = super()._build_controller(
         trainer, evaluator, save_summary=save_summary, train_actions=actions,
         eval_actions=list(eval_actions or []) + [self._record_eval],
@@ -295,19 +377,20 @@ def prepare(gin_files: Sequence[str], gin_params: Sequence[str],
   with strategy.scope():
     task = segmentation.build_task(params, logging_dir=model_dir)
   if resumed_from and "train" in mode:
-    logging.info("Resuming from checkpoint %s (step %d).", resumed_from,
-                 start_step)
-    print(f"Resuming from checkpoint {resumed_from} (step {start_step}).",
-          flush=True)
+    _print(f"Resuming from checkpoint {resumed_from} (step {start_step}).")
     task.resume_input_at_step(start_step)
   if strategy.extended.should_checkpoint:
     _atomic_write(os.path.join(model_dir, "operative_config.gin"),
                   experiment_lib.operative_config())
     train_utils.serialize_config(params, model_dir)
+  _print(f"building the model{', optimizer' if 'train' in mode else ''} "
+         f"and input pipelines ({params.task.model.name})")
+  started = time.monotonic()
   runner = _Runner(distribution_strategy=strategy, task=task, mode=mode,
                    params=params, model_dir=model_dir,
                    run_post_eval=False,  # See _Runner.final_eval_logs.
                    after_actions=train_actions)
+  _print(f"built in {time.monotonic() - started:.1f} s")
   return PreparedExperiment(params=params, strategy=strategy, task=task,
                             runner=runner, model_dir=model_dir, mode=mode,
                             resumed_from=resumed_from)
@@ -320,9 +403,16 @@ def execute(prepared: PreparedExperiment) -> Dict[str, float]:
     The last evaluation metrics (empty for mode "train"); the chief also
     writes them to model_dir/eval_results.json.
   """
-  prepared.runner.run()
-  eval_logs = (prepared.runner.final_eval_logs() if prepared.mode != "train"
-               else {})
+  runner = prepared.runner
+  crop = list(prepared.params.task.validation_data.crop_size or [])
+  with _console_messages([1] + crop + [3] if len(crop) == 2 else None):
+    if (runner.progress is not None and
+        int(runner.trainer.global_step.numpy()) <
+        prepared.params.trainer.train_steps):
+      runner.progress.start()
+    runner.run()
+    eval_logs = (runner.final_eval_logs() if prepared.mode != "train"
+                 else {})
   results = {k: float(v) for k, v in (eval_logs or {}).items()
              if tf.rank(v) == 0}
   if results and prepared.strategy.extended.should_checkpoint:

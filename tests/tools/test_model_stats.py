@@ -70,16 +70,15 @@ def test_subprocess_prints_json(module_path):
 
 
 def _load_tool():
-  spec = importlib.util.spec_from_file_location("model_stats_tool", TOOL)
-  tool = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(tool)
-  return tool
+  # The module behind tools/model_stats.py and `axial-deeplab stats`; its
+  # main takes the program name first.
+  return importlib.import_module("axial_deeplab_tf.cli.stats")
 
 
 def test_unknown_model_exits_2_naming_choices(module_path, capsys):
   tool = _load_tool()
   with pytest.raises(SystemExit) as exit_info:
-    tool.main(["--model", "no_such_net", "--module", module_path])
+    tool.main(["stats", "--model", "no_such_net", "--module", module_path])
   assert exit_info.value.code == 2
   err = capsys.readouterr().err
   assert "no_such_net" in err and "tiny_stats_net" in err
@@ -93,7 +92,7 @@ def test_unknown_model_exits_2_naming_choices(module_path, capsys):
 def test_bad_arguments_exit_2(module_path, argv):
   tool = _load_tool()
   with pytest.raises(SystemExit) as exit_info:
-    tool.main(argv + ["--module", module_path])
+    tool.main(["stats"] + argv + ["--module", module_path])
   assert exit_info.value.code == 2
 
 
@@ -104,7 +103,7 @@ def test_all_reports_every_model(module_path, capsys, monkeypatch):
   # two test models, one of which fails to build.
   monkeypatch.setattr(models, "list_models",
                       lambda task=None: ["broken_stats_net", "tiny_stats_net"])
-  code = tool.main(["--model", "all", "--module", module_path])
+  code = tool.main(["stats", "--model", "all", "--module", module_path])
   assert code == 1
   lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
   assert [l["model"] for l in lines] == ["broken_stats_net", "tiny_stats_net"]

@@ -1,0 +1,1 @@
+"""Command-line tools: `axial-deeplab <subcommand>` (see cli/main.py)."""
