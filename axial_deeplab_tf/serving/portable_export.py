@@ -32,7 +32,6 @@ Command line (tools/export_tflite.py, tools/export_onnx.py):
 import json
 import os
 import sys
-import tempfile
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from absl import flags
@@ -172,17 +171,13 @@ def resize_by_sizes(proto):
 
 
 def _write_atomically(path: str, data: bytes) -> None:
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
-  try:
-    with os.fdopen(fd, "wb") as f:
+  from axial_deeplab_tf.utils import io as io_lib  # pylint: disable=g-import-not-at-top
+
+  def write(tmp):
+    with open(tmp, "wb") as f:
       f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+
+  io_lib.write_atomically(path, write)
 
 
 def export_portable(loaded, output: str, *, fmt: str,

@@ -201,23 +201,8 @@ def test_madds_count_in_span_pairs(kernel):
   assert counted.by_op_type["MatMul"] == projection
 
 
-class _TinyAxialPanoptic(su.TinyPanoptic):
-  """The serving tests' tiny panoptic model with an axial layer in front."""
-
-  def __init__(self, num_classes, **kwargs):
-    super().__init__(num_classes, **kwargs)
-    self.axial = AxialAttention2D(num_heads=1, key_depth=2, value_depth=3,
-                                  span=5)
-
-  def call(self, images, training=None):
-    attended = self.axial(tf.cast(images, tf.float32) / 255.0,
-                          training=training)
-    return super().call(tf.cast(attended * 255.0, images.dtype),
-                        training=training)
-
-
 def test_export_holds_only_standard_ops(kernel, tmp_path):
-  model = su.built(_TinyAxialPanoptic(4))
+  model = su.built(su.TinyAxialPanoptic(4))
   images = tf.zeros([1, 12, 10, 3], tf.uint8)
   assert "AxialSpanAttention" in _op_types(
       lambda x: model(x, training=False), tf.cast(images, tf.float32))

@@ -143,6 +143,7 @@ def test_signatures_refuse_bombs_before_decoding():
     serve(tf.constant([b"not an image"]))
 
 
+@pytest.mark.slow
 def test_predict_tool_survives_a_hostile_folder(tmp_path):
   rng = np.random.default_rng(3)
   model = su.built(su.TinyPanoptic(4))
