@@ -24,6 +24,8 @@ SUBCOMMANDS = {
     "train": "axial_deeplab_tf.cli.train",
     "eval": "axial_deeplab_tf.cli.evaluate",
     "export": "axial_deeplab_tf.cli.export",
+    "export-tflite": "axial_deeplab_tf.cli.export_tflite",
+    "export-onnx": "axial_deeplab_tf.cli.export_onnx",
     "predict": "axial_deeplab_tf.cli.predict",
     "make-synthetic": "axial_deeplab_tf.cli.make_synthetic",
     "build-data": {

@@ -22,9 +22,25 @@ grows as length^2 per row and head. Training (training=True) never uses
 the kernel.
 
 Set `AXIAL_DEEPLAB_FUSED_ATTENTION=0` to never use the kernel, or wrap
-graph building in `disabled()`. SavedModel exports are traced under
-`disabled()`, so the exported graph has only standard TensorFlow ops and
-loads anywhere TensorFlow does.
+graph building in `disabled()`. Nothing saved ever holds the op: graphs
+traced while a SavedModel is written (`tf.saved_model.save`, tf_keras
+`model.save` in the SavedModel format, `model.export` and
+`ExportArchive.write_out`, tools/export_saved_model.py) use the standard
+ops, so every SavedModel loads anywhere TensorFlow does. Only graphs built
+for this process (eager calls, tf.functions) run the kernel.
+
+The cache is a shared-machine attack surface (a library loaded from it runs
+in the process), so:
+  * the cache directory is created with mode 0700; one owned by another
+    user, or writable by group or others, is not used at all;
+  * the library is loaded only if it and its sidecar hash file
+    (`<library>.sha256`, written by the build) are regular files owned by
+    the current user, not writable by group or others, and the library's
+    SHA-256 equals the recorded one;
+  * otherwise the library is rebuilt (a foreign, loosely permitted or
+    tampered file is replaced) or, when the directory itself is not
+    trusted or the rebuild fails, the TensorFlow graph is used; a warning
+    names the reason either way.
 """
 
 import contextlib
@@ -32,6 +48,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -44,6 +61,7 @@ import tensorflow as tf
 _SOURCE = Path(__file__).parent / "kernels" / "axial_span_attention.cc"
 _ENV_SWITCH = "AXIAL_DEEPLAB_FUSED_ATTENTION"
 _ENV_CACHE = "AXIAL_DEEPLAB_KERNEL_CACHE"
+_HASH_SUFFIX = ".sha256"
 
 _lock = threading.Lock()
 _library = None
@@ -90,21 +108,142 @@ def library_path() -> Path:
   return _cache_dir() / f"axial_span_attention_{key.hexdigest()[:16]}.so"
 
 
+class UntrustedCacheError(RuntimeError):
+  """The cache directory may be written by someone else: not used."""
+
+
+def _current_uid() -> int:
+  return os.getuid()
+
+
+def _trust_problem(path: Path, what: str, directory: bool = False
+                  ) -> Optional[str]:
+  """Why `path` cannot be trusted (owner, type, mode), or None."""
+  info = os.lstat(path)
+  kind = stat.S_ISDIR if directory else stat.S_ISREG
+  if not kind(info.st_mode):
+    expected = "directory" if directory else "regular file"
+    return f"{what} {path} is not a {expected} (or is a symbolic link)"
+  if info.st_uid != _current_uid():
+    return (f"{what} {path} is owned by uid {info.st_uid}, not the current "
+            f"user (uid {_current_uid()})")
+  if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    return (f"{what} {path} is writable by group or others (mode "
+            f"{stat.S_IMODE(info.st_mode):o})")
+  return None
+
+
+def _sha256(path: Path) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _hash_path(path: Path) -> Path:
+  return path.with_name(path.name + _HASH_SUFFIX)
+
+
+def _prepare_cache_dir(directory: Path) -> None:
+  """Creates the cache directory 0700; raises if it is not ours alone."""
+  if not os.path.lexists(directory):
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+      directory.mkdir(mode=0o700)
+    except FileExistsError:
+      pass
+  problem = _trust_problem(directory, "kernel cache directory",
+                           directory=True)
+  if problem:
+    raise UntrustedCacheError(problem)
+
+
+def library_problem(path: Path) -> Optional[str]:
+  """Why the cached library at `path` must not be loaded, or None.
+
+  Checks the library and its sidecar hash file: regular files, owned by
+  the current user, not writable by group or others, and the library's
+  SHA-256 equal to the one recorded when it was built.
+  """
+  if not os.path.lexists(path):
+    return f"no library at {path}"
+  hash_path = _hash_path(path)
+  if not os.path.lexists(hash_path):
+    return f"{path} has no recorded content hash ({hash_path.name})"
+  for target, what in ((path, "kernel library"),
+                       (hash_path, "kernel hash file")):
+    problem = _trust_problem(target, what)
+    if problem:
+      return problem
+  recorded = hash_path.read_text().strip()
+  actual = _sha256(path)
+  if actual != recorded:
+    return (f"kernel library {path} has SHA-256 {actual[:16]}..., not the "
+            f"{recorded[:16]}... recorded when it was built (modified)")
+  return None
+
+
+def _compile(output: str) -> None:
+  result = subprocess.run(_build_command(output), capture_output=True,
+                          text=True, check=False)
+  if result.returncode != 0:
+    raise RuntimeError(f"compiling {_SOURCE.name} failed:\n"
+                       f"{result.stderr[-2000:]}")
+
+
 def _build(path: Path) -> None:
-  """Compiles the kernel into `path` (write to a temporary name, rename)."""
-  path.parent.mkdir(parents=True, exist_ok=True)
+  """Compiles the kernel into `path` and records its hash beside it.
+
+  Both files are written under temporary names (mode 0600 from mkstemp,
+  then 0700/0600) and renamed into place; the hash goes last, so a reader
+  never sees a library with a hash that is not its own for long.
+  """
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
   os.close(fd)
+  fd, tmp_hash = tempfile.mkstemp(suffix=_HASH_SUFFIX, dir=path.parent)
+  os.close(fd)
   try:
-    result = subprocess.run(_build_command(tmp), capture_output=True,
-                            text=True, check=False)
-    if result.returncode != 0:
-      raise RuntimeError(f"compiling {_SOURCE.name} failed:\n"
-                         f"{result.stderr[-2000:]}")
+    _compile(tmp)
+    os.chmod(tmp, 0o700)
+    with open(tmp_hash, "w") as f:
+      f.write(_sha256(Path(tmp)) + "\n")
+    os.chmod(tmp_hash, 0o600)
     os.replace(tmp, path)
+    os.replace(tmp_hash, _hash_path(path))
   finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    for name in (tmp, tmp_hash):
+      if os.path.exists(name):
+        os.remove(name)
+
+
+def trusted_library(path: Optional[Path] = None) -> Path:
+  """The path of a cached library that may be loaded, building it if needed.
+
+  Args:
+    path: the library's cache path (default `library_path()`).
+
+  Returns:
+    `path`, after the checks of `library_problem` pass.
+
+  Raises:
+    UntrustedCacheError: the cache directory belongs to someone else or is
+      writable by group or others.
+    RuntimeError: the build failed, or its result fails the checks.
+  """
+  path = library_path() if path is None else Path(path)
+  _prepare_cache_dir(path.parent)
+  problem = library_problem(path)
+  if problem is None:
+    return path
+  if os.path.lexists(path):
+    logging.warning("Not loading the cached fused axial-attention kernel: "
+                    "%s; rebuilding it.", problem)
+  _build(path)
+  problem = library_problem(path)
+  if problem is not None:
+    raise RuntimeError(f"the rebuilt kernel fails its checks: {problem}")
+  return path
 
 
 @tf.autograph.experimental.do_not_convert
@@ -116,10 +255,7 @@ def load():
       return _library
     _loaded = True
     try:
-      path = library_path()
-      if not path.exists():
-        _build(path)
-      _library = tf.load_op_library(str(path))
+      _library = tf.load_op_library(str(trusted_library()))
     except Exception as e:  # pylint: disable=broad-except
       _load_error = f"{type(e).__name__}: {e}"
       logging.warning(
@@ -157,6 +293,32 @@ def without_fused(fn):
   return wrapped
 
 
+def _in_save_context() -> bool:
+  """Whether a SavedModel is being written (its graphs are traced now)."""
+  from tensorflow.python.saved_model import save_context  # pylint: disable=g-import-not-at-top
+  return save_context.in_save_context()
+
+
+def _trace_exports_without_kernel() -> None:
+  """Makes tf_keras `ExportArchive.write_out` (and `model.export`) trace
+  its endpoints under `disabled()`.
+
+  It traces the endpoint signatures before `tf.saved_model.save` opens its
+  save context, so the check in `usable` alone would not see it.
+  """
+  try:
+    from tf_keras.src.export import export_lib  # pylint: disable=g-import-not-at-top
+  except ImportError:  # tf_keras absent or reorganised: nothing to wrap.
+    return
+  archive = getattr(export_lib, "ExportArchive", None)
+  write_out = getattr(archive, "write_out", None)
+  if write_out is None or getattr(write_out, "_without_fused", False):
+    return
+  wrapped = without_fused(write_out)
+  wrapped._without_fused = True  # pylint: disable=protected-access
+  archive.write_out = wrapped
+
+
 def _has_accelerator() -> bool:
   return bool(tf.config.list_logical_devices("GPU") or
               tf.config.list_logical_devices("TPU"))
@@ -173,10 +335,12 @@ def usable(dtype) -> bool:
   """Whether an inference graph built now should use the fused kernel.
 
   True for float32 on a machine without GPU/TPU devices, outside XLA
-  compilation and `disabled()`, unless AXIAL_DEEPLAB_FUSED_ATTENTION=0,
-  and once the kernel has loaded.
+  compilation, `disabled()` and the writing of a SavedModel, unless
+  AXIAL_DEEPLAB_FUSED_ATTENTION=0, and once the kernel has loaded.
   """
   if _disabled_depth or tf.as_dtype(dtype) != tf.float32:
+    return False
+  if _in_save_context():
     return False
   if os.environ.get(_ENV_SWITCH, "1").strip().lower() in ("0", "false", "no",
                                                          "off"):
@@ -275,3 +439,6 @@ def _span_attention_grad(op, grad_content, grad_positional):
   # like the graph path's, for these small tables.
   return [tf.zeros_like(x) if g is None else tf.convert_to_tensor(g)
           for x, g in zip(inputs, grads)]
+
+
+_trace_exports_without_kernel()

@@ -126,11 +126,27 @@ def parse_list(name: str, values: Optional[Sequence[str]],
                      f"{list(values)}.") from e
 
 
+def output_name(path: str) -> str:
+  """A safe output name for an input file: its name without extension.
+
+  Characters other than letters, digits, `.`, `_` and `-` become `_`, and
+  leading dots are dropped, so a name never holds a path separator, never
+  is `.` or `..` and never hides a file.
+  """
+  stem = os.path.splitext(os.path.basename(path))[0]
+  safe = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_"
+                 for c in stem).lstrip(".")
+  return safe or "image"
+
+
 def find_files(name: str, patterns: Sequence[str]) -> Dict[str, str]:
   """Files matching the glob patterns of flag --name, by output name.
 
-  The output name of a file is its name without the extension; outputs
-  named after the inputs must not collide.
+  The output name of a file is `output_name(path)`; files whose names
+  coincide (the same base name in two folders, or names that differ only
+  in characters that are replaced) get `-<8 hex digits of a hash of the
+  absolute path>` appended, so no output overwrites another and the names
+  stay the same from run to run.
 
   Args:
     name: the flag, for messages.
@@ -140,8 +156,9 @@ def find_files(name: str, patterns: Sequence[str]) -> Dict[str, str]:
     {output name: path}, in path order.
 
   Raises:
-    ValueError: nothing matches, or two files share an output name.
+    ValueError: nothing matches.
   """
+  import hashlib  # pylint: disable=g-import-not-at-top
   paths = sorted({p for pattern in patterns
                   for p in glob.glob(os.path.expanduser(pattern))
                   if os.path.isfile(p)})
@@ -149,14 +166,16 @@ def find_files(name: str, patterns: Sequence[str]) -> Dict[str, str]:
     raise ValueError(f"no files match --{name} {list(patterns)}.")
   by_name: Dict[str, List[str]] = {}
   for path in paths:
-    by_name.setdefault(os.path.splitext(os.path.basename(path))[0],
-                       []).append(path)
-  clashes = {n: p for n, p in by_name.items() if len(p) > 1}
-  if clashes:
-    raise ValueError(f"--{name}: files share output names (file name "
-                     f"without extension): {clashes}; rename them or run the "
-                     f"folders separately.")
-  return {stem: found[0] for stem, found in by_name.items()}
+    by_name.setdefault(output_name(path), []).append(path)
+  result = {}
+  for stem, found in by_name.items():
+    for path in found:
+      key = stem
+      if len(found) > 1:
+        digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()
+        key = f"{stem}-{digest[:8]}"
+      result[key] = path
+  return dict(sorted(result.items(), key=lambda item: item[1]))
 
 
 class ProgressBar:

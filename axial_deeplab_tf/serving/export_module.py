@@ -129,6 +129,9 @@ class ServingParams:
     input_size: classification only: (height, width) the images are resized
       to (bilinear) before the model; None feeds them as they are.
     image_feature_key: tf.train.Example key of the encoded image.
+    max_pixels: encoded images (serve_image_bytes, serve_tf_example) whose
+      header declares more than this many pixels are refused before
+      decoding; None: no limit. The default fits 4K frames.
   """
   task: str
   scales: Tuple[float, ...] = (1.0,)
@@ -136,6 +139,7 @@ class ServingParams:
   dtype: str = "float32"
   input_size: Optional[Tuple[int, int]] = None
   image_feature_key: str = tfrecord_schema.IMAGE_ENCODED
+  max_pixels: Optional[int] = 4096 * 4096
 
   def __post_init__(self):
     if self.task not in TASKS:
@@ -177,6 +181,12 @@ class ServingParams:
       raise ValueError(f"image_feature_key must be a non-empty str, got "
                        f"{self.image_feature_key!r}.")
 
+    if self.max_pixels is not None and (
+        isinstance(self.max_pixels, bool) or
+        not isinstance(self.max_pixels, int) or self.max_pixels < 1):
+      raise ValueError(f"max_pixels must be a positive int or None, got "
+                       f"{self.max_pixels!r}.")
+
   @property
   def uses_test_time_augmentation(self) -> bool:
     return self.scales != (1.0,) or self.flip
@@ -189,6 +199,7 @@ class ServingParams:
         "dtype": self.dtype,
         "input_size": list(self.input_size) if self.input_size else None,
         "image_feature_key": self.image_feature_key,
+        "max_pixels": self.max_pixels,
     }
 
 
@@ -258,6 +269,45 @@ def check_images(images: tf.Tensor) -> tf.Tensor:
   if rank == 4:
     checked.set_shape(images.shape)
   return checked
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def declared_pixels(encoded: tf.Tensor) -> tf.Tensor:
+  """width * height an encoded image's header declares (int64 scalar).
+
+  Reads only the header: PNG (IHDR), GIF (logical screen), BMP (info
+  header) and JPEG (`tf.image.extract_jpeg_shape`, which stops at the
+  frame header). -1 for any other content.
+  """
+  head = tf.strings.substr(tf.strings.join([encoded, "\0" * 32]), 0, 32)
+  b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+
+  def number(start, count, little):
+    order = range(count) if little else range(count - 1, -1, -1)
+    return tf.add_n([b[start + k] * (256 ** i) for i, k in
+                     enumerate(order)])
+
+  def signed32(value):
+    return tf.abs(tf.where(value >= 2 ** 31, value - 2 ** 32, value))
+
+  def prefix(sig):
+    return tf.equal(tf.strings.substr(head, 0, len(sig)), sig)
+
+  def jpeg():
+    shape = tf.cast(tf.image.extract_jpeg_shape(encoded), tf.int64)
+    return shape[0] * shape[1]
+
+  png = number(16, 4, False) * number(20, 4, False)
+  gif = number(6, 2, True) * number(8, 2, True)
+  bmp = signed32(number(18, 4, True)) * signed32(number(22, 4, True))
+  return tf.case([
+      (prefix(_PNG_SIGNATURE), lambda: png),
+      (prefix(b"GIF8"), lambda: gif),
+      (prefix(b"BM"), lambda: bmp),
+      (prefix(b"\xff\xd8\xff"), jpeg),
+  ], default=lambda: tf.constant(-1, tf.int64), exclusive=True)
 
 
 def _resize_to(x, size, method="bilinear"):
@@ -346,6 +396,19 @@ class ImageExportModule(export_base.ExportModule):
     return self._with_size(self._serve_images(images), images)
 
   def _decode(self, encoded: tf.Tensor) -> tf.Tensor:
+    checks = []
+    if self.params.max_pixels is not None:
+      pixels = declared_pixels(encoded)
+      checks = [
+          tf.debugging.Assert(pixels >= 0, [
+              "unsupported image format: expected JPEG, PNG, GIF or BMP "
+              "(the size is read from the header before decoding)"]),
+          tf.debugging.Assert(pixels <= self.params.max_pixels, [
+              "refused: the image header declares", pixels,
+              "pixels, above the limit of", self.params.max_pixels,
+              "(max_pixels); not decoded"])]
+    with tf.control_dependencies(checks):
+      encoded = tf.identity(encoded)
     image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8,
                                expand_animations=False)
     image.set_shape([None, None, 3])
@@ -503,7 +566,7 @@ def _semantic_tta(model_fn, images, scales, flip):
   return total / passes
 
 
-def _at_input_size(outputs: Mapping[str, tf.Tensor],
+def at_input_size(outputs: Mapping[str, tf.Tensor],
                    size: tf.Tensor) -> Dict[str, tf.Tensor]:
   """Panoptic model outputs (float32) at the input size `size` = (h, w).
 
@@ -568,7 +631,7 @@ class PanopticExportModule(ImageExportModule):
           flip=self.params.flip)
       semantic_probs = outputs["semantic_probs"]
     else:
-      outputs = _at_input_size(self.inference_step(images),
+      outputs = at_input_size(self.inference_step(images),
                                tf.shape(images)[1:3])
       semantic_probs = tf.nn.softmax(outputs["semantic_logits"], axis=-1)
     result = self._post_processor(outputs)
@@ -669,7 +732,7 @@ def build_export_module(
   return ClassificationExportModule(params, model)
 
 
-def _metadata_dict(dataset_metadata) -> Optional[Dict[str, Any]]:
+def metadata_dict(dataset_metadata) -> Optional[Dict[str, Any]]:
   if dataset_metadata is None:
     return None
   if isinstance(dataset_metadata, metadata_lib.DatasetMetadata):
@@ -782,7 +845,7 @@ def export_saved_model(
   check_replaceable_export_dir(export_dir, overwrite)
   if checkpoint_path is not None:
     checkpoint_path = resolve_checkpoint(checkpoint_path)
-  meta = _metadata_dict(dataset_metadata)
+  meta = metadata_dict(dataset_metadata)
   config = module.serving_config()
   _check_metadata(config, meta)
   config["signatures"] = {
@@ -1089,6 +1152,35 @@ def panoptic_post_processor(
       num_classes=num_classes, **facts, **settings)
 
 
+def resolve_post_processor(
+    loaded: LoadedModel,
+    post_processor_args: Optional[Mapping[str, Any]] = None
+) -> Optional[post_processing.PanopticDeepLabPostProcessor]:
+  """The post-processor of a LoadedModel (None unless panoptic).
+
+  Experiments bring theirs; panoptic zoo models get one from
+  `panoptic_post_processor` with `post_processor_args` (None values are
+  dropped).
+  """
+  args = {k: v for k, v in dict(post_processor_args or {}).items()
+          if v is not None}
+  if loaded.task == "panoptic":
+    if loaded.post_processor is not None:
+      if args:
+        raise ValueError(f"The experiment defines the post-processor; set "
+                         f"{sorted(args)} with gin bindings instead.")
+      return loaded.post_processor
+    num_classes = getattr(loaded.model, "num_classes", None)
+    if num_classes is None:
+      raise ValueError("The panoptic model does not report num_classes.")
+    return panoptic_post_processor(num_classes, loaded.dataset_metadata,
+                                   **args)
+  if args:
+    raise ValueError(f"Post-processing settings {sorted(args)} are for "
+                     f"panoptic models, not {loaded.task}.")
+  return None
+
+
 def export_loaded_model(loaded: LoadedModel,
                         export_dir: str,
                         *,
@@ -1117,24 +1209,7 @@ def export_loaded_model(loaded: LoadedModel,
   """
   params = ServingParams(task=loaded.task, scales=tuple(scales), flip=flip,
                          dtype=loaded.dtype, input_size=loaded.input_size)
-  post_processor = None
-  args = {k: v for k, v in dict(post_processor_args or {}).items()
-          if v is not None}
-  if loaded.task == "panoptic":
-    if loaded.post_processor is not None:
-      if args:
-        raise ValueError(f"The experiment defines the post-processor; set "
-                         f"{sorted(args)} with gin bindings instead.")
-      post_processor = loaded.post_processor
-    else:
-      num_classes = getattr(loaded.model, "num_classes", None)
-      if num_classes is None:
-        raise ValueError("The panoptic model does not report num_classes.")
-      post_processor = panoptic_post_processor(
-          num_classes, loaded.dataset_metadata, **args)
-  elif args:
-    raise ValueError(f"Post-processing settings {sorted(args)} are for "
-                     f"panoptic models, not {loaded.task}.")
+  post_processor = resolve_post_processor(loaded, post_processor_args)
   module = build_export_module(params, loaded.model, post_processor)
   return export_saved_model(
       module, export_dir, function_keys=function_keys,

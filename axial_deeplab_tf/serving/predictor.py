@@ -37,7 +37,7 @@ import json
 import os
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
-from typing import Tuple
+from typing import Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -47,10 +47,124 @@ from axial_deeplab_tf.serving import export_module
 from axial_deeplab_tf.utils import visualization
 
 
-def read_image(path: str) -> np.ndarray:
-  """Reads an image file as uint8 RGB [height, width, 3]."""
-  with Image.open(path) as image:
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+# Default pixel limit of `read_image`: 4096 x 4096, so every 4K frame
+# (3840 x 2160, DCI 4096 x 2160) passes and a declared size beyond it is
+# refused before any pixel is decoded.
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+class ImageError(ValueError):
+  """An image file that cannot be predicted; the message says why."""
+
+
+def declared_size(head: bytes) -> Optional[Tuple[int, int]]:
+  """(width, height) in a PNG, GIF or BMP header (its first 26 bytes)."""
+  import struct  # pylint: disable=g-import-not-at-top
+  if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24:
+    return struct.unpack(">II", head[16:24])
+  if head.startswith(b"GIF8") and len(head) >= 10:
+    return struct.unpack("<HH", head[6:10])
+  if head.startswith(b"BM") and len(head) >= 26:
+    width, height = struct.unpack("<ii", head[18:26])
+    return abs(width), abs(height)
+  return None
+
+
+def _check_pixels(path, width, height, max_pixels):
+  if max_pixels is not None and width * height > max_pixels:
+    raise ImageError(
+        f"{path}: refused: the header declares {width}x{height} = "
+        f"{width * height} pixels, above the limit of {max_pixels} "
+        f"(--max_pixels); not decoded")
+
+
+def read_image(path: str, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS
+              ) -> np.ndarray:
+  """Reads an image file as uint8 RGB [height, width, 3], defensively.
+
+  The header is read first: a file declaring more than `max_pixels` pixels
+  (a decompression bomb, or just too large) is refused before decoding.
+  EXIF orientation is applied, alpha is dropped (the color channels are
+  kept as they are), palette, grayscale, CMYK and other modes are
+  converted to RGB, 16-bit samples are scaled to 8 bits (v / 257, rounded)
+  and animations give their first frame.
+
+  Args:
+    path: the image file.
+    max_pixels: the largest width * height accepted; None: no limit.
+
+  Returns:
+    uint8 [height, width, 3].
+
+  Raises:
+    ImageError: empty, not an image, too large, truncated or corrupt, or a
+      mode without an RGB conversion; the message names the file.
+  """
+  if max_pixels is not None and (not isinstance(max_pixels, int) or
+                                 max_pixels < 1):
+    raise ValueError(f"max_pixels must be a positive int or None, got "
+                     f"{max_pixels!r}.")
+  from PIL import ImageOps  # pylint: disable=g-import-not-at-top
+  from PIL import UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  try:
+    size = os.path.getsize(path)
+  except OSError as e:
+    raise ImageError(f"{path}: cannot read it ({e.strerror or e})") from e
+  if size == 0:
+    raise ImageError(f"{path}: empty file (0 bytes)")
+  try:
+    with open(path, "rb") as f:
+      head = f.read(26)
+  except OSError as e:
+    raise ImageError(f"{path}: cannot read it ({e.strerror or e})") from e
+  # Our own header reading first: Pillow does not identify a PNG whose
+  # header is followed by nothing, yet its declared size is the story.
+  declared = declared_size(head)
+  if declared is not None:
+    _check_pixels(path, *declared, max_pixels)
+  previous_limit = Image.MAX_IMAGE_PIXELS
+  try:
+    # Our own limit applies (below); Pillow's would warn or refuse first.
+    Image.MAX_IMAGE_PIXELS = None
+    with Image.open(path) as image:
+      width, height = image.size
+      _check_pixels(path, width, height, max_pixels)
+      if width < 1 or height < 1:
+        raise ImageError(f"{path}: the header declares an empty image "
+                         f"({width}x{height})")
+      image.load()
+      image = ImageOps.exif_transpose(image)
+      if image.mode in _SIXTEEN_BIT_MODES:
+        samples = np.asarray(image).astype(np.float64)
+        if image.mode == "I" and samples.max(initial=0) > 65535:
+          raise ImageError(f"{path}: 32-bit integer samples (mode I) "
+                           f"beyond 16 bits are not supported")
+        gray = np.clip(np.round(samples / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+      if image.mode == "F":
+        raise ImageError(f"{path}: floating-point samples (mode F) are "
+                         f"not supported")
+      if image.mode == "P":
+        image = image.convert("RGBA")
+      rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+  except ImageError:
+    raise
+  except UnidentifiedImageError as e:
+    raise ImageError(f"{path}: not an image (no known format "
+                     f"recognised)") from e
+  except Image.DecompressionBombError as e:
+    raise ImageError(f"{path}: refused as a decompression bomb: "
+                     f"{e}") from e
+  except (OSError, SyntaxError, ValueError, EOFError) as e:
+    raise ImageError(f"{path}: truncated or corrupt image data "
+                     f"({type(e).__name__}: {e})") from e
+  finally:
+    Image.MAX_IMAGE_PIXELS = previous_limit
+  if rgb.ndim != 3 or rgb.shape[-1] != 3:
+    raise ImageError(f"{path}: decoded to shape {rgb.shape}, not RGB")
+  return rgb
 
 
 def _write_json(content: Any, path: str) -> None:
@@ -94,6 +208,26 @@ class SavedModelPredictor:
                        f"{image.dtype} and shape {image.shape}.")
     outputs = self._fn(**{self._input_name: self._tf.constant(image[None])})
     return {k: v.numpy()[0] for k, v in outputs.items()}
+
+
+Predictor = Union[SavedModelPredictor, "portable_export.PortablePredictor"]
+
+
+def load_predictor(path: str, num_threads: Optional[int] = None
+                  ) -> "Predictor":
+  """A SavedModel export folder, or a .tflite / .onnx export file.
+
+  LiteRT and ONNX files run through `portable_export.PortablePredictor`
+  (network file + post-processing step); both have `config`, `task` and
+  `predict(image)`.
+  """
+  if os.path.isdir(path):
+    return SavedModelPredictor(path)
+  if path.endswith((".tflite", ".onnx")):
+    from axial_deeplab_tf.serving import portable_export  # pylint: disable=g-import-not-at-top
+    return portable_export.PortablePredictor(path, num_threads)
+  raise ValueError(f"{path!r} is neither a SavedModel export folder nor a "
+                   f".tflite / .onnx export file.")
 
 
 def load_categories(path: str) -> List[Dict[str, Any]]:
@@ -189,7 +323,12 @@ class PredictionWriter:
     os.makedirs(output_dir, exist_ok=True)
 
   def _path(self, folder: str, name: str) -> str:
-    return os.path.join(self.output_dir, folder, f"{name}.png")
+    path = os.path.join(self.output_dir, folder, f"{name}.png")
+    root = os.path.realpath(self.output_dir)
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+      raise ValueError(f"output name {name!r} would write {path}, outside "
+                       f"the output folder {self.output_dir}.")
+    return path
 
   def _label_png(self, labels: np.ndarray) -> np.ndarray:
     labels = labels.astype(np.int64)
@@ -209,6 +348,9 @@ class PredictionWriter:
       outputs: the export's outputs for this image (batch axis removed).
     """
     height, width = image.shape[:2]
+    if not name or name in (".", "..") or os.sep in name or (
+        os.altsep and os.altsep in name):
+      raise ValueError(f"output name {name!r} must be a plain file name.")
     if self.task == "classification":
       probs = np.asarray(outputs["probabilities"])
       top = int(outputs["classes"])
@@ -287,9 +429,10 @@ class PredictionSummary:
 
 
 def predict_files(images: Mapping[str, str],
-                  runner: "SavedModelPredictor",
+                  runner: "Predictor",
                   writer: PredictionWriter,
-                  progress: Optional[Callable[..., None]] = None
+                  progress: Optional[Callable[..., None]] = None,
+                  max_pixels: Optional[int] = DEFAULT_MAX_PIXELS
                  ) -> PredictionSummary:
   """Predicts image files one by one; a failing image does not stop the rest.
 
@@ -300,6 +443,8 @@ def predict_files(images: Mapping[str, str],
     progress: optional callable(done, text="", message="") called after
       every image (e.g. `cli.ProgressBar.update`); failures come as
       `message`.
+    max_pixels: images declaring more pixels are refused unread (see
+      `read_image`).
 
   Returns:
     A PredictionSummary.
@@ -309,7 +454,7 @@ def predict_files(images: Mapping[str, str],
   for done, (name, path) in enumerate(images.items(), 1):
     began = time.monotonic()
     try:
-      image = read_image(path)
+      image = read_image(path, max_pixels)
       outputs = runner.predict(image)
       writer.write(name, os.path.basename(path), image, outputs)
     except Exception as e:  # pylint: disable=broad-except

@@ -1,5 +1,7 @@
 """The fused axial-attention kernel against a dense numpy reference."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -199,23 +201,8 @@ def test_madds_count_in_span_pairs(kernel):
   assert counted.by_op_type["MatMul"] == projection
 
 
-class _TinyAxialPanoptic(su.TinyPanoptic):
-  """The serving tests' tiny panoptic model with an axial layer in front."""
-
-  def __init__(self, num_classes, **kwargs):
-    super().__init__(num_classes, **kwargs)
-    self.axial = AxialAttention2D(num_heads=1, key_depth=2, value_depth=3,
-                                  span=5)
-
-  def call(self, images, training=None):
-    attended = self.axial(tf.cast(images, tf.float32) / 255.0,
-                          training=training)
-    return super().call(tf.cast(attended * 255.0, images.dtype),
-                        training=training)
-
-
 def test_export_holds_only_standard_ops(kernel, tmp_path):
-  model = su.built(_TinyAxialPanoptic(4))
+  model = su.built(su.TinyAxialPanoptic(4))
   images = tf.zeros([1, 12, 10, 3], tf.uint8)
   assert "AxialSpanAttention" in _op_types(
       lambda x: model(x, training=False), tf.cast(images, tf.float32))
@@ -260,3 +247,150 @@ def test_gradient_through_inference_matches_graph(kernel, sequence_major):
     np.testing.assert_allclose(tf.convert_to_tensor(f).numpy(),
                                tf.convert_to_tensor(g).numpy(), atol=1e-4,
                                rtol=1e-4)
+
+
+# ----------------------------------------------------------- cache rules
+@pytest.fixture
+def fake_compiler(kernel, monkeypatch):
+  """Replaces the compiler by a copy of the real build (counts its runs).
+
+  The cache rules are what these tests check; a real compile is checked
+  once, in a subprocess, by `test_tampered_library_is_rebuilt_and_runs`.
+  """
+  built = fused_attention.library_path().read_bytes()
+  runs = []
+
+  def compile_(output):
+    runs.append(output)
+    with open(output, "wb") as f:
+      f.write(built)
+
+  monkeypatch.setattr(fused_attention, "_compile", compile_)
+  return runs
+
+
+def _mode(path):
+  return os.stat(path).st_mode & 0o777
+
+
+def test_cache_directory_is_created_private(tmp_path, fake_compiler):
+  library = tmp_path / "shared" / "cache" / "k.so"
+  assert fused_attention.trusted_library(library) == library
+  assert _mode(library.parent) == 0o700
+  assert _mode(library) & 0o077 == 0
+  assert len(fake_compiler) == 1
+  # A second call trusts the cached file: no rebuild.
+  fused_attention.trusted_library(library)
+  assert len(fake_compiler) == 1
+
+
+@pytest.mark.parametrize("spoil,reason", [
+    (lambda p: os.chmod(p, 0o766), "writable by group or others"),
+    (lambda p: os.chmod(p, 0o720), "writable by group or others"),
+    (lambda p: os.chmod(p.with_name(p.name + ".sha256"), 0o622),
+     "writable by group or others"),
+    (lambda p: p.write_bytes(p.read_bytes() + b"\0"), "SHA-256"),
+    (lambda p: p.with_name(p.name + ".sha256").write_text("0" * 64),
+     "SHA-256"),
+    (lambda p: p.with_name(p.name + ".sha256").unlink(), "no recorded"),
+])
+def test_untrusted_library_is_rebuilt_with_a_warning(
+    tmp_path, fake_compiler, spoil, reason, caplog):
+  library = tmp_path / "cache" / "k.so"
+  fused_attention.trusted_library(library)
+  spoil(library)
+  assert reason in fused_attention.library_problem(library)
+  with caplog.at_level("WARNING"):
+    fused_attention.trusted_library(library)
+  assert len(fake_compiler) == 2
+  assert reason in caplog.text and "rebuilding" in caplog.text
+  assert fused_attention.library_problem(library) is None
+  assert _mode(library) & 0o022 == 0
+
+
+def _other_uid():
+  return os.getuid() + 4242
+
+
+def test_library_of_another_user_is_rebuilt(tmp_path, fake_compiler,
+                                            monkeypatch, caplog):
+  library = tmp_path / "cache" / "k.so"
+  fused_attention.trusted_library(library)
+  if os.getuid() == 0:
+    os.chown(library, _other_uid(), -1)
+  else:  # Without root, the current user is the one who is "another".
+    real = os.getuid()
+    monkeypatch.setattr(fused_attention, "_current_uid", _other_uid)
+    assert "owned by uid" in fused_attention.library_problem(library)
+    monkeypatch.setattr(fused_attention, "_current_uid", lambda: real)
+    pytest.skip("chown needs root; the owner check is shown above")
+  assert (f"owned by uid {_other_uid()}" in
+          fused_attention.library_problem(library))
+  with caplog.at_level("WARNING"):
+    fused_attention.trusted_library(library)
+  assert "owned by uid" in caplog.text
+  assert os.stat(library).st_uid == os.getuid()
+  assert len(fake_compiler) == 2
+
+
+@pytest.mark.parametrize("spoil,reason", [
+    (lambda d: os.chmod(d, 0o777), "writable by group or others"),
+    (lambda d: os.chmod(d, 0o770), "writable by group or others"),
+    ("owner", "owned by uid"),
+])
+def test_untrusted_cache_directory_is_not_used(tmp_path, fake_compiler,
+                                               monkeypatch, spoil, reason):
+  library = tmp_path / "cache" / "k.so"
+  fused_attention.trusted_library(library)
+  if spoil == "owner":
+    monkeypatch.setattr(fused_attention, "_current_uid", _other_uid)
+  else:
+    spoil(library.parent)
+  with pytest.raises(fused_attention.UntrustedCacheError, match=reason):
+    fused_attention.trusted_library(library)
+  assert len(fake_compiler) == 1
+
+
+def _run_layer(cache, timeout=600):
+  script = (
+      "import tensorflow as tf\n"
+      "from axial_deeplab_tf.ops import fused_attention as fa\n"
+      "from axial_deeplab_tf.layers import AxialAttention\n"
+      "print('loaded', fa.load() is not None)\n"
+      "layer = AxialAttention(num_heads=2, key_depth=4, value_depth=4, "
+      "span=3)\n"
+      "print(layer(tf.ones([1, 6, 3]), training=False).shape)\n")
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  env = dict(os.environ, AXIAL_DEEPLAB_KERNEL_CACHE=str(cache),
+             TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.run([sys.executable, "-c", script], env=env,
+                        capture_output=True, text=True, timeout=timeout,
+                        check=False)
+
+
+def test_world_writable_cache_runs_the_graph(tmp_path):
+  cache = tmp_path / "cache"
+  cache.mkdir()
+  os.chmod(cache, 0o777)
+  result = _run_layer(cache)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "loaded False" in result.stdout and "(1, 6, 4)" in result.stdout
+  assert "writable by group or others" in result.stderr
+  assert not list(cache.iterdir())  # Nothing built there.
+
+
+@pytest.mark.slow
+def test_tampered_library_is_rebuilt_and_runs(kernel, tmp_path):
+  cache = tmp_path / "cache"
+  cache.mkdir(mode=0o700)
+  good = fused_attention.library_path()
+  planted = cache / good.name
+  planted.write_bytes(good.read_bytes()[:-1] + b"\1")
+  (cache / (good.name + ".sha256")).write_text(
+      fused_attention._sha256(good) + "\n")  # pylint: disable=protected-access
+  os.chmod(planted, 0o700)
+  result = _run_layer(cache)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "loaded True" in result.stdout and "(1, 6, 4)" in result.stdout
+  assert "SHA-256" in result.stderr and "rebuilding" in result.stderr
+  assert fused_attention.library_problem(planted) is None

@@ -205,3 +205,22 @@ def run_once(tmp_path_factory, name: str,
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)
   return folder
+
+
+class TinyAxialPanoptic(TinyPanoptic):
+  """`TinyPanoptic` with an AxialAttention2D in front (the fused kernel's
+  layer): small enough to export to every format in seconds."""
+
+  def __init__(self, num_classes, **kwargs):
+    super().__init__(num_classes, **kwargs)
+    from axial_deeplab_tf.layers import AxialAttention2D  # pylint: disable=g-import-not-at-top
+    self.axial = AxialAttention2D(num_heads=1, key_depth=2, value_depth=3,
+                                  span=5)
+
+  def call(self, images, training=None):
+    attended = self.axial(tf.cast(images, tf.float32) / 255.0,
+                          training=training)
+    # Float on (no cast back to uint8, whose out-of-range rounding differs
+    # between runtimes).
+    return super().call(attended * 255.0, training=training)
+

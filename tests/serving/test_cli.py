@@ -1,5 +1,6 @@
 """Shared pieces of the serving tools (axial_deeplab_tf/serving/cli.py)."""
 
+import hashlib
 import io
 import subprocess
 import sys
@@ -38,9 +39,30 @@ def test_find_files_by_output_name(tmp_path):
   assert found == {"a": str(tmp_path / "a.jpg"), "b": str(tmp_path / "b.png")}
   with pytest.raises(ValueError, match="no files match --images"):
     cli.find_files("images", [str(tmp_path / "*.gif")])
+  # The same base name twice (here also in two folders): distinct names,
+  # stable across runs (a hash of the absolute path).
   (tmp_path / "a.png").write_bytes(b"x")
-  with pytest.raises(ValueError, match="share output names.*'a'"):
-    cli.find_files("images", [str(tmp_path / "*")])
+  (tmp_path / "sub").mkdir()
+  (tmp_path / "sub" / "a.jpg").write_bytes(b"x")
+  found = cli.find_files("images", [str(tmp_path / "*"),
+                                    str(tmp_path / "sub" / "*")])
+  tag = lambda p: hashlib.sha256(str(p).encode()).hexdigest()[:8]
+  assert found == {"b": str(tmp_path / "b.png"),
+                   f"a-{tag(tmp_path / 'a.jpg')}": str(tmp_path / "a.jpg"),
+                   f"a-{tag(tmp_path / 'a.png')}": str(tmp_path / "a.png"),
+                   f"a-{tag(tmp_path / 'sub' / 'a.jpg')}":
+                       str(tmp_path / "sub" / "a.jpg"),
+                   "c": str(tmp_path / "c.txt")}
+  assert len(set(found)) == 5
+
+
+@pytest.mark.parametrize("path,name", [
+    ("/x/../..png", "png"), ("/x/.hidden.png", "hidden"),
+    ("/x/a b\\c:d.png", "a_b_c_d"), ("/x/..", "image"),
+    ("/x/\u00e9t\u00e9.jpg", "_t_"), ("/x/ok-1_2.v3.png", "ok-1_2.v3"),
+])
+def test_output_names_are_plain(path, name):
+  assert cli.output_name(path) == name
 
 
 def test_usage_checks_and_list_parsing():

@@ -1,0 +1,20 @@
+"""Exports a model's network as LiteRT (.tflite, built-in ops only) at a fixed input size.
+
+  axial-deeplab export-tflite --model=axial_deeplab_s --set=num_classes=19 \
+      --checkpoint_path=/tmp/run --input_size=513,513 --output=/tmp/model.tflite
+
+(or --gin_file=... for an experiment). Writes the file and a .json
+description beside it; `axial-deeplab predict --saved_model=/tmp/model.tflite`
+runs it with the post-processing step. See
+axial_deeplab_tf/serving/portable_export.py.
+"""
+
+from typing import Sequence
+
+# portable_export.main parses its own flags (one FlagValues per call).
+PARSES_OWN_ARGUMENTS = True
+
+
+def main(argv: Sequence[str]) -> int:
+  from axial_deeplab_tf.serving import portable_export  # pylint: disable=g-import-not-at-top
+  return portable_export.main(list(argv), "tflite")

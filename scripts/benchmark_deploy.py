@@ -1,0 +1,153 @@
+r"""Latency of one model as SavedModel, ONNX Runtime and LiteRT, same run.
+
+  python scripts/benchmark_deploy.py --sizes=513x513,1025x2049 \
+      --output=benchmarks/speed/deploy.json
+
+Builds the quickstart Axial-DeepLab (seeded random weights unless
+--checkpoint_path), exports it at each size as a SavedModel
+(serving_default: network + post-processing), ONNX (network) and LiteRT
+float32 / float16 / int8 (network), and times the network of each
+(median of --repeats after --warmup runs, batch 1, this process's CPU
+threads). The SavedModel time includes its in-graph post-processing; the
+others are the network file alone. Also reports the largest relative
+difference of the semantic logits from the in-process model and the share
+of pixels whose panoptic id differs from the SavedModel's.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from axial_deeplab_tf.ops import fused_attention  # pylint: disable=g-import-not-at-top,wrong-import-position
+from axial_deeplab_tf.serving import export_module as em  # pylint: disable=g-import-not-at-top,wrong-import-position
+from axial_deeplab_tf.serving import portable_export as pe  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+QUICKSTART = {"width_multiplier": 0.25, "depth": 26, "semantic_channels": 64,
+              "instance_channels": 32, "context_channels": 64,
+              "stem_channels": (16, 16, 32)}
+THINGS = [1, 2]
+NUM_CLASSES = 4
+
+
+def _time(fn, warmup, repeats):
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times)), float(np.min(times))
+
+
+def _image(rng, height, width):
+  image = np.empty((height, width, 3), np.uint8)
+  image[:] = rng.integers(0, 256, 3)
+  for _ in range(12):
+    y, x = rng.integers(0, height), rng.integers(0, width)
+    image[y:y + height // 4, x:x + width // 4] = rng.integers(0, 256, 3)
+  return image
+
+
+def run(size, args, model, workdir):
+  height, width = size
+  rng = np.random.default_rng(0)
+  image = _image(rng, height, width)
+  post = em.panoptic_post_processor(NUM_CLASSES, thing_class_ids=THINGS,
+                                    stuff_area_limit=64)
+  loaded = em.LoadedModel(model=model, task="panoptic", dtype="float32",
+                          post_processor=post, dataset_metadata=None,
+                          input_size=None,
+                          description={"model_name": "axial_deeplab_s"})
+  result = {"size": [height, width]}
+  network = tf.function(fused_attention.without_fused(
+      lambda x: model(x, training=False)))
+  reference_logits = network(image[None])["semantic_logits"].numpy()
+
+  start = time.perf_counter()
+  saved = em.export_loaded_model(loaded, os.path.join(workdir, "saved"),
+                                 function_keys=["image_tensor"])
+  result["savedmodel_export_s"] = time.perf_counter() - start
+  from axial_deeplab_tf.serving import predictor  # pylint: disable=g-import-not-at-top
+  saved_runner = predictor.SavedModelPredictor(saved)
+  reference = saved_runner.predict(image)
+  result["savedmodel_ms"] = [1000 * t for t in _time(
+      lambda: saved_runner.predict(image), args.warmup, args.repeats)]
+  formats = [("onnx", "float32")] + [("tflite", q) for q in args.quant]
+  for fmt, quant in formats:
+    key = fmt if fmt == "onnx" else f"litert_{quant}"
+    path = os.path.join(workdir, f"model_{quant}.{fmt}")
+    start = time.perf_counter()
+    pe.export_portable(loaded, path, fmt=fmt, input_size=size,
+                       quantization=quant)
+    result[f"{key}_export_s"] = time.perf_counter() - start
+    result[f"{key}_bytes"] = os.path.getsize(path)
+    runner = pe.PortablePredictor(path)
+    outputs = runner.network_outputs(image)
+    result[f"{key}_ms"] = [1000 * t for t in _time(
+        lambda: runner.network(image[None]), args.warmup, args.repeats)]
+    logits = outputs["semantic_logits"]
+    result[f"{key}_logits_rel_diff"] = float(
+        np.abs(logits - reference_logits).max() /
+        np.abs(reference_logits).max())
+    panoptic = runner.predict(image)["panoptic_pred"]
+    result[f"{key}_panoptic_pixels_differing"] = float(
+        np.mean(panoptic != reference["panoptic_pred"]))
+    print(json.dumps({k: v for k, v in result.items() if k.startswith(key)}),
+          flush=True)
+  return result
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--sizes", default="513x513,1025x2049")
+  parser.add_argument("--quant", default="float32,float16,int8")
+  parser.add_argument("--warmup", type=int, default=1)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--output", default="benchmarks/speed/deploy.json")
+  args = parser.parse_args(argv)
+  args.quant = args.quant.split(",")
+  from axial_deeplab_tf.modeling import registry  # pylint: disable=g-import-not-at-top
+  import axial_deeplab_tf.modeling.zoo  # pylint: disable=g-import-not-at-top,unused-import
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  tf_keras.utils.set_random_seed(0)
+  model = registry.build("axial_deeplab_s", num_classes=NUM_CLASSES,
+                         **QUICKSTART)
+  results = []
+  for text in args.sizes.split(","):
+    height, width = (int(v) for v in text.split("x"))
+    model(tf.zeros([1, height, width, 3], tf.uint8), training=False)
+    with tempfile.TemporaryDirectory() as workdir:
+      results.append(run((height, width), args, model, workdir))
+    print(json.dumps(results[-1]), flush=True)
+  report = {
+      "command": "python " + " ".join(sys.argv),
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec="seconds"),
+      "machine": {"cpu": platform.processor() or platform.machine(),
+                  "cores": os.cpu_count(), "tensorflow": tf.__version__},
+      "model": {"name": "axial_deeplab_s", "overrides": {
+          k: repr(v) for k, v in QUICKSTART.items()},
+                "num_classes": NUM_CLASSES},
+      "results": results,
+  }
+  os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+  with open(args.output, "w") as f:
+    json.dump(report, f, indent=1)
+  print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+  main()
