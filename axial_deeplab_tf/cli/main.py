@@ -41,10 +41,10 @@ SUBCOMMANDS = {
     "benchmark": "axial_deeplab_tf.cli.benchmark",
     "visualize-attention": "axial_deeplab_tf.cli.visualize_attention",
     "scale-stress": "axial_deeplab_tf.cli.scale_stress",
-    "import-torch-axial": "axial_deeplab_tf.importers.torch_axial",
-    "import-segnext": "axial_deeplab_tf.importers.segnext",
-    "import-isanet": "axial_deeplab_tf.importers.isanet",
-    "import-deeplab2": "axial_deeplab_tf.importers.deeplab2",
+    "import-torch-axial": "axial_deeplab_tf.cli.import_torch_axial",
+    "import-segnext": "axial_deeplab_tf.cli.import_segnext",
+    "import-isanet": "axial_deeplab_tf.cli.import_isanet",
+    "import-deeplab2": "axial_deeplab_tf.cli.import_deeplab2",
 }
 
 Table = Mapping[str, Union[str, "Table"]]
