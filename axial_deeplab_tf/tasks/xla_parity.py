@@ -55,7 +55,8 @@ CASES = {
         overrides={"drop_path_rate": 0.0, "nmf_seed": 0}),
     "axial_resnet_50s": dict(
         gin="imagenet/axial_resnet_50s.gin", kind="classification",
-        crop=32, overrides={"width_multiplier": 0.125, "depth": 26,
+        crop=32, extra={"optimization.learning_rate": "0.01"},
+        overrides={"width_multiplier": 0.125, "depth": 26,
                             "input_size": (32, 32)}),
 }
 
@@ -159,12 +160,17 @@ def bindings(model: str, data: Dict[str, str], dtype: str = "float32",
       "runtime.num_cpu_devices": str(replicas),
       "runtime.seed": "0",
   }
+  params.update(case.get("extra", {}))
   if kind == "panoptic":
     params["losses.small_instance_area"] = "64"
     params["post_processing.stuff_area_limit"] = "16"
     params["post_processing.nms_kernel"] = "7"
     params["evaluation.num_image_panels"] = "0"
   return [f"{k} = {v}" for k, v in params.items()]
+
+
+def _log(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
 
 
 def _rel_diff(a, b) -> float:
@@ -178,14 +184,10 @@ def _rel_diff(a, b) -> float:
 
 def _weights_rel_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray]
                       ) -> float:
-  """Largest |a - b| / max|a| over the arrays (relative to each array)."""
-  worst = 0.0
-  for x, y in zip(a, b):
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
-    scale = max(float(np.max(np.abs(x))) if x.size else 0.0, 1e-12)
-    worst = max(worst, float(np.max(np.abs(x - y))) / scale if x.size else 0)
-  return worst
+  """||a - b|| / ||a|| over all arrays taken as one vector."""
+  x = np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in a])
+  y = np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in b])
+  return float(np.linalg.norm(x - y) / max(np.linalg.norm(x), 1e-30))
 
 
 def compare(model: str, data: Dict[str, str], dtype: str = "float32",
@@ -261,6 +263,8 @@ def compare(model: str, data: Dict[str, str], dtype: str = "float32",
       start = time.perf_counter()
       losses.append(float(step(iterator)))
       times.append(time.perf_counter() - start)
+      _log(f"{model} {dtype} compiled={compiled} step {len(losses)}: "
+           f"loss {losses[-1]:.6g} ({times[-1]:.1f} s)")
     weights = [v.numpy() for v in net.weights]
     if hasattr(optimizer, "shadow_copy"):
       weights += [v.numpy() for v in optimizer._average_weights]  # pylint: disable=protected-access
@@ -291,7 +295,9 @@ def compare(model: str, data: Dict[str, str], dtype: str = "float32",
       state = task.aggregate_logs(state, outputs) if outputs else (
           (state or []) + [float(np.mean(loss))])
     if isinstance(state, list):
-      return {"loss": float(np.mean(state))}
+      logs = {"loss": round(float(np.mean(state)), 6)}
+      logs.update({m.name: round(float(m.result()), 12) for m in metrics})
+      return logs
     return {k: round(float(v), 12)
             for k, v in task.reduce_aggregated_logs(state).items()}
 
@@ -299,7 +305,9 @@ def compare(model: str, data: Dict[str, str], dtype: str = "float32",
   losses_xla, weights_xla, times_xla = train(True)
   trained = weights_graph[:len(net.weights)]
   eval_graph = evaluate(False, trained)
+  _log(f"{model} {dtype} eval uncompiled: {eval_graph}")
   eval_xla = evaluate(True, trained)
+  _log(f"{model} {dtype} eval compiled: {eval_xla}")
   if autocluster:
     tf.config.optimizer.set_jit(False)
   return ParityResult(
@@ -328,7 +336,11 @@ def run_checks(checks: Sequence[Dict], replicas: int, data_root: str
   """Runs `compare` for each check dict (model, dtype, steps, ...) here."""
   _configure_process(replicas)
   data = write_data(data_root)
-  return [compare(data=data, **check) for check in checks]
+  results = []
+  for check in checks:
+    results.append(compare(data=data, **check))
+    _log("RESULT " + json.dumps(dataclasses.asdict(results[-1])))
+  return results
 
 
 def run_in_subprocess(checks: Sequence[Dict], replicas: int,
@@ -364,7 +376,8 @@ def run_in_subprocess(checks: Sequence[Dict], replicas: int,
 
 
 def _fmt_eval(metrics: Dict[str, float]) -> str:
-  keys = [k for k in ("panoptic_quality", "mean_iou", "loss") if k in metrics]
+  keys = [k for k in ("panoptic_quality", "mean_iou", "accuracy")
+          if k in metrics]
   return ", ".join(f"{k.replace('panoptic_quality', 'PQ')}={metrics[k]:.4f}"
                    for k in keys)
 
@@ -386,8 +399,8 @@ def markdown(results: Sequence[ParityResult], command: str) -> str:
       "(MirroredStrategy over two logical CPU devices, sync batch norm): "
       "XLA auto-clustering (the collectives cannot be compiled on CPU, see "
       "the module docstring). Loss diff: largest relative difference of "
-      "the 20 losses; weights: largest difference of the final weights "
-      "(and EMA averages) relative to each array's largest value. "
+      "the 20 losses; weights: ||difference|| / ||weights|| of all final "
+      "weights (and EMA averages) as one vector. "
       "First step: trace (+ compile) + run; step: median of steps 2-20, "
       "same run.",
       "",

@@ -107,3 +107,34 @@ def test_tpu_recipe_differs_only_in_strategy_and_compile(tpu_file):
   assert tpu["runtime"]["mixed_precision_dtype"] == "bfloat16"
   assert tpu["task"]["model"]["overrides"]["use_sync_bn"] is True
   assert tpu["task"]["train_data"]["drop_remainder"] is True
+
+
+def test_fused_kernel_is_skipped_inside_the_compiled_step():
+  import types  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.ops import fused_attention  # pylint: disable=g-import-not-at-top
+  seen = []
+
+  def replica_step(x):
+    in_xla = fused_attention._in_xla_context()
+    # usable() outside XLA would build the kernel: ask it inside only.
+    seen.append((in_xla, fused_attention.usable(tf.float32) if in_xla
+                 else None))
+    return x + 1.0
+
+  # The task's wrapping, inside the trainer's tf.function loop.
+  task = types.SimpleNamespace(_jit_compile=True, _compiled={})
+  compiled = segmentation._BaseTask._maybe_compiled(task, replica_step)
+
+  @tf.function
+  def loop(x):
+    return tf.distribute.get_strategy().run(compiled, args=(x,))
+
+  assert float(loop(tf.zeros([]))) == 1.0
+  assert seen == [(True, False)]
+  seen.clear()
+  task._jit_compile = False
+  plain = segmentation._BaseTask._maybe_compiled(task, replica_step)
+  assert plain is replica_step
+  tf.function(plain)(tf.zeros([]))
+  assert seen == [(False, None)]
