@@ -344,17 +344,24 @@ def run_checks(checks: Sequence[Dict], replicas: int, data_root: str
 
 
 def run_in_subprocess(checks: Sequence[Dict], replicas: int,
-                      timeout: Optional[float] = None) -> List[ParityResult]:
+                      timeout: Optional[float] = None,
+                      fast_compile: bool = True) -> List[ParityResult]:
   """`run_checks` in a fresh Python process (devices are set at start).
 
   The two-replica process gets TF_XLA_FLAGS=--tf_xla_cpu_global_jit (XLA
   auto-clustering on CPU must be allowed before TensorFlow starts).
+  fast_compile sets XLA_FLAGS=--xla_backend_optimization_level=0: LLVM
+  optimisation dominates XLA's CPU compile time (minutes for a training
+  step on this machine) and does not change what is computed.
   """
   env = dict(os.environ)
   env["TF_USE_LEGACY_KERAS"] = "1"
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   env["PYTHONPATH"] = os.pathsep.join(
       [REPO] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+  if fast_compile:
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                        " --xla_backend_optimization_level=0").strip()
   if replicas > 1:
     env["TF_XLA_FLAGS"] = (env.get("TF_XLA_FLAGS", "") +
                            " --tf_xla_cpu_global_jit").strip()
@@ -402,7 +409,9 @@ def markdown(results: Sequence[ParityResult], command: str) -> str:
       "the 20 losses; weights: ||difference|| / ||weights|| of all final "
       "weights (and EMA averages) as one vector. "
       "First step: trace (+ compile) + run; step: median of steps 2-20, "
-      "same run.",
+      "same run. XLA_FLAGS=--xla_backend_optimization_level=0 (LLVM "
+      "optimisation off: compiles take minutes otherwise on this machine), "
+      "so the compiled step times are pessimistic (unoptimised code).",
       "",
       "| model | dtype | replicas | loss diff | weights diff | eval "
       "uncompiled | eval compiled | same | first step graph / XLA (s) | "
@@ -441,6 +450,8 @@ def main(argv=None) -> int:
   parser.add_argument("--dtypes", default="float32,bfloat16")
   parser.add_argument("--replicas", default="1,2")
   parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--optimized_compile", action="store_true",
+                      help="keep XLA's LLVM optimisation (slow compiles)")
   parser.add_argument("--json", help="write all results here")
   parser.add_argument("--markdown", help="rewrite this file's section")
   args = parser.parse_args(argv)
@@ -462,7 +473,8 @@ def main(argv=None) -> int:
     checks = [dict(model=m, dtype=d, steps=args.steps,
                    ema=m == "axial_deeplab_s")
               for m in models for d in args.dtypes.split(",")]
-    for r in run_in_subprocess(checks, replicas):
+    for r in run_in_subprocess(checks, replicas,
+                               fast_compile=not args.optimized_compile):
       print(json.dumps(dataclasses.asdict(r)), flush=True)
       results.append(r)
   if args.json:

@@ -30,27 +30,27 @@ def _check(result, tolerance):
                                                 result.eval_xla)
 
 
+# CI subset: the smallest model of the four (the Axial-ResNet classifier,
+# axial attention in every block) in both dtypes, a few steps; the full
+# matrix (all four models, 20 steps, PQ / mIoU) is in BENCHMARKS.md.
 @pytest.mark.slow
 def test_one_device_compiled_steps_match_uncompiled():
   results = xla_parity.run_in_subprocess([
-      dict(model="axial_deeplab_s", dtype="float32", steps=6, ema=True),
-      dict(model="axial_deeplab_s", dtype="bfloat16", steps=4),
-      dict(model="segnext_t", dtype="float32", steps=4),
-      dict(model="axial_resnet_50s", dtype="float32", steps=4),
+      dict(model="axial_resnet_50s", dtype="float32", steps=3),
+      dict(model="axial_resnet_50s", dtype="bfloat16", steps=3),
   ], replicas=1)
   for r in results:
     assert r.compile_mode == "jit_compile"
     _check(r, 1e-4 if r.dtype == "float32" else 2e-2)
-    # Weights after the steps (and the EMA averages) agree too.
-    assert r.max_weight_rel_diff <= (1e-3 if r.dtype == "float32" else 5e-2)
-  assert "panoptic_quality" in results[0].eval_graph
-  assert "mean_iou" in results[2].eval_graph
+    # The weights after the steps agree too.
+    assert r.max_weight_rel_diff <= (1e-4 if r.dtype == "float32" else 2e-2)
+    assert "accuracy" in r.eval_graph
 
 
 @pytest.mark.slow
 def test_two_replica_sync_bn_compiled_steps_match_uncompiled():
   results = xla_parity.run_in_subprocess([
-      dict(model="axial_deeplab_s", dtype="float32", steps=4),
+      dict(model="axial_resnet_50s", dtype="float32", steps=3),
   ], replicas=2)
   (r,) = results
   assert (r.replicas, r.compile_mode) == (2, "autoclustering")
