@@ -89,6 +89,18 @@ class RuntimeConfig(cfg.RuntimeConfig):
 
 
 @dataclasses.dataclass
+class TrainerConfig(cfg.TrainerConfig):
+  """Model Garden's trainer settings plus XLA compilation of the steps.
+
+  Attributes:
+    jit_compile: compile the per-replica train and eval steps with XLA
+      (`tf.function(jit_compile=True)`); None: on for the tpu strategy, off
+      otherwise (see segmentation.resolve_jit_compile).
+  """
+  jit_compile: Optional[bool] = None
+
+
+@dataclasses.dataclass
 class EvaluationConfig(hyperparams.Config):
   """What validation computes and writes."""
   compute_ap: bool = True

@@ -6,7 +6,8 @@ The configurables below are the gin vocabulary of the files in gin/:
   train/data.*, eval/data.*               -> input pipelines (scoped)
   losses.*, post_processing.*, evaluation.*
   optimization.*                          -> optimizer, schedule, Lookahead
-  trainer.*                               -> steps, intervals, NaN recovery
+  trainer.*                               -> steps, intervals, NaN recovery,
+                                             XLA (trainer.jit_compile)
   runtime.*                               -> strategy, mixed precision
   experiment.task / init_checkpoint / ... -> ties them together
 
@@ -230,17 +231,25 @@ def trainer_config(train_steps: int = gin.REQUIRED,
                    loss_upper_bound: float = 1e6,
                    best_checkpoint_metric: str = "",
                    best_checkpoint_metric_comp: str = "higher",
-                   use_tf_function: bool = True
-                  ) -> cfg.TrainerConfig:
+                   use_tf_function: bool = True,
+                   jit_compile: Optional[bool] = None
+                  ) -> configs.TrainerConfig:
   """Steps, loop sizes, checkpoint/summary/validation intervals, recovery.
 
   NaN or losses above loss_upper_bound restore the last checkpoint (Model
   Garden's recovery action), up to recovery_max_trials times.
   use_tf_function=False runs every train and eval step eagerly: for
   debugging, and for runs of a handful of steps, where tracing the step
-  graph costs more than the steps themselves.
+  graph costs more than the steps themselves. jit_compile: compile the
+  per-replica train and eval steps with XLA (None: on for the tpu strategy
+  only; refused on a MirroredStrategy over CPU devices, see
+  segmentation._BaseTask.set_jit_compile).
   """
-  return cfg.TrainerConfig(
+  if jit_compile is not None and not isinstance(jit_compile, bool):
+    raise ValueError(f"trainer.jit_compile must be True, False or None (on "
+                     f"for the tpu strategy), got {jit_compile!r}.")
+  return configs.TrainerConfig(
+      jit_compile=jit_compile,
       train_tf_function=use_tf_function,
       train_tf_while_loop=use_tf_function,
       eval_tf_function=use_tf_function,

@@ -6,6 +6,15 @@ controller (see train_lib.py) drive it. Evaluation metrics that need whole
 images (PQ, AP, mIoU) are aggregated on the host in `aggregate_logs`, as
 Model Garden's panoptic task does.
 
+XLA: with `jit_compile` on (trainer.jit_compile, on by default for the tpu
+strategy; see `resolve_jit_compile`) the per-replica train step (forward,
+losses, gradients and the optimizer update with its Lookahead, EMA and loss
+scaling) and the per-replica eval step (forward, losses and the
+Panoptic-DeepLab post-processing) each run as one `tf.function(
+jit_compile=True)` inside the trainer's `strategy.run`, so every op on them
+must compile with static shapes (the input pipeline yields fixed shapes).
+Metric aggregation over whole images (PQ, AP, mIoU) stays on the host.
+
 Reliability hooks: deterministic training input restarts at the data
 position of the checkpoint a run resumes from (`resume_input_at_step`), and
 `losses.inject_nan_at_step` poisons one step's loss to exercise Model
@@ -77,6 +86,33 @@ def _overlay(image, panoptic, meta, alpha=0.5):
   return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def resolve_jit_compile(jit_compile: Optional[bool],
+                        distribution_strategy: str) -> bool:
+  """trainer.jit_compile: None means on for the tpu strategy, off otherwise."""
+  if jit_compile is None:
+    return distribution_strategy == "tpu"
+  if not isinstance(jit_compile, bool):
+    raise TypeError(f"trainer.jit_compile must be True, False or None (on "
+                    f"for the tpu strategy), got {jit_compile!r}.")
+  return jit_compile
+
+
+def _needs_merge_call(strategy: tf.distribute.Strategy) -> bool:
+  """Whether cross-replica sums of the strategy leave the replica's graph.
+
+  MirroredStrategy aggregates by `merge_call` (the main thread gathers the
+  replicas' tensors) unless every device is a GPU (Keras' and TF's rule):
+  such a sum cannot sit inside a function compiled per replica, and XLA on
+  CPU does not compile cross-device collectives (only NCCL ones).
+  """
+  if not isinstance(strategy, tf.distribute.MirroredStrategy):
+    return False
+  if strategy.num_replicas_in_sync == 1:
+    return False
+  return not all("GPU" in d.upper()
+                 for d in strategy.extended.worker_devices)
+
+
 def _examples_per_pipeline(global_batch_size: int, input_context) -> int:
   """Examples one input pipeline contributes to each global step."""
   if input_context is None:
@@ -132,6 +168,8 @@ class _BaseTask(base_task.Task):
                name: Optional[str] = None):
     super().__init__(params, logging_dir=logging_dir, name=name)
     self.metadata = load_metadata(params)
+    self._jit_compile = False
+    self._compiled = {}
     self._train_start_step = 0
     self._steps_run = None
     if params.losses.inject_nan_at_step > 0:
@@ -140,6 +178,59 @@ class _BaseTask(base_task.Task):
       self._steps_run = tf.Variable(
           0, dtype=tf.int64, trainable=False, name="steps_run",
           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+  @property
+  def jit_compile(self) -> bool:
+    """Whether train_step and validation_step compile with XLA."""
+    return self._jit_compile
+
+  def set_jit_compile(self, jit_compile: bool) -> None:
+    """Compiles the per-replica train and eval steps with XLA (or not).
+
+    Args:
+      jit_compile: True: `train_step` and `validation_step` run their body
+        as `tf.function(jit_compile=True)` (build_task sets it from
+        trainer.jit_compile).
+
+    Raises:
+      TypeError: jit_compile is not a bool.
+      ValueError: the current strategy is a MirroredStrategy over CPU
+        devices (its cross-replica sums use merge_call, which cannot run
+        inside a compiled replica function; on CPU, use XLA auto-clustering
+        instead: TF_XLA_FLAGS="--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit").
+    """
+    if not isinstance(jit_compile, bool):
+      raise TypeError(f"jit_compile must be a bool, got {jit_compile!r}.")
+    strategy = tf.distribute.get_strategy()
+    if jit_compile and _needs_merge_call(strategy):
+      raise ValueError(
+          f"trainer.jit_compile=True does not work with a MirroredStrategy "
+          f"over {strategy.extended.worker_devices}: its cross-replica sums "
+          f"(gradients, sync batch norm) use merge_call, which cannot run "
+          f"inside a replica function compiled by XLA. Use the tpu strategy, "
+          f"GPUs, or XLA auto-clustering on CPU (TF_XLA_FLAGS="
+          f"'--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit') with "
+          f"trainer.jit_compile=False.")
+    self._jit_compile = jit_compile
+    self._compiled = {}
+
+  def _maybe_compiled(self, fn):
+    """fn, or fn as a tf.function(jit_compile=True) if jit_compile is on.
+
+    Inside a graph (the trainer's tf.function loop) a fresh function is
+    made per trace: MirroredStrategy traces each replica in its own thread
+    and device scope, and a function shared by the replicas would capture
+    the first replica's variables. Eagerly, the compiled function is kept
+    (one replica only) so that it is traced once.
+    """
+    if not self._jit_compile:
+      return fn
+    if (not tf.executing_eagerly() or
+        tf.distribute.get_strategy().num_replicas_in_sync > 1):
+      return tf.function(fn, jit_compile=True)
+    if fn.__name__ not in self._compiled:
+      self._compiled[fn.__name__] = tf.function(fn, jit_compile=True)
+    return self._compiled[fn.__name__]
 
   def resume_input_at_step(self, step: int) -> None:
     """Makes the training input continue where global step `step` left off.
@@ -312,7 +403,23 @@ class _BaseTask(base_task.Task):
       metric.update_state(losses[metric.name])
 
   def train_step(self, inputs, model, optimizer, metrics=None):
-    """Forward, losses plus the model's regularization losses, update."""
+    """Forward, losses plus the model's regularization losses, update.
+
+    One XLA computation per replica when jit_compile is on.
+    """
+    return self._maybe_compiled(self._train_step)(inputs, model, optimizer,
+                                                  metrics)
+
+  def validation_step(self, inputs, model, metrics=None):
+    """Forward, losses and in-graph post-processing of a batch.
+
+    One XLA computation per replica when jit_compile is on; the host
+    aggregates the returned maps (aggregate_logs).
+    """
+    return self._maybe_compiled(self._validation_step)(inputs, model,
+                                                       metrics)
+
+  def _train_step(self, inputs, model, optimizer, metrics=None):
     features, labels = inputs
     with tf.GradientTape() as tape:
       outputs = model(features["image"], training=True)
@@ -400,7 +507,7 @@ class PanopticSegmentationTask(_BaseTask):
                    ) -> List[tf_keras.metrics.Metric]:
     return [tf_keras.metrics.Mean(k, dtype=tf.float32) for k in _LOSS_KEYS]
 
-  def validation_step(self, inputs, model, metrics=None):
+  def _validation_step(self, inputs, model, metrics=None):
     features, labels, outputs, losses = self._validation_forward(
         inputs, model, metrics)
     post = self._post_processor(outputs)
@@ -551,7 +658,7 @@ class SemanticSegmentationTask(_BaseTask):
   def build_metrics(self, training=True):
     return [tf_keras.metrics.Mean("semantic_loss", dtype=tf.float32)]
 
-  def validation_step(self, inputs, model, metrics=None):
+  def _validation_step(self, inputs, model, metrics=None):
     _, labels, outputs, losses = self._validation_forward(inputs, model,
                                                           metrics)
     return {
@@ -615,7 +722,7 @@ class ImageClassificationTask(_BaseTask):
     for metric in metrics or []:
       metric.update_state(labels["label"], outputs["logits"])
 
-  def validation_step(self, inputs, model, metrics=None):
+  def _validation_step(self, inputs, model, metrics=None):
     loss = self._validation_forward(inputs, model, metrics)[3]
     return {self.loss: loss}
 
@@ -630,6 +737,14 @@ task_factory.register_task_cls(configs.ClassificationTaskConfig)(
 
 def build_task(experiment_config, logging_dir: Optional[str] = None
               ) -> base_task.Task:
-  """Builds the registered task of an ExperimentConfig."""
-  return task_factory.get_task(experiment_config.task,
+  """Builds the registered task of an ExperimentConfig.
+
+  Call in the strategy's scope: trainer.jit_compile (resolved by
+  `resolve_jit_compile`) is checked against the strategy.
+  """
+  task = task_factory.get_task(experiment_config.task,
                                logging_dir=logging_dir)
+  task.set_jit_compile(resolve_jit_compile(
+      getattr(experiment_config.trainer, "jit_compile", None),
+      experiment_config.runtime.distribution_strategy))
+  return task

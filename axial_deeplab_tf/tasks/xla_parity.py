@@ -1,0 +1,492 @@
+"""XLA parity: compiled against uncompiled train and eval steps of a task.
+
+`compare` builds one experiment (gin files + bindings), then trains the same
+initial weights on the same deterministic batches twice, once with the
+per-replica steps compiled by XLA and once as plain graphs, and evaluates
+the final weights both ways. It reports the per-step losses, their largest
+relative difference, the largest relative difference of the final weights
+(and EMA averages), the evaluation metrics of both, and step, trace and
+compile times of the same run. `run_checks` does several such comparisons
+in one process; `python -m axial_deeplab_tf.tasks.xla_parity` runs a matrix
+of cases (a fresh process per strategy) and can write BENCHMARKS.md.
+
+The two-replica case (the CPU stand-in for a TPU job: MirroredStrategy over
+two logical CPU devices, sync batch norm) cannot run a replica function
+compiled with jit_compile on CPU: MirroredStrategy sums across replicas by
+merge_call unless every device is a GPU, and XLA on CPU does not compile
+cross-device collectives. There the "compiled" run uses XLA auto-clustering
+(`tf.config.optimizer.set_jit("autoclustering")`, with
+TF_XLA_FLAGS=--tf_xla_cpu_global_jit set before TensorFlow starts): every
+op of the replica step but the collectives is compiled, and the collectives
+sum between the compiled clusters. The one-device case uses jit_compile
+(must-compile: any op XLA cannot compile is an error).
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+_GIN = os.path.join(REPO, "gin")
+
+# Reduced models of the four families (widths cut so a CPU compiles and runs
+# 20 steps in seconds); `extra` bindings complete each experiment.
+CASES = {
+    "axial_deeplab_s": dict(
+        gin="quickstart/axial_deeplab.gin", kind="panoptic",
+        overrides={"width_multiplier": 0.125, "semantic_channels": 16,
+                   "instance_channels": 16, "context_channels": 16,
+                   "stem_channels": (8, 8, 16), "depth": 26}),
+    "panoptic_deeplab_r50": dict(
+        gin="coco/panoptic_deeplab_r50.gin", kind="panoptic",
+        overrides={"semantic_channels": 16, "instance_channels": 16,
+                   "aspp_channels": 16}),
+    "segnext_t": dict(
+        gin="quickstart/segnext.gin", kind="panoptic",
+        overrides={"drop_path_rate": 0.0, "nmf_seed": 0}),
+    "axial_resnet_50s": dict(
+        gin="imagenet/axial_resnet_50s.gin", kind="classification",
+        crop=32, extra={"optimization.learning_rate": "0.01"},
+        overrides={"width_multiplier": 0.125, "depth": 26,
+                            "input_size": (32, 32)}),
+}
+
+
+@dataclasses.dataclass
+class ParityResult:
+  """What `compare` measured (times in seconds, this machine)."""
+  model: str
+  dtype: str
+  replicas: int
+  compile_mode: str
+  steps: int
+  losses_graph: List[float]
+  losses_xla: List[float]
+  max_loss_rel_diff: float
+  max_weight_rel_diff: float
+  eval_graph: Dict[str, float]
+  eval_xla: Dict[str, float]
+  first_step_graph: float
+  first_step_xla: float
+  step_time_graph: float
+  step_time_xla: float
+
+  def eval_equal(self) -> bool:
+    return self.eval_graph == self.eval_xla
+
+
+def write_data(root: str, image_size=(64, 64), num_train: int = 8,
+               num_val: int = 4) -> Dict[str, str]:
+  """Writes the quickstart shapes data and a tiny classification set.
+
+  Both go through the project's converters (real on-disk formats).
+
+  Returns:
+    {"panoptic_train", "panoptic_val", "classification_train",
+     "classification_val"}: file patterns.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.data import synthetic  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.data.converters import coco_panoptic, imagenet  # pylint: disable=g-import-not-at-top,g-multiple-import
+  raw = os.path.join(root, "raw")
+  out = os.path.join(root, "panoptic")
+  paths = synthetic.generate_synthetic_panoptic(
+      raw, num_train=num_train, num_val=num_val, image_size=image_size,
+      seed=0)
+  with open(os.devnull, "w") as quiet:
+    for split in ("train", "val"):
+      coco_panoptic.convert_own_panoptic(
+          image_dir=paths[split]["image_dir"],
+          panoptic_json=paths[split]["panoptic_json"],
+          panoptic_dir=paths[split]["panoptic_dir"], output_dir=out,
+          split=split, categories_json=paths["categories_json"],
+          dataset_name="synthetic_shapes", num_shards=1, strict=True,
+          progress_stream=quiet)
+    rng = np.random.default_rng(0)
+    cls_out = os.path.join(root, "classification")
+    for split, count in (("train", num_train), ("val", num_val)):
+      folder = os.path.join(root, "classes", split)
+      for label, synset in enumerate(("n00000001", "n00000002")):
+        os.makedirs(os.path.join(folder, synset), exist_ok=True)
+        for k in range(count // 2):
+          image = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+          image[..., label] = 255 - image[..., label] // 4
+          Image.fromarray(image).save(
+              os.path.join(folder, synset, f"{k}.png"), format="PNG")
+      imagenet.convert_imagenet(image_dir=folder, split=split,
+                                output_dir=cls_out, num_shards=1,
+                                strict=True, progress_stream=quiet)
+  return {"panoptic_train": os.path.join(out, "train-*"),
+          "panoptic_val": os.path.join(out, "val-*"),
+          "classification_train": os.path.join(cls_out, "train-*"),
+          "classification_val": os.path.join(cls_out, "val-*")}
+
+
+def bindings(model: str, data: Dict[str, str], dtype: str = "float32",
+             replicas: int = 1, batch: int = 2, crop: int = 64,
+             steps: int = 20) -> List[str]:
+  """gin bindings of a reduced, deterministic parity run of `model`."""
+  case = CASES[model]
+  kind = case["kind"]
+  crop = case.get("crop", crop)
+  overrides = dict(case["overrides"])
+  if replicas > 1:
+    overrides["use_sync_bn"] = True
+  params = {
+      "model.overrides": repr(overrides),
+      "train/data.input_path": repr(data[f"{kind}_train"]),
+      "eval/data.input_path": repr(data[f"{kind}_val"]),
+      "train/data.global_batch_size": str(batch),
+      "eval/data.global_batch_size": str(batch),
+      "train/data.crop_size": f"({crop}, {crop})",
+      "eval/data.crop_size": f"({crop}, {crop})",
+      "train/data.shuffle_buffer_size": "4",
+      "train/data.deterministic": "True",
+      "train/data.seed": "1",
+      "optimization.warmup_steps": "2",
+      "trainer.train_steps": str(steps),
+      "runtime.mixed_precision_dtype": repr(dtype),
+      "runtime.distribution_strategy": repr(
+          "mirrored" if replicas > 1 else "one_device"),
+      "runtime.num_cpu_devices": str(replicas),
+      "runtime.seed": "0",
+  }
+  params.update(case.get("extra", {}))
+  if kind == "panoptic":
+    params["losses.small_instance_area"] = "64"
+    params["post_processing.stuff_area_limit"] = "16"
+    params["post_processing.nms_kernel"] = "7"
+    params["evaluation.num_image_panels"] = "0"
+  return [f"{k} = {v}" for k, v in params.items()]
+
+
+def _log(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
+
+
+def _rel_diff(a, b) -> float:
+  a = np.asarray(a, np.float64)
+  b = np.asarray(b, np.float64)
+  scale = np.maximum(np.abs(a), np.abs(b))
+  diff = np.abs(a - b)
+  return float(np.max(np.where(scale > 0, diff / np.maximum(scale, 1e-12),
+                               0.0))) if a.size else 0.0
+
+
+def _weights_rel_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray]
+                      ) -> float:
+  """||a - b|| / ||a|| over all arrays taken as one vector."""
+  x = np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in a])
+  y = np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in b])
+  return float(np.linalg.norm(x - y) / max(np.linalg.norm(x), 1e-30))
+
+
+def compare(model: str, data: Dict[str, str], dtype: str = "float32",
+            steps: int = 20, batch: int = 2, crop: int = 64,
+            ema: bool = False) -> ParityResult:
+  """Trains and evaluates `model` with and without XLA from the same start.
+
+  Must run in a process whose devices match the runtime (two logical CPU
+  devices for the two-replica case: `_configure_process`).
+
+  Args:
+    model: a key of CASES.
+    data: `write_data` patterns.
+    dtype: "float32" or "bfloat16" (the mixed_bfloat16 policy).
+    steps: training steps of each run.
+    batch: global batch size.
+    crop: training and evaluation crop (square).
+    ema: wrap the optimizer in Model Garden's EMA (average decay 0.9).
+
+  Returns:
+    A ParityResult.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  from official.modeling import performance  # pylint: disable=g-import-not-at-top
+  from official.modeling.optimization.configs import optimization_config  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.tasks import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.tasks import segmentation  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.tasks import train_lib  # pylint: disable=g-import-not-at-top
+
+  replicas = len(tf.config.list_logical_devices("CPU"))
+  params = experiment_lib.parse_experiment(
+      [os.path.join(_GIN, CASES[model]["gin"])],
+      bindings(model, data, dtype, replicas, batch, crop, steps))
+  if ema:
+    params.trainer.optimizer_config.ema = optimization_config.EMAConfig(
+        average_decay=0.9)
+  performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
+  tf_seed = params.runtime.seed
+  strategy = train_lib.build_strategy(params.runtime)
+  autocluster = replicas > 1
+  with strategy.scope():
+    tf_keras.utils.set_random_seed(tf_seed)
+    task = segmentation.build_task(params)
+    net = task.build_model()
+  initial = net.get_weights()
+
+  def train(compiled: bool):
+    net.set_weights(initial)
+    with strategy.scope():
+      if autocluster:
+        tf.config.optimizer.set_jit("autoclustering" if compiled else False)
+      else:
+        task.set_jit_compile(compiled)
+      optimizer = task.create_optimizer(params.trainer.optimizer_config,
+                                        params.runtime)
+      if hasattr(optimizer, "shadow_copy"):
+        optimizer.shadow_copy(net)
+      metrics = task.build_metrics(training=True)
+    dataset = strategy.distribute_datasets_from_function(
+        lambda ctx: task.build_inputs(params.task.train_data, ctx))
+    iterator = iter(dataset)
+
+    @tf.function
+    def step(iterator):
+      out = strategy.run(
+          lambda x: task.train_step(x, net, optimizer, metrics)[task.loss],
+          args=(next(iterator),))
+      return strategy.reduce(tf.distribute.ReduceOp.MEAN, out, axis=None)
+
+    losses, times = [], []
+    for _ in range(steps):
+      start = time.perf_counter()
+      losses.append(float(step(iterator)))
+      times.append(time.perf_counter() - start)
+      _log(f"{model} {dtype} compiled={compiled} step {len(losses)}: "
+           f"loss {losses[-1]:.6g} ({times[-1]:.1f} s)")
+    weights = [v.numpy() for v in net.weights]
+    if hasattr(optimizer, "shadow_copy"):
+      weights += [v.numpy() for v in optimizer._average_weights]  # pylint: disable=protected-access
+    return losses, weights, times
+
+  def evaluate(compiled: bool, weights):
+    net.set_weights(weights)
+    with strategy.scope():
+      if autocluster:
+        tf.config.optimizer.set_jit("autoclustering" if compiled else False)
+      else:
+        task.set_jit_compile(compiled)
+      metrics = task.build_metrics(training=False)
+    dataset = strategy.distribute_datasets_from_function(
+        lambda ctx: task.build_inputs(params.task.validation_data, ctx))
+
+    @tf.function
+    def step(inputs):
+      out = strategy.run(
+          lambda x: task.validation_step(x, net, metrics), args=(inputs,))
+      return tf.nest.map_structure(strategy.experimental_local_results, out)
+
+    state = None
+    for inputs in dataset:
+      outputs = step(inputs)
+      outputs = tf.nest.map_structure(lambda t: t.numpy(), outputs)
+      loss = outputs.pop(task.loss)
+      state = task.aggregate_logs(state, outputs) if outputs else (
+          (state or []) + [float(np.mean(loss))])
+    if isinstance(state, list):
+      logs = {"loss": round(float(np.mean(state)), 6)}
+      logs.update({m.name: round(float(m.result()), 12) for m in metrics})
+      return logs
+    return {k: round(float(v), 12)
+            for k, v in task.reduce_aggregated_logs(state).items()}
+
+  losses_graph, weights_graph, times_graph = train(False)
+  losses_xla, weights_xla, times_xla = train(True)
+  trained = weights_graph[:len(net.weights)]
+  eval_graph = evaluate(False, trained)
+  _log(f"{model} {dtype} eval uncompiled: {eval_graph}")
+  eval_xla = evaluate(True, trained)
+  _log(f"{model} {dtype} eval compiled: {eval_xla}")
+  if autocluster:
+    tf.config.optimizer.set_jit(False)
+  return ParityResult(
+      model=model, dtype=dtype, replicas=replicas,
+      compile_mode="autoclustering" if autocluster else "jit_compile",
+      steps=steps, losses_graph=losses_graph, losses_xla=losses_xla,
+      max_loss_rel_diff=_rel_diff(losses_graph, losses_xla),
+      max_weight_rel_diff=_weights_rel_diff(weights_graph, weights_xla),
+      eval_graph=eval_graph, eval_xla=eval_xla,
+      first_step_graph=times_graph[0], first_step_xla=times_xla[0],
+      step_time_graph=float(np.median(times_graph[1:])),
+      step_time_xla=float(np.median(times_xla[1:])))
+
+
+def _configure_process(replicas: int) -> None:
+  """Logical CPU devices (before TensorFlow initialises) for `replicas`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if replicas > 1:
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+
+
+def run_checks(checks: Sequence[Dict], replicas: int, data_root: str
+               ) -> List[ParityResult]:
+  """Runs `compare` for each check dict (model, dtype, steps, ...) here."""
+  _configure_process(replicas)
+  data = write_data(data_root)
+  results = []
+  for check in checks:
+    results.append(compare(data=data, **check))
+    _log("RESULT " + json.dumps(dataclasses.asdict(results[-1])))
+  return results
+
+
+def run_in_subprocess(checks: Sequence[Dict], replicas: int,
+                      timeout: Optional[float] = None,
+                      fast_compile: bool = True) -> List[ParityResult]:
+  """`run_checks` in a fresh Python process (devices are set at start).
+
+  The two-replica process gets TF_XLA_FLAGS=--tf_xla_cpu_global_jit (XLA
+  auto-clustering on CPU must be allowed before TensorFlow starts).
+  fast_compile sets XLA_FLAGS=--xla_backend_optimization_level=0: LLVM
+  optimisation dominates XLA's CPU compile time (minutes for a training
+  step on this machine) and does not change what is computed.
+  """
+  env = dict(os.environ)
+  env["TF_USE_LEGACY_KERAS"] = "1"
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  env["PYTHONPATH"] = os.pathsep.join(
+      [REPO] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+  if fast_compile:
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                        " --xla_backend_optimization_level=0").strip()
+  if replicas > 1:
+    env["TF_XLA_FLAGS"] = (env.get("TF_XLA_FLAGS", "") +
+                           " --tf_xla_cpu_global_jit").strip()
+  with tempfile.TemporaryDirectory() as root:
+    spec = os.path.join(root, "checks.json")
+    out = os.path.join(root, "results.json")
+    with open(spec, "w") as f:
+      json.dump({"checks": list(checks), "replicas": replicas,
+                 "data_root": os.path.join(root, "data")}, f)
+    proc = subprocess.run(
+        [sys.executable, "-m", "axial_deeplab_tf.tasks.xla_parity",
+         "--run_spec", spec, "--results", out], env=env, cwd=REPO,
+        capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+      raise RuntimeError(f"parity process failed ({proc.returncode}):\n"
+                         f"{proc.stderr[-6000:]}")
+    with open(out) as f:
+      return [ParityResult(**r) for r in json.load(f)]
+
+
+def _fmt_eval(metrics: Dict[str, float]) -> str:
+  keys = [k for k in ("panoptic_quality", "mean_iou", "accuracy")
+          if k in metrics]
+  return ", ".join(f"{k.replace('panoptic_quality', 'PQ')}={metrics[k]:.4f}"
+                   for k in keys)
+
+
+def markdown(results: Sequence[ParityResult], command: str) -> str:
+  """The BENCHMARKS.md section of a matrix run."""
+  import platform  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  lines = [
+      "## XLA parity and step time (compiled vs uncompiled train step)",
+      "",
+      "<!-- generated by axial_deeplab_tf/tasks/xla_parity.py -->",
+      f"`{command}` on {platform.processor() or platform.machine()} "
+      f"({os.cpu_count()} cores, shared), TensorFlow {tf.__version__}, "
+      f"{time.strftime('%Y-%m-%d')}. Reduced models (see `CASES`), batch 2, "
+      "crop 64x64 (classifier 32x32), 20 steps from the same initial "
+      "weights on the same deterministic batches; one replica: "
+      "`jit_compile=True` around the per-replica step; two replicas "
+      "(MirroredStrategy over two logical CPU devices, sync batch norm): "
+      "XLA auto-clustering (the collectives cannot be compiled on CPU, see "
+      "the module docstring). Loss diff: largest relative difference of "
+      "the 20 losses; weights: ||difference|| / ||weights|| of all final "
+      "weights (and EMA averages) as one vector. "
+      "First step: trace (+ compile) + run; step: median of steps 2-20, "
+      "same run. XLA_FLAGS=--xla_backend_optimization_level=0 (LLVM "
+      "optimisation off: compiles take minutes otherwise on this machine), "
+      "so the compiled step times are pessimistic (unoptimised code).",
+      "",
+      "| model | dtype | replicas | loss diff | weights diff | eval "
+      "uncompiled | eval compiled | same | first step graph / XLA (s) | "
+      "step graph / XLA (s) |",
+      "|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for r in results:
+    lines.append(
+        f"| {r.model} | {r.dtype} | {r.replicas} | "
+        f"{r.max_loss_rel_diff:.2e} | {r.max_weight_rel_diff:.2e} | "
+        f"{_fmt_eval(r.eval_graph)} | {_fmt_eval(r.eval_xla)} | "
+        f"{'yes' if r.eval_equal() else 'no'} | {r.first_step_graph:.1f} / "
+        f"{r.first_step_xla:.1f} | {r.step_time_graph:.3f} / "
+        f"{r.step_time_xla:.3f} |")
+  return "\n".join(lines) + "\n"
+
+
+def _replace_section(path: str, section: str) -> None:
+  title = section.splitlines()[0]
+  text = open(path).read() if os.path.exists(path) else ""
+  if title in text:
+    start = text.index(title)
+    end = text.find("\n## ", start + len(title))
+    text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+  else:
+    text = text.rstrip("\n") + "\n\n" + section
+  with open(path, "w") as f:
+    f.write(text)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--run_spec", help=argparse.SUPPRESS)
+  parser.add_argument("--results", help=argparse.SUPPRESS)
+  parser.add_argument("--models", default=",".join(CASES))
+  parser.add_argument("--dtypes", default="float32,bfloat16")
+  parser.add_argument("--replicas", default="1,2")
+  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--optimized_compile", action="store_true",
+                      help="keep XLA's LLVM optimisation (slow compiles)")
+  parser.add_argument("--json", help="write all results here")
+  parser.add_argument("--markdown", help="rewrite this file's section")
+  args = parser.parse_args(argv)
+  if args.run_spec:
+    with open(args.run_spec) as f:
+      spec = json.load(f)
+    results = run_checks(spec["checks"], spec["replicas"], spec["data_root"])
+    with open(args.results, "w") as f:
+      json.dump([dataclasses.asdict(r) for r in results], f)
+    return 0
+  models = [m for m in args.models.split(",") if m]
+  for m in models:
+    if m not in CASES:
+      print(f"error: --models: unknown model {m!r}; expected some of "
+            f"{sorted(CASES)}", file=sys.stderr)
+      return 2
+  results = []
+  for replicas in (int(r) for r in args.replicas.split(",")):
+    checks = [dict(model=m, dtype=d, steps=args.steps,
+                   ema=m == "axial_deeplab_s")
+              for m in models for d in args.dtypes.split(",")]
+    for r in run_in_subprocess(checks, replicas,
+                               fast_compile=not args.optimized_compile):
+      print(json.dumps(dataclasses.asdict(r)), flush=True)
+      results.append(r)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump([dataclasses.asdict(r) for r in results], f, indent=1)
+  if args.markdown:
+    command = "python -m axial_deeplab_tf.tasks.xla_parity " + " ".join(
+        a for a in (argv if argv is not None else sys.argv[1:])
+        if not a.startswith("--json"))
+    _replace_section(args.markdown, markdown(results, command))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

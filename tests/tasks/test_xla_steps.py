@@ -1,0 +1,140 @@
+"""XLA-compiled train and eval steps against the uncompiled ones.
+
+One subprocess per device layout runs several checks (devices must be set
+before TensorFlow starts): the compiled steps start from the same weights
+and read the same deterministic batches as the uncompiled ones, so the
+losses must agree to float32 rounding (1e-4 relative; bfloat16: 2e-2) and
+the evaluation metrics must be identical. The full 4-model x 2-dtype x
+2-layout matrix with 20 steps is `python -m axial_deeplab_tf.tasks.xla_parity`
+(results in BENCHMARKS.md); CI runs a representative subset.
+"""
+
+import os
+
+import pytest
+
+from axial_deeplab_tf.tasks import experiment
+from axial_deeplab_tf.tasks import segmentation
+from axial_deeplab_tf.tasks import xla_parity
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def _check(result, tolerance):
+  assert len(result.losses_xla) == result.steps
+  assert all(l == l for l in result.losses_graph), result.losses_graph
+  assert result.max_loss_rel_diff <= tolerance, (
+      result.model, result.dtype, result.losses_graph, result.losses_xla)
+  assert result.eval_graph == result.eval_xla, (result.eval_graph,
+                                                result.eval_xla)
+
+
+# CI subset: the smallest model of the four (the Axial-ResNet classifier,
+# axial attention in every block) in both dtypes, a few steps; the full
+# matrix (all four models, 20 steps, PQ / mIoU) is in BENCHMARKS.md.
+@pytest.mark.slow
+def test_one_device_compiled_steps_match_uncompiled():
+  results = xla_parity.run_in_subprocess([
+      dict(model="axial_resnet_50s", dtype="float32", steps=3),
+      dict(model="axial_resnet_50s", dtype="bfloat16", steps=3),
+  ], replicas=1)
+  for r in results:
+    assert r.compile_mode == "jit_compile"
+    _check(r, 1e-4 if r.dtype == "float32" else 2e-2)
+    # The weights after the steps agree too.
+    assert r.max_weight_rel_diff <= (1e-4 if r.dtype == "float32" else 2e-2)
+    assert "accuracy" in r.eval_graph
+
+
+@pytest.mark.slow
+def test_two_replica_sync_bn_compiled_steps_match_uncompiled():
+  results = xla_parity.run_in_subprocess([
+      dict(model="axial_resnet_50s", dtype="float32", steps=3),
+  ], replicas=2)
+  (r,) = results
+  assert (r.replicas, r.compile_mode) == (2, "autoclustering")
+  _check(r, 1e-4)
+
+
+def test_jit_compile_default_and_checks():
+  assert segmentation.resolve_jit_compile(None, "tpu") is True
+  assert segmentation.resolve_jit_compile(None, "mirrored") is False
+  assert segmentation.resolve_jit_compile(True, "one_device") is True
+  with pytest.raises(TypeError, match="jit_compile"):
+    segmentation.resolve_jit_compile("yes", "tpu")
+  with pytest.raises(ValueError, match="trainer.jit_compile"):
+    experiment.parse_experiment(
+        [os.path.join(ROOT, "gin", "quickstart", "axial_deeplab.gin")],
+        ["trainer.jit_compile = 1"])
+  config = experiment.parse_experiment(
+      [os.path.join(ROOT, "gin", "quickstart", "axial_deeplab.gin")],
+      ["trainer.jit_compile = True"])
+  assert config.trainer.jit_compile is True
+
+
+TPU_FILES = {
+    "coco/axial_deeplab_s_tpu.gin": "coco/axial_deeplab_s.gin",
+    "coco/axial_deeplab_m_tpu.gin": "coco/axial_deeplab_m.gin",
+    "coco/axial_deeplab_l_tpu.gin": "coco/axial_deeplab_l.gin",
+    "coco/axial_deeplab_xl_tpu.gin": "coco/axial_deeplab_xl.gin",
+    "coco/panoptic_deeplab_r50_tpu.gin": "coco/panoptic_deeplab_r50.gin",
+    "cityscapes/axial_deeplab_l_tpu.gin": "cityscapes/axial_deeplab_l.gin",
+    "cityscapes/axial_deeplab_xl_tpu.gin": "cityscapes/axial_deeplab_xl.gin",
+}
+
+
+@pytest.mark.parametrize("tpu_file", sorted(TPU_FILES))
+def test_tpu_recipe_differs_only_in_strategy_and_compile(tpu_file):
+  def parse(name, extra=()):
+    return experiment.parse_experiment(
+        [os.path.join(ROOT, "gin", name)], list(extra)).as_dict()
+  tpu = parse(tpu_file)
+  # The experiment file run on GPUs: the mirrored strategy, no XLA.
+  gpu = parse(TPU_FILES[tpu_file],
+              ["runtime.distribution_strategy = 'mirrored'"])
+  assert tpu["runtime"]["distribution_strategy"] == "tpu"
+  assert tpu["trainer"]["jit_compile"] is True
+  assert gpu["runtime"]["distribution_strategy"] == "mirrored"
+  assert gpu["trainer"]["jit_compile"] is None
+  assert segmentation.resolve_jit_compile(
+      gpu["trainer"]["jit_compile"], "mirrored") is False
+  for config in (tpu, gpu):
+    del config["runtime"]["distribution_strategy"]
+    del config["trainer"]["jit_compile"]
+  assert tpu == gpu
+  # The paper's TPU settings: bfloat16, sync batch norm, fixed crops.
+  assert tpu["runtime"]["mixed_precision_dtype"] == "bfloat16"
+  assert tpu["task"]["model"]["overrides"]["use_sync_bn"] is True
+  assert tpu["task"]["train_data"]["drop_remainder"] is True
+
+
+def test_fused_kernel_is_skipped_inside_the_compiled_step():
+  import types  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.ops import fused_attention  # pylint: disable=g-import-not-at-top
+  seen = []
+
+  def replica_step(x):
+    in_xla = fused_attention._in_xla_context()
+    # usable() outside XLA would build the kernel: ask it inside only.
+    seen.append((in_xla, fused_attention.usable(tf.float32) if in_xla
+                 else None))
+    return x + 1.0
+
+  # The task's wrapping, inside the trainer's tf.function loop.
+  task = types.SimpleNamespace(_jit_compile=True, _compiled={})
+  compiled = segmentation._BaseTask._maybe_compiled(task, replica_step)
+
+  @tf.function
+  def loop(x):
+    return tf.distribute.get_strategy().run(compiled, args=(x,))
+
+  assert float(loop(tf.zeros([]))) == 1.0
+  assert seen == [(True, False)]
+  seen.clear()
+  task._jit_compile = False
+  plain = segmentation._BaseTask._maybe_compiled(task, replica_step)
+  assert plain is replica_step
+  tf.function(plain)(tf.zeros([]))
+  assert seen == [(False, None)]
