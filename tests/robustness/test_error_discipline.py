@@ -68,6 +68,7 @@ def _run(args, tool="train.py"):
                         cwd=REPO, timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content,expected", [
     ("import no_such_module_for_axial_tests\n",
      "cannot import module no_such_module_for_axial_tests"),

@@ -206,6 +206,7 @@ def test_unknown_categories_are_all_reported_before_the_work(dataset):
 
 
 # --------------------------------------- 2. temporary files and final names
+@pytest.mark.slow
 def test_all_bad_inputs_leave_nothing_under_final_names(dataset, tmp_path):
   _, split = dataset
   images = tmp_path / "broken_images"
@@ -219,6 +220,7 @@ def test_all_bad_inputs_leave_nothing_under_final_names(dataset, tmp_path):
   assert not glob.glob(os.path.join(out, ".tmp-*"))
 
 
+@pytest.mark.slow
 def test_stale_temporaries_never_match_and_are_cleaned(dataset, tmp_path):
   _, split = dataset
   out = tmp_path / "out"
@@ -238,6 +240,7 @@ def test_stale_temporaries_never_match_and_are_cleaned(dataset, tmp_path):
   assert not glob.glob(str(out / ".tmp-*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signals_remove_temporaries(tmp_path, sig):
   # Big enough that the write loop runs for a while.
@@ -289,6 +292,7 @@ def test_too_few_file_handles_for_the_shards(dataset, tmp_path):
   assert not _final_files(out)
 
 
+@pytest.mark.slow
 def test_disk_full_keeps_the_previous_shards(dataset, tmp_path):
   _, split = dataset
   out = str(tmp_path / "out")

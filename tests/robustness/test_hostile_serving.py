@@ -64,6 +64,7 @@ def _fake_export(folder, *extra):
 
 
 # ------------------------------------------------------------- 4. export
+@pytest.mark.slow
 def test_overwrite_refuses_a_folder_that_is_not_an_export(tmp_path):
   folder = _user_folder(tmp_path)
   before = _tree(folder)
@@ -137,6 +138,7 @@ def test_image_pixel_limit_from_the_header(tmp_path, width, height):
         str(path), max_pixels=width * height) == str(path)
 
 
+@pytest.mark.slow
 def test_visualize_attention_refuses_a_bomb_in_one_line(tmp_path):
   bomb = tmp_path / "bomb.png"
   bomb.write_bytes(_png_header(60000, 60000))
