@@ -287,7 +287,7 @@ def gin_text(model_name: str, dataset: str, overrides: Dict[str, Any],
       f"include '{dataset}/{model_name}.gin'",
       f"model.name = '{model_name}'",
       f"model.overrides = {model_overrides!r}",
-      f"experiment.init_checkpoint = '@CHECKPOINT@'",
+      "experiment.init_checkpoint = '@CHECKPOINT@'",
       "experiment.init_checkpoint_modules = 'all'",
       ""])
 
