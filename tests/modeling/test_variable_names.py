@@ -75,6 +75,7 @@ _ASPP_MODELS = ("panoptic_deeplab_r50", "panoptic_deeplab_resnet26_beta",
                 "panoptic_deeplab_resnet50_beta")
 
 
+@pytest.mark.slow  # Tens of seconds per model on a loaded 2-core machine.
 @pytest.mark.parametrize("name", [
     pytest.param(n, marks=pytest.mark.xfail(
         strict=True, reason="Model Garden ASPP layer names repeat"))
