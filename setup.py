@@ -24,12 +24,23 @@ setuptools.setup(
         "matplotlib",
     ],
     extras_require={
+        # LiteRT / ONNX exports and their runtimes.
+        "export": [
+            "tf2onnx>=1.17",
+            "onnx",
+            "onnxruntime",
+            "ai-edge-litert",
+        ],
         "test": [
             "pytest",
             "pytest-xdist",
             "hypothesis",
             "cityscapesscripts",
             "torch==2.13.0",
+            "tf2onnx>=1.17",
+            "onnx",
+            "onnxruntime",
+            "ai-edge-litert",
         ],
     },
 )
