@@ -35,12 +35,23 @@ setuptools.setup(
         # Importers of PyTorch-published checkpoints (torch.load with
         # weights_only=True needs torch >= 1.13).
         "importers": ["torch>=1.13"],
+        # LiteRT / ONNX exports and their runtimes.
+        "export": [
+            "tf2onnx>=1.17",
+            "onnx",
+            "onnxruntime",
+            "ai-edge-litert",
+        ],
         "test": [
             "pytest",
             "pytest-xdist",
             "hypothesis",
             "cityscapesscripts",
             "torch==2.13.0",
+            "tf2onnx>=1.17",
+            "onnx",
+            "onnxruntime",
+            "ai-edge-litert",
         ],
     },
 )

@@ -132,6 +132,11 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as workdir:
       results.append(run((height, width), args, model, workdir))
     print(json.dumps(results[-1]), flush=True)
+    _write(args, results)
+
+
+def _write(args, results):
+  """Writes the report (after every size, so a long run keeps its part)."""
   report = {
       "command": "python " + " ".join(sys.argv),
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -142,11 +147,11 @@ def main(argv=None):
           k: repr(v) for k, v in QUICKSTART.items()},
                 "num_classes": NUM_CLASSES},
       "results": results,
+      "load_average": list(os.getloadavg()),
   }
   os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
   with open(args.output, "w") as f:
     json.dump(report, f, indent=1)
-  print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

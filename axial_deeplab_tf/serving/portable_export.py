@@ -119,55 +119,49 @@ def convert_onnx(model, task: str, input_size: Sequence[int]) -> bytes:
   proto, _ = tf2onnx.convert.from_function(
       fn, input_signature=[tf.TensorSpec([1, height, width, 3], tf.uint8,
                                          name=INPUT_NAME)],
-      opset=ONNX_OPSET)
-  return resize_by_sizes(proto).SerializeToString()
+      opset=ONNX_OPSET,
+      custom_op_handlers={op: (_resize_to_sizes, []) for op in (
+          "ResizeBilinear", "ResizeNearestNeighbor")})
+  # Its "sizes" branch puts the sizes where the scales go (third input);
+  # ONNX wants them fourth, after an empty scales input.
+  int64 = {t.name for t in proto.graph.initializer if t.data_type == 7}
+  for node in proto.graph.node:
+    if node.op_type == "Resize" and len(node.input) == 3 and (
+        node.input[2] in int64):
+      sizes = node.input[2]
+      node.input[2] = ""
+      node.input.append(sizes)
+  return proto.SerializeToString()
 
 
-def resize_by_sizes(proto):
-  """Gives every ONNX Resize with constant `scales` its output `sizes`.
+def _resize_to_sizes(ctx, node, name, args):  # pylint: disable=unused-argument
+  """tf2onnx handler of ResizeBilinear / ResizeNearestNeighbor: by sizes.
 
-  tf2onnx (1.17) turns a `tf.image.resize` to a static size into a Resize
-  by float scales (out / in); ONNX Runtime floors in * scale, so an
-  upsampling like 5 -> 9 (scale 1.8 = 1.79999995 in float32) yields 8 and
-  the model fails to load ("Can't merge shape info" at the decoder's
-  concatenation) whenever a feature map has an odd size, e.g. at
-  513 x 513. The exact sizes, round(in * scale), replace the scales.
+  tf2onnx (1.17) turns a `tf.image.resize` to a static size into an ONNX
+  Resize by float scales (out / in); ONNX Runtime floors in * scale, so an
+  upsampling like 5 -> 9 (1.8 = 1.79999995 in float32) yields 8 and the
+  model fails to load ("Can't merge shape info" at the decoder's
+  concatenation) whenever a feature map has an odd size, e.g. at 513 x 513
+  or 1025 x 2049. Its own handler takes the exact target `sizes` when the
+  TensorFlow node has a "sizes" attribute, which this one adds.
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
   import onnx  # pylint: disable=g-import-not-at-top
-  from onnx import numpy_helper  # pylint: disable=g-import-not-at-top
-  graph = proto.graph
-  initializers = {t.name: t for t in graph.initializer}
-  pending = [n for n in graph.node if n.op_type == "Resize" and
-             len(n.input) >= 3 and n.input[2] in initializers]
-  while pending:
-    inferred = onnx.shape_inference.infer_shapes(proto)
-    shapes = {}
-    for info in list(inferred.graph.value_info) + list(
-        inferred.graph.input):
-      dims = info.type.tensor_type.shape.dim
-      if all(d.HasField("dim_value") for d in dims):
-        shapes[info.name] = [d.dim_value for d in dims]
-    fixed = []
-    for node in pending:
-      if node.input[0] not in shapes:
-        continue
-      scales = numpy_helper.to_array(initializers[node.input[2]])
-      sizes = np.round(np.asarray(shapes[node.input[0]]) * scales)
-      name = f"{node.name}__sizes"
-      graph.initializer.append(numpy_helper.from_array(
-          sizes.astype(np.int64), name))
-      node.input[2] = ""
-      if len(node.input) == 3:
-        node.input.append(name)
-      else:
-        node.input[3] = name
-      fixed.append(node)
-    if not fixed:
-      raise ValueError(f"Cannot resolve the output size of ONNX Resize "
-                       f"nodes {[n.name for n in pending]}.")
-    pending = [n for n in pending if n not in fixed]
-  return proto
+  from tf2onnx.onnx_opset import nn  # pylint: disable=g-import-not-at-top
+  batch, _, _, channels = ctx.get_shape(node.input[0])
+  output = node.output[0]
+  node.attr["sizes"] = onnx.helper.make_attribute("sizes", 1)
+  nn.Resize.version_11(ctx, node)
+  # That branch writes sizes (1, 1, h, w): batch and channels are fixed
+  # here (NCHW); -1 (unknown) would not be a size.
+  resize = ctx.get_node_by_output(output).inputs[0]
+  sizes = resize.inputs[2]
+  value = np.array(sizes.get_tensor_value(as_list=True), np.int64)
+  if batch < 1 or channels < 1:
+    raise ValueError(f"Resize {node.name}: batch and channels must be "
+                     f"static, got {(batch, channels)}.")
+  value[:2] = (batch, channels)
+  sizes.set_tensor_value(value)
 
 
 def _write_atomically(path: str, data: bytes) -> None:
