@@ -394,7 +394,8 @@ def _fmt_eval(metrics: Dict[str, float]) -> str:
                    for k in keys)
 
 
-def markdown(results: Sequence[ParityResult], command: str) -> str:
+def markdown(results: Sequence[ParityResult], command: str,
+             notes: str = "") -> str:
   """The BENCHMARKS.md section of a matrix run."""
   import platform  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -431,6 +432,8 @@ def markdown(results: Sequence[ParityResult], command: str) -> str:
         f"{'yes' if r.eval_equal() else 'no'} | {r.first_step_graph:.1f} / "
         f"{r.first_step_xla:.1f} | {r.step_time_graph:.3f} / "
         f"{r.step_time_xla:.3f} |")
+  if notes:
+    lines += ["", notes.strip()]
   return "\n".join(lines) + "\n"
 
 
