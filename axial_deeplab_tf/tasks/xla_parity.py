@@ -55,8 +55,7 @@ CASES = {
         overrides={"drop_path_rate": 0.0, "nmf_seed": 0}),
     "axial_resnet_50s": dict(
         gin="imagenet/axial_resnet_50s.gin", kind="classification",
-        crop=32, extra={"optimization.learning_rate": "0.01"},
-        overrides={"width_multiplier": 0.125, "depth": 26,
+        crop=32, overrides={"width_multiplier": 0.125, "depth": 26,
                             "input_size": (32, 32)}),
 }
 
@@ -152,6 +151,12 @@ def bindings(model: str, data: Dict[str, str], dtype: str = "float32",
       "train/data.shuffle_buffer_size": "4",
       "train/data.deterministic": "True",
       "train/data.seed": "1",
+      # A rate at which 20 steps of batch 2 stay out of the chaotic regime:
+      # at the recipes' rates (e.g. SGD 0.01-0.4 here) the loss jumps
+      # between steps and amplifies the 1e-5 rounding differences of a
+      # single step (different fusion and summation order) beyond any
+      # tolerance within 10 steps, in either direction.
+      "optimization.learning_rate": "0.0001",
       "optimization.warmup_steps": "2",
       "trainer.train_steps": str(steps),
       "runtime.mixed_precision_dtype": repr(dtype),
@@ -389,7 +394,8 @@ def _fmt_eval(metrics: Dict[str, float]) -> str:
                    for k in keys)
 
 
-def markdown(results: Sequence[ParityResult], command: str) -> str:
+def markdown(results: Sequence[ParityResult], command: str,
+             notes: str = "") -> str:
   """The BENCHMARKS.md section of a matrix run."""
   import platform  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -426,6 +432,8 @@ def markdown(results: Sequence[ParityResult], command: str) -> str:
         f"{'yes' if r.eval_equal() else 'no'} | {r.first_step_graph:.1f} / "
         f"{r.first_step_xla:.1f} | {r.step_time_graph:.3f} / "
         f"{r.step_time_xla:.3f} |")
+  if notes:
+    lines += ["", notes.strip()]
   return "\n".join(lines) + "\n"
 
 
