@@ -205,7 +205,7 @@ def _check_positive_int(name, value):
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class AxialAttention(tf_keras.layers.Layer):
+class AxialAttention(common.RejectKeras3Tensors, tf_keras.layers.Layer):
   """Position-sensitive self-attention along one axis.
 
   Input [batch, length, channels] -> output [batch, length, value_depth].
@@ -898,7 +898,7 @@ def _pair(value, name):
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class AxialAttention2D(tf_keras.layers.Layer):
+class AxialAttention2D(common.RejectKeras3Tensors, tf_keras.layers.Layer):
   """Height-axis then width-axis AxialAttention on [batch, h, w, channels].
 
   The width layer takes the height layer's value_depth channels. With
@@ -1032,7 +1032,7 @@ class AxialAttention2D(tf_keras.layers.Layer):
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class AxialBlock(tf_keras.layers.Layer):
+class AxialBlock(common.RejectKeras3Tensors, tf_keras.layers.Layer):
   """Bottleneck residual block whose 3x3 conv is replaced by 2D attention.
 
   1x1 conv (C -> 2f) + BN + ReLU; attention (axial: AxialAttention2D with
