@@ -30,6 +30,7 @@ setuptools.setup(
             "hypothesis",
             "cityscapesscripts",
             "torch==2.13.0",
+            "jax[cpu]==0.10.2",
         ],
     },
 )
