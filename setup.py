@@ -52,6 +52,7 @@ setuptools.setup(
             "onnx",
             "onnxruntime",
             "ai-edge-litert",
+            "jax[cpu]==0.10.2",
         ],
     },
 )

@@ -121,6 +121,16 @@ def check_partition_factors(value: Any) -> Tuple[int, int]:
   return tuple(value)
 
 
+def symmetric_padding(kernel_size: int, dilation_rate: int = 1
+                     ) -> Tuple[int, int]:
+  """(before, after) padding of one axis that centres a k-tap window:
+  dilation * (k - 1) in all, half on each side (the official codes')."""
+  check_positive_int("kernel_size", kernel_size)
+  check_positive_int("dilation_rate", dilation_rate)
+  total = dilation_rate * (kernel_size - 1)
+  return total // 2, total - total // 2
+
+
 # ------------------------------------------------------ relative positions
 def relative_rows(query_length, key_length, offset, rows, xp=np):
   """Table row of every (query l, key m) pair: m - l + offset, clipped.
@@ -216,3 +226,44 @@ def normalise_weight_name(name: str, root: Optional[str] = None) -> str:
   parts = name.split("/")
   parts[-1] = WEIGHT_NAME_ALIASES.get(parts[-1], parts[-1])
   return "/".join(parts)
+
+
+# ------------------------------------------------------- Keras 3 inputs
+def _is_keras3_tensor(value) -> bool:
+  cls = type(value)
+  return cls.__name__ == "KerasTensor" and cls.__module__.startswith("keras.")
+
+
+def check_not_keras3_tensor(layer_name: str, inputs) -> None:
+  """Raises TypeError if `inputs` holds a Keras 3 symbolic tensor.
+
+  A tf_keras layer cannot take part in a Keras 3 model (TensorFlow 2.20's
+  tf.keras); the error names the Keras 3 module to use instead. Checks by
+  type name, so neither Keras is imported here.
+  """
+  stack = [inputs]
+  while stack:
+    value = stack.pop()
+    if isinstance(value, (list, tuple)):
+      stack.extend(value)
+    elif isinstance(value, dict):
+      stack.extend(value.values())
+    elif _is_keras3_tensor(value):
+      raise TypeError(
+          f"{layer_name} is a tf_keras (Keras 2) layer and got a Keras 3 "
+          f"tensor {value!r} (tf.keras in TensorFlow 2.20 is Keras 3). Use "
+          f"{KERAS3_MODULE}.{layer_name} in Keras 3 models, or set "
+          f"TF_USE_LEGACY_KERAS=1 to build tf_keras models.")
+
+
+class RejectKeras3Tensors:
+  """Mixin of the tf_keras layers: refuse Keras 3 tensors with a TypeError.
+
+  Put before the tf_keras base class; its __call__ checks the inputs and
+  hands over to the layer's own.
+  """
+
+  def __call__(self, *args, **kwargs):
+    inputs = args[0] if args else kwargs.get("inputs")
+    check_not_keras3_tensor(type(self).__name__, inputs)
+    return super().__call__(*args, **kwargs)

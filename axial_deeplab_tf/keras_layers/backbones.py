@@ -3,7 +3,9 @@
 The tf_keras `modeling.backbones.axial_resnet` networks rebuilt as
 `keras.Model`s with the same layer names, so `copy_weights` moves an
 imported tf_keras checkpoint into them (and back). Stems "conv",
-"inception" and "axial"; spans, strides and widths as the tf_keras builder.
+"inception" and "axial"; spans, strides and widths as the tf_keras builder;
+the stems pad symmetrically (`base.SymmetricPad` + 'valid'), as the
+tf_keras stems' PaddedConv2D / PaddedMaxPool2D.
 """
 
 from typing import Optional, Sequence, Tuple
@@ -87,8 +89,9 @@ def build_axial_resnet_backbone(
   x = inputs
   stem_width = int(round(64 * width_multiplier))
   if stem == "conv":
-    x = keras.layers.Conv2D(stem_width, 7, strides=2, padding="same",
-                            name="stem_conv", **conv)(x)
+    x = base.SymmetricPad(7, name="stem_pad")(x)
+    x = keras.layers.Conv2D(stem_width, 7, strides=2, name="stem_conv",
+                            **conv)(x)
     x = base.batch_norm(name="stem_bn", **bn)(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
   elif stem == "inception":
@@ -96,7 +99,8 @@ def build_axial_resnet_backbone(
       raise ValueError(f"stem_channels must have 3 entries, got "
                        f"{stem_channels!r}.")
     for i, (filters, strides) in enumerate(zip(stem_channels, (2, 1, 1))):
-      x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same",
+      x = base.SymmetricPad(3, name=f"stem_pad{i + 1}")(x)
+      x = keras.layers.Conv2D(filters, 3, strides=strides,
                               name=f"stem_conv{i + 1}", **conv)(x)
       x = base.batch_norm(name=f"stem_bn{i + 1}", **bn)(x)
       x = keras.layers.ReLU(name=f"stem_relu{i + 1}")(x)
@@ -106,8 +110,8 @@ def build_axial_resnet_backbone(
       x = AxialBlock(filters=stem_filters, strides=2 if i == 0 else 1,
                      span=stem_span, name=f"stem_block{i + 1}",
                      **dict(block_common, attention_type="axial"))(x)
-  x = keras.layers.MaxPooling2D(3, strides=2, padding="same",
-                                name="stem_pool")(x)
+  x = base.SymmetricPad(3, fill="min", name="stem_pool_pad")(x)
+  x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
   endpoints = {"stem": x}
   current_h, current_w = _ceil_div(height, 4), _ceil_div(width, 4)
   block_index = 0

@@ -7,6 +7,7 @@ TensorFlow, JAX and PyTorch backends.
 from typing import Any, Dict, Optional, Sequence
 
 import keras
+import numpy as np
 from keras import ops
 
 from axial_deeplab_tf import attention_math
@@ -200,4 +201,48 @@ class DropPath(keras.layers.Layer):
   def get_config(self):
     config = super().get_config()
     config.update({"rate": self._rate, "seed": self._seed})
+    return config
+
+
+@register
+class SymmetricPad(keras.layers.Layer):
+  """Pads height and width by dilation * (k - 1) / 2 on each side.
+
+  With a 'valid' convolution or pooling after it this is the symmetric
+  padding of the tf_keras stems (`layers.common.PaddedConv2D` /
+  `PaddedMaxPool2D`, PyTorch's `padding=k // 2`). `fill="min"` pads with the
+  dtype's lowest value (for max pooling), else with zeros.
+  """
+
+  def __init__(self, kernel_size: int, dilation_rate: int = 1,
+               fill: str = "zeros", **kwargs):
+    super().__init__(**kwargs)
+    self._kernel_size = attention_math.check_positive_int("kernel_size",
+                                                          kernel_size)
+    self._dilation_rate = attention_math.check_positive_int(
+        "dilation_rate", dilation_rate)
+    if fill not in ("zeros", "min"):
+      raise ValueError(f"fill must be 'zeros' or 'min', got {fill!r}.")
+    self._fill = fill
+    self._pad = attention_math.symmetric_padding(kernel_size, dilation_rate)
+
+  def call(self, inputs):
+    before, after = self._pad
+    value = 0.0
+    if self._fill == "min":
+      value = float(np.finfo(np.dtype(keras.backend.standardize_dtype(
+          inputs.dtype))).min)
+    return ops.pad(inputs, [[0, 0], [before, after], [before, after], [0, 0]],
+                   constant_values=value)
+
+  def compute_output_shape(self, input_shape):
+    total = sum(self._pad)
+    return (input_shape[0],
+            *[None if d is None else d + total for d in input_shape[1:3]],
+            input_shape[3])
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({"kernel_size": self._kernel_size,
+                   "dilation_rate": self._dilation_rate, "fill": self._fill})
     return config

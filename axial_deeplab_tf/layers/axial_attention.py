@@ -50,15 +50,21 @@ Span:
 
 from typing import Optional, Sequence, Union
 
-import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from official.vision.modeling.layers import nn_layers
+from axial_deeplab_tf import attention_math
 from axial_deeplab_tf.layers import common
 from axial_deeplab_tf.ops import fused_attention
 
-_NEG_INF = -1e9
+_NEG_INF = attention_math.MASK_LOGIT
+
+
+class _TF_INDEX_OPS:  # pylint: disable=invalid-name
+  """The numpy names `attention_math.relative_rows` needs, for run-time sizes."""
+  arange = staticmethod(tf.range)
+  clip = staticmethod(tf.clip_by_value)
 
 
 def _static_or_dynamic(x: tf.Tensor, axis: int):
@@ -70,18 +76,17 @@ def _static_or_dynamic(x: tf.Tensor, axis: int):
 def _relative_rows(query_length, key_length, offset, rows):
   """Table row of every (query l, key m) pair: m - l + offset, clipped.
 
-  Pairs whose row falls outside [0, rows) are out of span; callers mask them.
+  Pairs whose row falls outside [0, rows) are out of span; callers mask them
+  (`attention_math.relative_rows`, shared with the Keras 3 layers).
 
   Returns:
     int32 [query_length, key_length]; a constant when the lengths are static.
   """
   if isinstance(query_length, int) and isinstance(key_length, int):
-    idx = (np.arange(key_length)[None, :] - np.arange(query_length)[:, None] +
-           offset)
-    return tf.constant(np.clip(idx, 0, rows - 1).astype(np.int32))
-  idx = (tf.range(key_length)[None, :] - tf.range(query_length)[:, None] +
-         offset)
-  return tf.clip_by_value(idx, 0, rows - 1)
+    return tf.constant(attention_math.relative_rows(query_length, key_length,
+                                                    offset, rows))
+  return attention_math.relative_rows(query_length, key_length, offset, rows,
+                                      xp=_TF_INDEX_OPS)
 
 
 def _expand_table(table, rows):
@@ -194,9 +199,7 @@ def _local_mask(num_blocks, block, window, radius, length):
 
 def _band_mask(length: int, radius: int) -> tf.Tensor:
   """float32 [1, 1, length, length]: 1 where |m - l| <= radius, else 0."""
-  pos = np.arange(length)
-  band = np.abs(pos[None, :] - pos[:, None]) <= radius
-  return tf.constant(band.astype(np.float32)[None, None])
+  return tf.constant(attention_math.band_mask(length, radius)[None, None])
 
 
 def _check_positive_int(name, value):
@@ -205,7 +208,7 @@ def _check_positive_int(name, value):
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class AxialAttention(tf_keras.layers.Layer):
+class AxialAttention(common.RejectKeras3Tensors, tf_keras.layers.Layer):
   """Position-sensitive self-attention along one axis.
 
   Input [batch, length, channels] -> output [batch, length, value_depth].
@@ -889,16 +892,11 @@ class AxialAttention(tf_keras.layers.Layer):
     return base
 
 
-def _pair(value, name):
-  if isinstance(value, (list, tuple)):
-    if len(value) != 2:
-      raise ValueError(f"{name} must be an int or a pair, got {value!r}.")
-    return tuple(value)
-  return (value, value)
+_pair = attention_math.pair
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class AxialAttention2D(tf_keras.layers.Layer):
+class AxialAttention2D(common.RejectKeras3Tensors, tf_keras.layers.Layer):
   """Height-axis then width-axis AxialAttention on [batch, h, w, channels].
 
   The width layer takes the height layer's value_depth channels. With
@@ -1032,7 +1030,7 @@ class AxialAttention2D(tf_keras.layers.Layer):
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class AxialBlock(tf_keras.layers.Layer):
+class AxialBlock(common.RejectKeras3Tensors, tf_keras.layers.Layer):
   """Bottleneck residual block whose 3x3 conv is replaced by 2D attention.
 
   1x1 conv (C -> 2f) + BN + ReLU; attention (axial: AxialAttention2D with

@@ -11,53 +11,21 @@ global 2D self-attention baselines have in common.
 import math
 from typing import Any, Dict, Optional, Tuple
 
-import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from official.modeling import tf_utils
 
-
-def check_positive_int(name: str, value: Any) -> int:
-  """Returns `value` if it is a positive int, else raises naming `name`."""
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise TypeError(f"{name} must be a positive int, got {value!r} "
-                    f"of type {type(value).__name__}.")
-  if value <= 0:
-    raise ValueError(f"{name} must be a positive int, got {value}.")
-  return int(value)
+from axial_deeplab_tf import attention_math
 
 
-def check_attention_depths(num_heads: int, key_depth: int,
-                           value_depth: int) -> None:
-  """Checks head count and depths: positive ints, depths divisible by heads."""
-  check_positive_int("num_heads", num_heads)
-  check_positive_int("key_depth", key_depth)
-  check_positive_int("value_depth", value_depth)
-  for name, depth in (("key_depth", key_depth), ("value_depth", value_depth)):
-    if depth % num_heads:
-      raise ValueError(f"{name} must be divisible by num_heads={num_heads}, "
-                       f"got {name}={depth}.")
-
-
-def check_even_head_depth(name: str, depth: int, num_heads: int,
-                          option: str) -> None:
-  """Checks that `depth / num_heads` is even, as `option` needs.
-
-  Relative-position terms split each head's channels into a half that meets
-  row offsets and a half that meets column offsets.
-
-  Args:
-    name: argument name of the depth ("key_depth", "value_depth").
-    depth: total depth over all heads.
-    num_heads: number of heads.
-    option: the argument that needs the split, for the message.
-  """
-  if (depth // num_heads) % 2:
-    raise ValueError(
-        f"{name} / num_heads must be even with {option} (half of each "
-        f"head's channels meet row offsets, half column offsets), got "
-        f"{name}={depth}, num_heads={num_heads}.")
+# Argument checks shared with the Keras 3 layers (one definition).
+check_positive_int = attention_math.check_positive_int
+check_attention_depths = attention_math.check_attention_depths
+check_even_head_depth = attention_math.check_even_head_depth
+# tf_keras layers refuse Keras 3 tensors with an error naming the Keras 3
+# module (base class before tf_keras.layers.Layer).
+RejectKeras3Tensors = attention_math.RejectKeras3Tensors
 
 
 def check_image_input_shape(layer_name: str, input_shape) -> int:
@@ -84,27 +52,7 @@ def build_in_scope(layer: tf_keras.layers.Layer, input_shape) -> None:
     layer.build(input_shape)
 
 
-def symmetric_padding(kernel_size: int, dilation_rate: int = 1
-                     ) -> Tuple[int, int]:
-  """Padding (before, after) of one axis that centres a k-tap window.
-
-  The official Axial-DeepLab, Panoptic-DeepLab and ResNet codes pad
-  dilation * (k - 1) in all, half on each side, whatever the input size and
-  stride; TF's 'same' padding instead depends on the size and puts the odd
-  pixel after (at stride 2 and an even size, a 7x7 conv gets 2 before and 3
-  after). At odd sizes with stride 2 and odd kernels the two agree.
-
-  Args:
-    kernel_size: window size (odd for symmetric padding).
-    dilation_rate: dilation of the window.
-
-  Returns:
-    (before, after) with before + after = dilation_rate * (kernel_size - 1).
-  """
-  check_positive_int("kernel_size", kernel_size)
-  check_positive_int("dilation_rate", dilation_rate)
-  total = dilation_rate * (kernel_size - 1)
-  return total // 2, total - total // 2
+symmetric_padding = attention_math.symmetric_padding
 
 
 def pad_symmetric(inputs: tf.Tensor, kernel_size: int, dilation_rate: int = 1,
@@ -368,7 +316,7 @@ def make_qkv_projection(input_shape, total_depth: int, kernel_regularizer,
   return conv, norm
 
 
-class SelfAttention2DBase(tf_keras.layers.Layer):
+class SelfAttention2DBase(RejectKeras3Tensors, tf_keras.layers.Layer):
   """Shared part of the 2D self-attention baselines (local and global).
 
   Holds and checks the arguments both take, builds the batch-normalised

@@ -27,7 +27,7 @@ def _check_positive_int(name: str, value: Any) -> int:
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class NMF2D(tf_keras.layers.Layer):
+class NMF2D(common.RejectKeras3Tensors, tf_keras.layers.Layer):
   """Low-rank reconstruction of a non-negative feature map by NMF.
 
   The map is viewed as x [N = H*W, D] (per batch element and channel group)
@@ -240,7 +240,8 @@ def _group_norm(groups, epsilon, name):
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class Hamburger(common.ConvLayerMixin, tf_keras.layers.Layer):
+class Hamburger(common.RejectKeras3Tensors,
+                common.ConvLayerMixin, tf_keras.layers.Layer):
   """Hamburger module: ReLU(x + GN(conv(NMF(ReLU(conv(x)))))).
 
   Lower bread: 1x1 conv with bias, ReLU (makes the NMF input non-negative);
@@ -349,7 +350,8 @@ def resize_bilinear(x: tf.Tensor, size) -> tf.Tensor:
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class LightHamHead(common.ConvLayerMixin, tf_keras.layers.Layer):
+class LightHamHead(common.RejectKeras3Tensors,
+                   common.ConvLayerMixin, tf_keras.layers.Layer):
   """SegNeXt decoder: concat multi-level features, squeeze, Hamburger, align.
 
   Inputs are resized to the first input's size (bilinear, half-pixel) and

@@ -36,7 +36,8 @@ def _check_channels(name: str, value: Any, allow_none: bool = False):
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class ISSASelfAttentionBlock(common.ConvLayerMixin, tf_keras.layers.Layer):
+class ISSASelfAttentionBlock(common.RejectKeras3Tensors,
+                             common.ConvLayerMixin, tf_keras.layers.Layer):
   """Dense self-attention among all positions of each batch element.
 
   query = act(BN(conv1x1(act(BN(conv1x1(x))))))   (key likewise, own weights)
@@ -169,7 +170,8 @@ class ISSASelfAttentionBlock(common.ConvLayerMixin, tf_keras.layers.Layer):
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class InterlacedSparseSelfAttention(tf_keras.layers.Layer):
+class InterlacedSparseSelfAttention(common.RejectKeras3Tensors,
+                                    tf_keras.layers.Layer):
   """Long-range then short-range grouped self-attention over a 2D map.
 
   With partition factors (P_h, P_w), Q_h = ceil(H / P_h), Q_w = ceil(W / P_w),

@@ -18,33 +18,18 @@ statistics of the logits), so padding never receives attention.
 
 from typing import Any, Dict, Optional
 
-import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from axial_deeplab_tf import attention_math
 from axial_deeplab_tf.layers import common
 
 # Added to masked logits before the float32 softmax; exp() of it is exactly 0
 # while staying finite, so no inf - inf can appear under XLA.
-_MASK_LOGIT = -1e9
+_MASK_LOGIT = attention_math.MASK_LOGIT
 
 
-def _offset_tables(block_size: int, kernel_size: int) -> np.ndarray:
-  """One-hot [block, halo, kernel] table: 1 where halo pos - query pos = offset.
-
-  A query at row y of a block (0 <= y < block_size) sees halo rows
-  y ... y + kernel_size - 1; halo row Y holds relative offset Y - y (shifted
-  to start at 0). Contracting a [kernel_size, depth] embedding with this
-  table places each offset's embedding at the halo row it belongs to and
-  zero elsewhere, which turns "embedding of offset (key - query)" into a
-  plain matmul.
-  """
-  halo = block_size + kernel_size - 1
-  table = np.zeros([block_size, halo, kernel_size], np.float32)
-  for y in range(block_size):
-    for a in range(kernel_size):
-      table[y, y + a, a] = 1.0
-  return table
+_offset_tables = attention_math.offset_tables
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")

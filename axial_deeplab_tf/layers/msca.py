@@ -41,7 +41,8 @@ def _exact_gelu(x: tf.Tensor) -> tf.Tensor:
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class MultiScaleConvAttention(common.ConvLayerMixin, tf_keras.layers.Layer):
+class MultiScaleConvAttention(common.RejectKeras3Tensors,
+                              common.ConvLayerMixin, tf_keras.layers.Layer):
   """Multi-scale convolutional attention: `conv1x1(a + sum_k strip_k(a)) * x`.
 
   a = depthwise `base_kernel_size` conv of x; each branch k is a depthwise 1xk
@@ -125,7 +126,8 @@ class MultiScaleConvAttention(common.ConvLayerMixin, tf_keras.layers.Layer):
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class MSCANBlock(common.ConvLayerMixin, tf_keras.layers.Layer):
+class MSCANBlock(common.RejectKeras3Tensors,
+                 common.ConvLayerMixin, tf_keras.layers.Layer):
   """One MSCAN block: attention and MLP residual branches with layer scale.
 
   x = x + DropPath(ls1 * Attn(BN(x))),  Attn(y) = conv(MSCA(GELU(conv(y)))) + y
