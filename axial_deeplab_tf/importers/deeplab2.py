@@ -71,10 +71,14 @@ def published_models() -> Dict[str, Dict[str, object]]:
     target = {"resnet50": "resnet50_os32", "resnet50_beta":
               "resnet50_beta_os32", "wide_resnet41": "wide_resnet41_os16"}.get(
                   args["encoder"])
-    if target is None:
-      target = name.replace("deeplab2_", "").replace("_imagenet", "_os16")
-    models[name] = dict(task="classification",
-                        finetune=f"deeplab2_panoptic_{target}")
+    if target is not None:
+      target = f"deeplab2_panoptic_{target}"
+    elif args["encoder"] == "swidernet":
+      target = name.replace("_imagenet", "_os16").replace(
+          "deeplab2_", "deeplab2_panoptic_")
+    else:  # Axial-DeepLab encoders.
+      target = name.replace("_imagenet", "_os16")
+    models[name] = dict(task="classification", finetune=target)
   return models
   return models
 
@@ -231,8 +235,28 @@ def _gin_text(model_name: str, settings: Dict[str, object],
   return "\n".join(lines) + "\n"
 
 
+def _export(model_name: str, settings: Dict[str, object],
+            overrides: Dict[str, object], checkpoint_dir: str,
+            export_dir: str) -> None:
+  """Writes a SavedModel of a panoptic import (deeplab2's evaluation)."""
+  from axial_deeplab_tf.data import metadata  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.serving import export_module  # pylint: disable=g-import-not-at-top
+  meta = (metadata.coco_panoptic() if settings["dataset"] == "coco"
+          else metadata.cityscapes())
+  loaded = export_module.load_model(
+      model_name=model_name, overrides=overrides, dataset_metadata=meta,
+      checkpoint_path=checkpoint_dir)
+  export_module.export_loaded_model(
+      loaded, export_dir, post_processor_args=dict(
+          center_threshold=0.1, nms_kernel=settings["nms_kernel"],
+          keep_k_centers=settings["keep_k_centers"],
+          stuff_area_limit=settings["stuff_area_limit"],
+          deeplab2_rules=True))
+
+
 def import_checkpoint(model_name: str, checkpoint: str, output_dir: str,
                       overrides: Optional[Dict[str, object]] = None,
+                      export: bool = False,
                       log: TextIO = sys.stdout) -> Dict[str, object]:
   """Imports `checkpoint` into zoo model `model_name`; writes output_dir.
 
@@ -242,6 +266,9 @@ def import_checkpoint(model_name: str, checkpoint: str, output_dir: str,
     output_dir: a new (or empty) folder.
     overrides: builder arguments (e.g. reduced widths of a test model);
       written into the gin file.
+    export: panoptic models: also write OUTPUT_DIR/saved_model (the
+      SavedModel `tools/predict.py` reads) with deeplab2's evaluation
+      post-processing.
     log: progress stream.
 
   Returns:
@@ -312,6 +339,14 @@ def import_checkpoint(model_name: str, checkpoint: str, output_dir: str,
                "optimizer_slots_ignored": len(slots),
                "bookkeeping_ignored": len(other),
                "output_dir": output_dir}
+    if export:
+      if models[model_name]["task"] != "panoptic":
+        raise ImportError_(f"--export: {model_name!r} is an ImageNet "
+                           f"encoder; only panoptic models are exported.")
+      print("exporting the SavedModel", file=log)
+      _export(model_name, models[model_name], overrides, staging,
+              os.path.join(staging, "saved_model"))
+      summary["saved_model"] = os.path.join(output_dir, "saved_model")
     with open(os.path.join(staging, "import_summary.json"), "w") as f:
       json.dump(summary, f, indent=1, sort_keys=True)
     if os.path.isdir(output_dir):
@@ -335,6 +370,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                       flag_values=flag_values)
   flags.DEFINE_string("output_dir", None, "New folder for the imported "
                       "checkpoint and its gin file.", flag_values=flag_values)
+  flags.DEFINE_bool("export", False, "Panoptic models: also write "
+                    "OUTPUT_DIR/saved_model for tools/predict.py.",
+                    flag_values=flag_values)
   flags.DEFINE_multi_string("override", [], "Builder argument NAME=JSON "
                             "(e.g. width_multiplier=0.5), repeatable.",
                             flag_values=flag_values)
@@ -366,8 +404,10 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS
   try:
     import_checkpoint(flag_values.model, flag_values.checkpoint,
                       flag_values.output_dir,
-                      _parse_overrides(flag_values.override))
-  except (ImportError_, OSError, tf.errors.OpError, AssertionError) as e:
+                      _parse_overrides(flag_values.override),
+                      export=flag_values.export)
+  except (ImportError_, OSError, tf.errors.OpError, AssertionError,
+          ValueError, TypeError) as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     return 2
   return 0

@@ -430,6 +430,22 @@ PUBLISHED = {
         use_sac_beyond_stride=32, layer_multiplier=3.0, **_SWIDERNET),
     "deeplab2_panoptic_swidernet_sac_1_1_4.5_os16": dict(
         use_sac_beyond_stride=32, layer_multiplier=4.5, **_SWIDERNET),
+    # Axial-DeepLab checkpoints (configs/cityscapes/axial_deeplab): the
+    # ASPP reduced to its 1x1 projection.
+    "deeplab2_axial_swidernet_1_1_1_os16": dict(
+        encoder="axial_swidernet", aspp_use_only_1x1_proj_conv=True,
+        drop_path_keep_prob=0.8, drop_path_schedule="linear", **_OS16_RATES),
+    "deeplab2_axial_swidernet_1_1_3_os16": dict(
+        encoder="axial_swidernet", aspp_use_only_1x1_proj_conv=True,
+        layer_multiplier=3.0, drop_path_keep_prob=0.8,
+        drop_path_schedule="linear", **_OS16_RATES),
+    "deeplab2_axial_swidernet_1_1_4.5_os16": dict(
+        encoder="axial_swidernet", aspp_use_only_1x1_proj_conv=True,
+        layer_multiplier=4.5, drop_path_keep_prob=0.8,
+        drop_path_schedule="linear", **_OS16_RATES),
+    "deeplab2_max_deeplab_s_backbone_os16": dict(
+        encoder="max_deeplab_s_backbone", aspp_use_only_1x1_proj_conv=True,
+        drop_path_keep_prob=0.8, drop_path_schedule="linear", **_OS16_RATES),
     "deeplab2_panoptic_coco_resnet50_os32": dict(
         encoder="resnet50", num_classes=133, void_first_class=True),
     "deeplab2_panoptic_coco_resnet50_beta_os32": dict(
@@ -455,12 +471,20 @@ PUBLISHED_ENCODERS = {
     "deeplab2_swidernet_sac_1_1_4.5_imagenet": dict(
         encoder="swidernet", use_sac_beyond_stride=32,
         backbone_layer_multiplier=4.5),
+    "deeplab2_axial_swidernet_1_1_1_imagenet": dict(encoder="axial_swidernet"),
+    "deeplab2_axial_swidernet_1_1_3_imagenet": dict(
+        encoder="axial_swidernet", backbone_layer_multiplier=3.0),
+    "deeplab2_axial_swidernet_1_1_4.5_imagenet": dict(
+        encoder="axial_swidernet", backbone_layer_multiplier=4.5),
+    "deeplab2_max_deeplab_s_backbone_imagenet": dict(
+        encoder="max_deeplab_s_backbone"),
 }
 
 for _name, _args in PUBLISHED.items():
   register_model(
       _name, build_deeplab2_panoptic, task="panoptic",
-      description=(f"deeplab2 Panoptic-DeepLab, {_args['encoder']} encoder, "
+      description=(f"deeplab2 Panoptic-DeepLab / Axial-DeepLab, "
+                   f"{_args['encoder']} encoder, "
                    f"OS{_args.get('output_stride', 32)} (imports deeplab2's "
                    "checkpoint)."),
       **dict(dict(num_classes=19, name=_name.replace(".", "_")), **_args))

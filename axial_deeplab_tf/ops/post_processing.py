@@ -17,8 +17,10 @@ center offsets) to a panoptic map (Cheng et al., Panoptic-DeepLab, CVPR
 `deeplab2_rules=True` reproduces the panoptic maps of deeplab2's
 Panoptic-DeepLab post-processing (the published checkpoints' evaluation):
 centers must also be positive (deeplab2 zeroes the heatmap below the
-threshold and keeps non-zero peaks); when more than `keep_k_centers` centers pass, only those strictly above
-the K-th highest score stay (so fewer than K may remain); centers are
+threshold and keeps non-zero peaks); when more than `keep_k_centers`
+centers pass, only those strictly above the last value of TensorFlow's
+unsorted top-K of the suppressed heatmap stay, as deeplab2 does (that
+value is one of the K best, not always the K-th: fewer than K remain); centers are
 ordered by position (row-major), so a pixel equidistant to two centers
 joins the earlier one and `instance_pred` numbers centers in that order;
 the instances of a class are numbered in the row-major order of their
@@ -226,7 +228,7 @@ class PanopticDeepLabPostProcessor:
     valid = scores > neg_inf
     if self.deeplab2_rules:
       scores, flat_index, valid = self._deeplab2_centers(
-          is_peak, scores, flat_index, valid)
+          is_peak, heat, scores, flat_index, valid)
     center_y = tf.math.floordiv(flat_index, width)
     center_x = tf.math.floormod(flat_index, width)
     centers = tf.stack([center_y, center_x], axis=-1)
@@ -312,12 +314,16 @@ class PanopticDeepLabPostProcessor:
         "instance_centers": tf.where(valid[..., tf.newaxis], centers, -1),
     }
 
-  def _deeplab2_centers(self, is_peak, scores, flat_index, valid):
+  def _deeplab2_centers(self, is_peak, heat, scores, flat_index, valid):
     """deeplab2's top-K rule, then the slots in row-major center order."""
     k = self.keep_k_centers
     num_peaks = tf.reduce_sum(tf.cast(is_peak, tf.int32), axis=[1, 2])
-    kth = scores[:, k - 1:k]
-    over = tf.logical_and((num_peaks > k)[:, tf.newaxis], scores <= kth)
+    suppressed = tf.reshape(tf.where(is_peak, heat, 0.0),
+                            [tf.shape(heat)[0], -1])
+    # deeplab2 keeps the centers above the last entry of an unsorted top-K.
+    last = tf.math.top_k(suppressed, k=tf.minimum(k, tf.shape(suppressed)[1]),
+                         sorted=False).values[:, -1:]
+    over = tf.logical_and((num_peaks > k)[:, tf.newaxis], scores <= last)
     valid = tf.logical_and(valid, tf.logical_not(over))
     big = tf.int32.max
     order = tf.argsort(tf.where(valid, flat_index, big), axis=1,

@@ -171,6 +171,139 @@ class InceptionStem(tf_keras.layers.Layer):
     return self._conv3_bn(x, training=training)
 
 
+# deeplab2's relative tables have 2 * MAX_SPAN - 1 = 509 rows whatever the
+# feature size; offsets beyond +-254 share the end rows.
+MAX_SPAN = 255
+
+
+class RelativeEmbedding(tf_keras.layers.Layer):
+  """A (2 * MAX_SPAN - 1) x depth table; call(length) -> [L, L, depth].
+
+  Entry [l, m] is the row of the offset m - l (global attention: queries
+  and keys are the same L positions).
+  """
+
+  def __init__(self, depth: int, stddev: float = 1.0, **kwargs):
+    super().__init__(**kwargs)
+    self._depth = depth
+    self._stddev = stddev
+
+  def build(self, input_shape):
+    del input_shape
+    self._embeddings = self.add_weight(
+        name="embeddings", shape=(2 * MAX_SPAN - 1, self._depth),
+        initializer=tf_keras.initializers.TruncatedNormal(stddev=self._stddev),
+        trainable=True)
+    super().build(None)
+
+  def call(self, length):
+    index = tf.range(length)
+    offset = index[tf.newaxis, :] - index[:, tf.newaxis] + MAX_SPAN - 1
+    return tf.gather(self._embeddings,
+                     tf.clip_by_value(offset, 0, 2 * MAX_SPAN - 2))
+
+
+class AxialAttention1D(tf_keras.layers.Layer):
+  """Global position-sensitive axial attention along axis 1 of [N, L, C].
+
+  q, k, v = BN(x W); logits = BN3(q.k, q.r_q, k.r_k) summed (one BN over
+  the three terms with statistics and parameters per term and head);
+  output = BN2(sum_m a v, sum_m a r_v) summed (per term, head, channel);
+  heads concatenated. Tables: `RelativeEmbedding`.
+  """
+
+  def __init__(self, key_depth: int, value_depth: int, num_heads: int,
+               norm_momentum: float = NORM_MOMENTUM,
+               norm_epsilon: float = NORM_EPSILON, **kwargs):
+    super().__init__(**kwargs)
+    if key_depth % num_heads or value_depth % num_heads:
+      raise ValueError(f"key_depth={key_depth} and value_depth={value_depth} "
+                       f"must be divisible by num_heads={num_heads}.")
+    self._key_depth = key_depth
+    self._value_depth = value_depth
+    self._num_heads = num_heads
+    bn = dict(momentum=norm_momentum, epsilon=norm_epsilon)
+    self._batch_norm_qkv = tf_keras.layers.BatchNormalization(
+        axis=-1, name="batch_norm_qkv", **bn)
+    self._batch_norm_similarity = tf_keras.layers.BatchNormalization(
+        axis=[0, 2], name="batch_norm_similarity", **bn)
+    self._batch_norm_retrieved_output = tf_keras.layers.BatchNormalization(
+        axis=[0, 2, 4], name="batch_norm_retrieved_output", **bn)
+    self._query_rpe = RelativeEmbedding(key_depth // num_heads,
+                                        name="query_rpe")
+    self._key_rpe = RelativeEmbedding(key_depth // num_heads, name="key_rpe")
+    self._value_rpe = RelativeEmbedding(value_depth // num_heads,
+                                        name="value_rpe")
+
+  def build(self, input_shape):
+    channels = int(input_shape[-1])
+    self.qkv_kernel = self.add_weight(
+        name="qkv_kernel",
+        shape=[channels, 2 * self._key_depth + self._value_depth],
+        initializer=tf_keras.initializers.TruncatedNormal(
+            stddev=channels ** -0.5), trainable=True)
+    super().build(input_shape)
+
+  def call(self, x, training=None):
+    heads = self._num_heads
+    length = tf.shape(x)[1]
+    qkv = self._batch_norm_qkv(tf.einsum("nlc,cd->nld", x, self.qkv_kernel),
+                               training=training)
+    q, k, v = tf.split(qkv, [self._key_depth, self._key_depth,
+                             self._value_depth], axis=-1)
+    dk = self._key_depth // heads
+    dv = self._value_depth // heads
+    q = tf.transpose(tf.reshape(q, [-1, length, heads, dk]), [0, 2, 1, 3])
+    k = tf.transpose(tf.reshape(k, [-1, length, heads, dk]), [0, 2, 1, 3])
+    v = tf.reshape(v, [-1, length, heads, dv])
+    logits = tf.stack([
+        tf.einsum("bhld,bhmd->bhlm", q, k),
+        tf.einsum("bhld,lmd->bhlm", q, self._query_rpe(length)),
+        tf.einsum("bhmd,lmd->bhlm", k, self._key_rpe(length))])
+    logits = tf.reduce_sum(
+        self._batch_norm_similarity(logits, training=training), axis=0)
+    weights = tf.nn.softmax(logits)
+    retrieved = tf.stack([
+        tf.einsum("bhlm,bmhd->bhld", weights, v),
+        tf.einsum("bhlm,lmd->bhld", weights, self._value_rpe(length))])
+    out = tf.reduce_sum(
+        self._batch_norm_retrieved_output(retrieved, training=training),
+        axis=0)
+    return tf.reshape(tf.transpose(out, [0, 2, 1, 3]),
+                      [-1, length, self._value_depth])
+
+
+class AxialAttention2DLayer(tf_keras.layers.Layer):
+  """Height-axis then width-axis attention; stride subsamples after each."""
+
+  def __init__(self, filters: int, strides: int = 1,
+               key_expansion: float = 1.0, value_expansion: float = 2.0,
+               num_heads: int = 8, norm_momentum: float = NORM_MOMENTUM,
+               norm_epsilon: float = NORM_EPSILON, **kwargs):
+    super().__init__(**kwargs)
+    self._strides = strides
+    self._value_depth = int(round(filters * value_expansion))
+    depths = dict(key_depth=int(round(filters * key_expansion)),
+                  value_depth=self._value_depth, num_heads=num_heads,
+                  norm_momentum=norm_momentum, norm_epsilon=norm_epsilon)
+    self._height_axis = AxialAttention1D(name="height_axis", **depths)
+    self._width_axis = AxialAttention1D(name="width_axis", **depths)
+
+  def call(self, x, training=None):
+    shape = tf.shape(x)
+    height, width, channels = shape[1], shape[2], x.shape[-1]
+    y = tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [-1, height, channels])
+    y = self._height_axis(y, training=training)
+    y = tf.transpose(tf.reshape(y, [-1, width, height, self._value_depth]),
+                     [0, 2, 1, 3])
+    y = y[:, ::self._strides]
+    strided_height = tf.shape(y)[1]
+    y = self._width_axis(tf.reshape(y, [-1, width, self._value_depth]),
+                         training=training)
+    y = tf.reshape(y, [-1, strided_height, width, self._value_depth])
+    return y[:, :, ::self._strides]
+
+
 class ResidualBlock(tf_keras.layers.Layer):
   """ReLU(input) -> bottleneck (3 filters) or basic (2 filters) branch + shortcut.
 
@@ -183,8 +316,9 @@ class ResidualBlock(tf_keras.layers.Layer):
   def __init__(self, filters: Sequence[int], name: str, strides: int = 1,
                rate: int = 1, second_rate: Optional[int] = None,
                use_sac: bool = False, drop_path_keep_prob: float = 1.0,
-               **conv_kwargs):
+               attention: Optional[Dict[str, float]] = None, **conv_kwargs):
     super().__init__(name=name)
+    self._attention_used = attention is not None
     self._filters = list(filters)
     self._strides = strides
     self._keep_prob = drop_path_keep_prob
@@ -193,9 +327,16 @@ class ResidualBlock(tf_keras.layers.Layer):
     if len(filters) == 3:
       self._conv1_bn_act = ConvBN(filters[0], 1, relu=True,
                                   name="conv1_bn_act", **conv_kwargs)
-      self._conv2_bn_act = ConvBN(filters[1], 3, strides=strides, rate=rate,
-                                  relu=True, use_sac=use_sac,
-                                  name="conv2_bn_act", **conv_kwargs)
+      if attention is None:
+        self._conv2_bn_act = ConvBN(filters[1], 3, strides=strides,
+                                    rate=rate, relu=True, use_sac=use_sac,
+                                    name="conv2_bn_act", **conv_kwargs)
+      else:
+        self._attention = AxialAttention2DLayer(
+            filters[1], strides=strides, name="attention",
+            norm_momentum=conv_kwargs.get("norm_momentum", NORM_MOMENTUM),
+            norm_epsilon=conv_kwargs.get("norm_epsilon", NORM_EPSILON),
+            **attention)
       self._conv3_bn = ConvBN(filters[2], 1, zero_gamma=True,
                               name="conv3_bn", **conv_kwargs)
     elif len(filters) == 2:
@@ -226,7 +367,10 @@ class ResidualBlock(tf_keras.layers.Layer):
       shortcut = x
     if len(self._filters) == 3:
       y = self._conv1_bn_act(x, training=training)
-      y = self._conv2_bn_act(y, training=training)
+      if self._attention_used:
+        y = tf.nn.relu(self._attention(y, training=training))
+      else:
+        y = self._conv2_bn_act(y, training=training)
       y = self._conv3_bn(y, training=training)
     else:
       y = self._conv1_bn_act(x, training=training)
@@ -258,7 +402,10 @@ class BlockGroup(tf_keras.layers.Layer):
                backbone_type: str, use_sac_beyond_stride: int = 0,
                drop_path_keep_prob_last: float = 1.0,
                drop_path_beyond_stride: int = 16,
-               drop_path_schedule: str = "constant", **conv_kwargs):
+               drop_path_schedule: str = "constant",
+               use_axial_beyond_stride: int = 0,
+               attention_bottleneck_expansion: int = 2,
+               attention: Optional[Dict[str, float]] = None, **conv_kwargs):
     super().__init__(name=name)
     self._num_blocks = num_blocks
     self.block_keep_probs = []
@@ -276,7 +423,12 @@ class BlockGroup(tf_keras.layers.Layer):
         keep = drop_path_keep_prob(
             drop_path_keep_prob_last, drop_path_schedule,
             int(round(math.log2(current) - 1)))
-      if backbone_type in ("resnet", "resnet_beta"):
+      block_attention = None
+      if current >= use_axial_beyond_stride > 0:
+        block_attention = dict(attention or {})
+        filters_list = [filters * attention_bottleneck_expansion, filters,
+                        4 * filters]
+      elif backbone_type in ("resnet", "resnet_beta"):
         filters_list = [filters, filters, 4 * filters]
       elif input_stride * stride < 32:
         filters_list = [4 * filters, 4 * filters]
@@ -285,7 +437,8 @@ class BlockGroup(tf_keras.layers.Layer):
       self.block_keep_probs.append(keep)
       setattr(self, f"_block{index + 1}", ResidualBlock(
           filters_list, f"block{index + 1}", strides=strides, rate=rate, second_rate=second_rate,
-          use_sac=use_sac, drop_path_keep_prob=keep, **conv_kwargs))
+          use_sac=use_sac, drop_path_keep_prob=keep,
+          attention=block_attention, **conv_kwargs))
       if index == 0 and stride > 1:
         current *= stride
 
@@ -315,6 +468,11 @@ class DeepLab2ResNet(tf_keras.Model):
                drop_path_keep_prob: float = 1.0,
                drop_path_beyond_stride: int = 16,
                drop_path_schedule: str = "constant",
+               use_axial_beyond_stride: int = 0,
+               attention_bottleneck_expansion: int = 2,
+               key_expansion: float = 1.0,
+               value_expansion: float = 2.0,
+               num_heads: int = 8,
                norm_momentum: float = NORM_MOMENTUM,
                norm_epsilon: float = NORM_EPSILON,
                kernel_regularizer=None,
@@ -342,7 +500,13 @@ class DeepLab2ResNet(tf_keras.Model):
         use_sac_beyond_stride=use_sac_beyond_stride,
         drop_path_keep_prob=drop_path_keep_prob,
         drop_path_beyond_stride=drop_path_beyond_stride,
-        drop_path_schedule=drop_path_schedule)
+        drop_path_schedule=drop_path_schedule,
+        use_axial_beyond_stride=use_axial_beyond_stride,
+        attention_bottleneck_expansion=attention_bottleneck_expansion,
+        key_expansion=key_expansion, value_expansion=value_expansion,
+        num_heads=num_heads)
+    attention = dict(key_expansion=key_expansion,
+                     value_expansion=value_expansion, num_heads=num_heads)
     conv_kwargs = dict(norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
                        kernel_regularizer=kernel_regularizer)
     blocks = [3] + [int(n * backbone_layer_multiplier) for n in num_blocks]
@@ -375,7 +539,10 @@ class DeepLab2ResNet(tf_keras.Model):
           use_sac_beyond_stride=use_sac_beyond_stride,
           drop_path_keep_prob_last=drop_path_keep_prob,
           drop_path_beyond_stride=drop_path_beyond_stride,
-          drop_path_schedule=drop_path_schedule, **conv_kwargs))
+          drop_path_schedule=drop_path_schedule,
+          use_axial_beyond_stride=use_axial_beyond_stride,
+          attention_bottleneck_expansion=attention_bottleneck_expansion,
+          attention=attention, **conv_kwargs))
 
   @property
   def arguments(self) -> Dict[str, object]:
@@ -404,6 +571,18 @@ ENCODERS = {
                           drop_path_beyond_stride=4),
     "swidernet": dict(backbone_type="wider_resnet", num_blocks=(3, 6, 3, 3),
                       drop_path_beyond_stride=4),
+    # SWideRNet with axial blocks from stride 16 on.
+    "axial_swidernet": dict(backbone_type="wider_resnet",
+                            num_blocks=(3, 6, 3, 3),
+                            drop_path_beyond_stride=4,
+                            use_axial_beyond_stride=16,
+                            attention_bottleneck_expansion=4,
+                            key_expansion=2.0, value_expansion=4.0),
+    # MaX-DeepLab-S without its memory path (deeplab2's
+    # max_deeplab_s_backbone): ResNet-50-beta with axial blocks from
+    # stride 16 on.
+    "max_deeplab_s_backbone": dict(backbone_type="resnet_beta",
+                                   use_axial_beyond_stride=16),
 }
 
 
