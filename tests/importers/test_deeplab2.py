@@ -38,6 +38,10 @@ MODELS = {
     "swidernet_sac_os16": ("deeplab2_panoptic_swidernet_sac_1_1_1_os16",
                            {"use_sac_beyond_stride": 16,
                             "layer_multiplier": 0.5}),
+    "axial_swidernet_os16": ("deeplab2_axial_swidernet_1_1_1_os16",
+                             {"layer_multiplier": 0.5}),
+    "max_deeplab_s_backbone_os16": ("deeplab2_max_deeplab_s_backbone_os16",
+                                    {"layer_multiplier": 0.5}),
     "coco_resnet50_beta_os32": ("deeplab2_panoptic_coco_resnet50_beta_os32",
                                 {}),
     "imagenet_swidernet_sac": ("deeplab2_swidernet_sac_1_1_1_imagenet",
@@ -149,6 +153,35 @@ def test_wide_resnet41_os16(tmp_path):
 
 def test_swidernet_sac_os16(tmp_path):
   _check_panoptic("swidernet_sac_os16", tmp_path)
+
+
+def test_axial_swidernet_os16(tmp_path):
+  _check_panoptic("axial_swidernet_os16", tmp_path)
+
+
+def test_max_deeplab_s_backbone_os16(tmp_path):
+  _check_panoptic("max_deeplab_s_backbone_os16", tmp_path)
+
+
+@pytest.mark.slow
+def test_export_for_predict(tmp_path):
+  fixture = "resnet50_os32"
+  name, overrides = _overrides(fixture)
+  out = tmp_path / "imported"
+  args = [f"--model={name}", f"--output_dir={out}", "--export",
+          "--checkpoint=" + os.path.join(FIXTURES, fixture)]
+  args += [f"--override={k}={json.dumps(v)}" for k, v in overrides.items()]
+  status, err = _run_tool(args)
+  assert status == 0, err
+  served = tf.saved_model.load(str(out / "saved_model"))
+  ref = np.load(os.path.join(FIXTURES, fixture, "reference.npz"))
+  tag = "x".join(map(str, _spec(fixture)["sizes"][0]))
+  result = served.signatures["serving_default"](
+      tf.constant(ref[f"images_{tag}"]))
+  # deeplab2's argmax class (its post-processing settings differ from the
+  # Cityscapes ones the export carries, so compare the semantic map).
+  np.testing.assert_array_equal(result["semantic_pred"].numpy(),
+                                ref[f"semantic_{tag}"])
 
 
 def test_coco_void_class_dropped(tmp_path):
