@@ -318,7 +318,7 @@ def import_checkpoint(model_name: str, checkpoint: str, output_dir: str,
     for key in model_keys:  # Reads all data: a truncated file fails here.
       try:
         reader.get_tensor(key)
-      except (tf.errors.OpError, ValueError) as e:
+      except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as e:
         raise ImportError_(f"cannot read checkpoint variable {key!r} of "
                            f"{prefix!r} (truncated data file?): "
                            f"{' '.join(str(e).split())[:200]}") from e
