@@ -238,6 +238,11 @@ class DeepLab2PanopticModel(tf_keras.Model):
     self._drop_first_logit = drop_first_logit
 
   @property
+  def num_classes(self) -> int:
+    """Semantic classes of the outputs (without a dropped void logit)."""
+    return self.semantic_head.final_conv.filters - int(self._drop_first_logit)
+
+  @property
   def checkpoint_items(self) -> Dict[str, tf.Module]:
     return {"backbone": self.backbone}
 
