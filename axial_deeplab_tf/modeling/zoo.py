@@ -52,7 +52,8 @@ register_model(
     num_classes=1000, input_size=(224, 224))
 
 # Model families written in their own modules register themselves on import.
-for _module in ("axial_deeplab", "segnext", "isanet", "conv_baselines"):
+for _module in ("axial_deeplab", "segnext", "isanet", "conv_baselines",
+                "deeplab2_panoptic"):
   try:
     importlib.import_module(f"axial_deeplab_tf.modeling.{_module}")
   except ModuleNotFoundError as e:  # Only a missing module itself is skipped.

@@ -14,6 +14,19 @@ center offsets) to a panoptic map (Cheng et al., Panoptic-DeepLab, CVPR
      `stuff_area_limit` pixels of an image, and thing pixels without any
      center, become void (ignore_label * label_divisor).
 
+`deeplab2_rules=True` reproduces the panoptic maps of deeplab2's
+Panoptic-DeepLab post-processing (the published checkpoints' evaluation):
+centers must also be positive (deeplab2 zeroes the heatmap below the
+threshold and keeps non-zero peaks); when more than `keep_k_centers`
+centers pass, only those strictly above the last value of TensorFlow's
+unsorted top-K of the suppressed heatmap stay, as deeplab2 does (that
+value is one of the K best, not always the K-th: fewer than K remain); centers are
+ordered by position (row-major), so a pixel equidistant to two centers
+joins the earlier one and `instance_pred` numbers centers in that order;
+the instances of a class are numbered in the row-major order of their
+first pixel. Without it, exactly K centers are kept when more pass, ties
+go to the higher score and instances are numbered by decreasing score.
+
 Shapes are static in the number of centers (`keep_k_centers` slots, unused
 slots masked), so it runs under tf.function with unknown batch, height and
 width, under XLA (jit_compile=True), and inside a SavedModel.
@@ -42,7 +55,8 @@ class PanopticDeepLabPostProcessor:
                center_threshold: float = 0.1,
                nms_kernel: int = 7,
                keep_k_centers: int = 200,
-               stuff_area_limit: int = 4096):
+               stuff_area_limit: int = 4096,
+               deeplab2_rules: bool = False):
     """Initializes the post-processor.
 
     Args:
@@ -57,6 +71,8 @@ class PanopticDeepLabPostProcessor:
       keep_k_centers: number of center slots per image (the top-K scores).
       stuff_area_limit: stuff classes with fewer pixels than this in an image
         become void.
+      deeplab2_rules: reproduce deeplab2's center selection, tie breaking
+        and instance numbering (module docstring).
 
     Raises:
       ValueError: on an invalid argument.
@@ -100,6 +116,10 @@ class PanopticDeepLabPostProcessor:
     self.nms_kernel = nms_kernel
     self.keep_k_centers = keep_k_centers
     self.stuff_area_limit = stuff_area_limit
+    if not isinstance(deeplab2_rules, bool):
+      raise TypeError(f"deeplab2_rules must be a bool, got "
+                      f"{deeplab2_rules!r}.")
+    self.deeplab2_rules = deeplab2_rules
 
   def get_config(self) -> Dict[str, object]:
     return {
@@ -111,6 +131,7 @@ class PanopticDeepLabPostProcessor:
         "nms_kernel": self.nms_kernel,
         "keep_k_centers": self.keep_k_centers,
         "stuff_area_limit": self.stuff_area_limit,
+        "deeplab2_rules": self.deeplab2_rules,
     }
 
   def _check_outputs(self, outputs: Mapping[str, tf.Tensor]):
@@ -195,14 +216,19 @@ class PanopticDeepLabPostProcessor:
                               padding="SAME")
     pooled = tf.nn.max_pool2d(pooled, ksize=[1, self.nms_kernel], strides=1,
                               padding="SAME")[..., 0]
-    is_peak = tf.logical_and(tf.equal(heat, pooled),
-                             heat > self.center_threshold)
+    threshold = self.center_threshold
+    if self.deeplab2_rules:  # deeplab2 keeps positive peaks only.
+      threshold = max(threshold, 0.0)
+    is_peak = tf.logical_and(tf.equal(heat, pooled), heat > threshold)
     neg_inf = tf.constant(float("-inf"), tf.float32)
     candidates = tf.reshape(tf.where(is_peak, heat, neg_inf), [batch, -1])
     # Images with fewer than K pixels still fill K slots.
     candidates = tf.concat([candidates, tf.fill([batch, k], neg_inf)], axis=1)
     scores, flat_index = tf.math.top_k(candidates, k=k, sorted=True)
     valid = scores > neg_inf
+    if self.deeplab2_rules:
+      scores, flat_index, valid = self._deeplab2_centers(
+          is_peak, heat, scores, flat_index, valid)
     center_y = tf.math.floordiv(flat_index, width)
     center_x = tf.math.floormod(flat_index, width)
     centers = tf.stack([center_y, center_x], axis=-1)
@@ -235,8 +261,12 @@ class PanopticDeepLabPostProcessor:
     # Per-class running count over slots in score order gives 1, 2, ... .
     class_one_hot = tf.one_hot(slot_class, nc, dtype=tf.int32) * tf.cast(
         slot_used, tf.int32)[..., tf.newaxis]
-    slot_number = tf.reduce_sum(
-        tf.cumsum(class_one_hot, axis=1) * class_one_hot, axis=-1)
+    if self.deeplab2_rules:
+      slot_number = self._first_pixel_numbers(pixel_slot, slot_class,
+                                              slot_used)
+    else:
+      slot_number = tf.reduce_sum(
+          tf.cumsum(class_one_hot, axis=1) * class_one_hot, axis=-1)
     void_id = self.ignore_label * self.label_divisor
     slot_panoptic = tf.where(slot_used,
                              slot_class * self.label_divisor + slot_number,
@@ -283,6 +313,43 @@ class PanopticDeepLabPostProcessor:
         "instance_class_scores": class_scores,
         "instance_centers": tf.where(valid[..., tf.newaxis], centers, -1),
     }
+
+  def _deeplab2_centers(self, is_peak, heat, scores, flat_index, valid):
+    """deeplab2's top-K rule, then the slots in row-major center order."""
+    k = self.keep_k_centers
+    num_peaks = tf.reduce_sum(tf.cast(is_peak, tf.int32), axis=[1, 2])
+    suppressed = tf.reshape(tf.where(is_peak, heat, 0.0),
+                            [tf.shape(heat)[0], -1])
+    # deeplab2 keeps the centers above the last entry of an unsorted top-K.
+    last = tf.math.top_k(suppressed, k=tf.minimum(k, tf.shape(suppressed)[1]),
+                         sorted=False).values[:, -1:]
+    over = tf.logical_and((num_peaks > k)[:, tf.newaxis], scores <= last)
+    valid = tf.logical_and(valid, tf.logical_not(over))
+    big = tf.int32.max
+    order = tf.argsort(tf.where(valid, flat_index, big), axis=1,
+                       stable=True)
+    return (tf.gather(scores, order, batch_dims=1),
+            tf.gather(flat_index, order, batch_dims=1),
+            tf.gather(valid, order, batch_dims=1))
+
+  def _first_pixel_numbers(self, pixel_slot, slot_class, slot_used):
+    """Instance numbers per class in the row-major order of first pixels."""
+    k = self.keep_k_centers
+    batch = tf.shape(pixel_slot)[0]
+    num_pixels = tf.shape(pixel_slot)[1]
+    batch_index = tf.range(batch)[:, tf.newaxis]
+    position = tf.broadcast_to(tf.range(num_pixels)[tf.newaxis],
+                               tf.shape(pixel_slot))
+    first = tf.math.unsorted_segment_min(
+        position, batch_index * (k + 1) + pixel_slot, batch * (k + 1))
+    first = tf.reshape(first, [batch, k + 1])[:, :k]
+    same_class = tf.equal(slot_class[:, :, tf.newaxis],
+                          slot_class[:, tf.newaxis, :])
+    earlier = first[:, tf.newaxis, :] <= first[:, :, tf.newaxis]
+    counted = tf.logical_and(tf.logical_and(same_class, earlier),
+                             slot_used[:, tf.newaxis, :])
+    numbers = tf.reduce_sum(tf.cast(counted, tf.int32), axis=-1)
+    return numbers * tf.cast(slot_used, tf.int32)
 
   def _nearest_center(self, target_y, target_x, center_y, center_x, valid):
     """Index of the nearest valid center of each pixel target.

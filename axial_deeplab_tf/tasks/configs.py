@@ -67,6 +67,7 @@ class PostProcessorConfig(hyperparams.Config):
   nms_kernel: int = 7
   keep_k_centers: int = 200
   stuff_area_limit: int = 4096
+  deeplab2_rules: bool = False
 
 
 @dataclasses.dataclass

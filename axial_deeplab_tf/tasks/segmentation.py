@@ -478,7 +478,8 @@ class PanopticSegmentationTask(_BaseTask):
         thing_class_ids=meta.thing_class_ids, num_classes=meta.num_classes,
         label_divisor=meta.label_divisor, ignore_label=meta.ignore_label,
         center_threshold=p.center_threshold, nms_kernel=p.nms_kernel,
-        keep_k_centers=p.keep_k_centers, stuff_area_limit=p.stuff_area_limit)
+        keep_k_centers=p.keep_k_centers, stuff_area_limit=p.stuff_area_limit,
+        deeplab2_rules=p.deeplab2_rules)
 
   def parser_config(self, params: configs.DataConfig):
     losses = self.task_config.losses
