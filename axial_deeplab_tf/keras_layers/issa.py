@@ -41,8 +41,12 @@ class ISSASelfAttentionBlock(keras.layers.Layer):
                activation: str = "relu", use_sync_bn: bool = False,
                norm_momentum: float = 0.9, norm_epsilon: float = 1e-5,
                kernel_initializer: Any = "he_normal", kernel_regularizer=None,
-               bias_regularizer=None, **kwargs):
+               bias_regularizer=None, value_use_bias: bool = True, **kwargs):
     super().__init__(**kwargs)
+    if not isinstance(value_use_bias, bool):
+      raise TypeError(f"value_use_bias must be a bool, got "
+                      f"{value_use_bias!r}.")
+    self._value_use_bias = value_use_bias
     self._key_channels = _check_channels("key_channels", key_channels)
     self._value_channels = _check_channels("value_channels", value_channels,
                                            allow_none=True)
@@ -82,7 +86,8 @@ class ISSASelfAttentionBlock(keras.layers.Layer):
                          self._bn("query_bn2")]
     self.key_layers = [self._conv(k, "key_conv1", False), self._bn("key_bn1"),
                        self._conv(k, "key_conv2", False), self._bn("key_bn2")]
-    self.value_conv = self._conv(value_channels, "value_conv")
+    self.value_conv = self._conv(value_channels, "value_conv",
+                                 self._value_use_bias)
     self.output_conv = self._conv(output_channels, "output_conv", False)
     self.output_norm = self._bn("output_bn")
     for layers in (self.query_layers, self.key_layers):
@@ -128,6 +133,7 @@ class ISSASelfAttentionBlock(keras.layers.Layer):
         "value_channels": self._value_channels,
         "output_channels": self._output_channels,
         "activation": self._activation, "use_sync_bn": self._use_sync_bn,
+        "value_use_bias": self._value_use_bias,
         "norm_momentum": self._norm_momentum,
         "norm_epsilon": self._norm_epsilon,
         "kernel_initializer": base.serialize(self._kernel_initializer),
@@ -147,7 +153,7 @@ class InterlacedSparseSelfAttention(keras.layers.Layer):
                activation: str = "relu", use_sync_bn: bool = False,
                norm_momentum: float = 0.9, norm_epsilon: float = 1e-5,
                kernel_initializer: Any = "he_normal", kernel_regularizer=None,
-               bias_regularizer=None, **kwargs):
+               bias_regularizer=None, value_use_bias: bool = True, **kwargs):
     super().__init__(**kwargs)
     self._partition_factors = am.check_partition_factors(partition_factors)
     self._block_config = dict(
@@ -156,7 +162,7 @@ class InterlacedSparseSelfAttention(keras.layers.Layer):
         use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
         norm_epsilon=norm_epsilon, kernel_initializer=kernel_initializer,
         kernel_regularizer=kernel_regularizer,
-        bias_regularizer=bias_regularizer)
+        bias_regularizer=bias_regularizer, value_use_bias=value_use_bias)
     self.long_range = ISSASelfAttentionBlock(**self._block_config,
                                              name="long_range")
     self.short_range = ISSASelfAttentionBlock(**self._block_config,

@@ -150,7 +150,8 @@ def cases():
       relative_span=(7, 6), use_output_projection=True), x2l, {}
   yield "issa", lambda m: m.InterlacedSparseSelfAttention(
       key_channels=4, value_channels=6, output_channels=8,
-      partition_factors=(2, 3), activation="leaky_relu"), xs, {}
+      partition_factors=(2, 3), activation="leaky_relu",
+      value_use_bias=False), xs, {}
   yield "msca", lambda m: m.MultiScaleConvAttention(
       kernel_sizes=(3, 5), base_kernel_size=3), xs, {}
   yield "mscan_block", lambda m: m.MSCANBlock(
