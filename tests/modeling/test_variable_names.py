@@ -68,11 +68,11 @@ def test_every_axial_family_model_is_covered():
     _reduced_arguments(name)
 
 
-# Model Garden's ASPP (official.vision.modeling.decoders.aspp) creates its
-# layers inside Sequentials named per call graph: the semantic and instance
-# decoders' ASPPs get the same variable names. Not fixed yet.
-_ASPP_MODELS = ("panoptic_deeplab_r50", "panoptic_deeplab_resnet26_beta",
-                "panoptic_deeplab_resnet50_beta")
+# With Model Garden's DilatedResNet, the ASPPs of the semantic and instance
+# decoders (official.vision.modeling.decoders.aspp: layers inside
+# Sequentials, named per call graph) get the same variable names. Not fixed
+# yet.
+_ASPP_MODELS = ("panoptic_deeplab_r50",)
 
 
 @pytest.mark.slow  # Tens of seconds per model on a loaded 2-core machine.
