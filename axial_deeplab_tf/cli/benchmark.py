@@ -55,6 +55,10 @@ from absl import app
 from absl import flags
 from absl import logging
 
+# Peak memory is read from TensorFlow's CPU allocator statistics, which only
+# its BFC allocator keeps; set before TensorFlow loads.
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
 # axial_deeplab_tf.utils.benchmark.SUITES, spelled out so that flag errors are
 # reported before TensorFlow loads.
 _SUITES = ("resnet_ratio", "layers", "models", "issa_dense",

@@ -50,6 +50,15 @@ def _reduced_arguments(name):
     return dict(num_classes=3, width_multiplier=0.125,
                 stem_channels=(4, 4, 8), context_channels=8,
                 semantic_channels=8, instance_channels=8)
+  if name.startswith("deeplab2_"):
+    reduced = dict(num_classes=3, width_multiplier=0.0625,
+                   stem_width_multiplier=0.0625)
+    if name.endswith("_imagenet"):
+      return reduced
+    return dict(reduced, aspp_channels=8, semantic_decoder_channels=8,
+                instance_decoder_channels=8, semantic_low_channels=(8, 8),
+                instance_low_channels=(8, 8), semantic_head_channels=8,
+                instance_head_channels=8)
   if name == "panoptic_deeplab_r50":
     return dict(num_classes=3, semantic_channels=8, instance_channels=8,
                 aspp_channels=8)

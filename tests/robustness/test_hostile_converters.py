@@ -27,6 +27,7 @@ from axial_deeplab_tf.utils import errors
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 TOOL = os.path.join(REPO, "tools", "build_panoptic_data.py")
+TOOL_MODULE = "axial_deeplab_tf.cli.build_panoptic_data"  # What TOOL runs.
 TIMEOUT = 120
 
 
@@ -334,11 +335,9 @@ def test_read_only_output_dir(dataset, tmp_path):
 # child runs the tool's own main() with the given flags, as the command
 # line would.
 _ZYGOTE = r"""
-import importlib.util, json, os, sys
+import importlib, json, os, sys
 import tensorflow as tf  # Imported before forking, as the tool would.
-spec = importlib.util.spec_from_file_location("tool", sys.argv[1])
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+tool = importlib.import_module(sys.argv[1])  # The tool's module.
 for line in sys.stdin:
   argv = json.loads(line)
   pid = os.fork()
@@ -364,7 +363,7 @@ class _Zygote:
 
   def __init__(self):
     self.process = subprocess.Popen(
-        [sys.executable, "-c", _ZYGOTE, TOOL], env=_env(), cwd=REPO,
+        [sys.executable, "-c", _ZYGOTE, TOOL_MODULE], env=_env(), cwd=REPO,
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
   def start(self, argv):
