@@ -71,7 +71,10 @@ def venv(wheel, tmp_path_factory):
   with open(os.path.join(site, "_main_environment.pth"), "w") as f:
     f.write("\n".join(sorted({paths["purelib"], paths["platlib"]})) + "\n")
   subprocess.run([sys.executable, "-m", "pip", "--python", python, "install",
-                  "-q", "--no-deps", "--no-index", wheel], check=True,
+                  "-q", "--no-deps", "--no-index",
+                  # The main environment (seen through the .pth) may hold an
+                  # editable install of the package: install beside it.
+                  "--ignore-installed", wheel], check=True,
                  capture_output=True, text=True)
   return python, str(env_dir / "bin"), site
 

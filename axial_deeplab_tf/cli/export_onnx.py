@@ -16,5 +16,13 @@ PARSES_OWN_ARGUMENTS = True
 
 
 def main(argv: Sequence[str]) -> int:
+  from absl import flags  # pylint: disable=g-import-not-at-top
   from axial_deeplab_tf.serving import portable_export  # pylint: disable=g-import-not-at-top
+  if any(a in ("-h", "--help", "--helpshort") for a in argv[1:]):
+    values = flags.FlagValues()
+    portable_export.define_flags("onnx", values)
+    print(__doc__)
+    print("flags:")
+    print(values.get_help())
+    return 0
   return portable_export.main(list(argv), "onnx")

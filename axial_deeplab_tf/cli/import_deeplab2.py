@@ -23,6 +23,7 @@ def main(argv: Sequence[str]) -> int:
   argv = list(argv)
   if any(a in ("-h", "--help", "--helpshort") for a in argv[1:]):
     print(__doc__)
+    print("flags:")
     print(values.get_help())
     return 0
   try:

@@ -45,6 +45,18 @@ _OWN_FLAGS = {
     ("visualize-attention",): (["--image", "--block", "--gin_file"],
                                ["--saved_model"]),
     ("scale-stress",): (["--gin_file", "--resolutions"], ["--saved_model"]),
+    ("export-tflite",): (["--output", "--input_size", "--quantization"],
+                         ["--export_dir", "--saved_model"]),
+    ("export-onnx",): (["--output", "--input_size"],
+                       ["--export_dir", "--saved_model"]),
+    ("import-torch-axial",): (["--model", "--checkpoint", "--output_dir"],
+                              ["--gin_file", "--dataset"]),
+    ("import-segnext",): (["--model", "--dataset", "--checkpoint"],
+                          ["--gin_file", "--input_size"]),
+    ("import-isanet",): (["--model", "--dataset", "--checkpoint"],
+                         ["--gin_file", "--input_size"]),
+    ("import-deeplab2",): (["--model", "--checkpoint", "--output_dir"],
+                           ["--gin_file", "--dataset"]),
 }
 
 
@@ -131,9 +143,14 @@ def test_missing_module_and_missing_dependency(tmp_path, monkeypatch,
 
 
 def test_importer_entries_point_at_the_importers_package():
+  import importlib  # pylint: disable=g-import-not-at-top
   for name in ("torch-axial", "segnext", "isanet", "deeplab2"):
+    module = name.replace("-", "_")
     assert main.SUBCOMMANDS[f"import-{name}"] == (
-        f"axial_deeplab_tf.importers.{name.replace('-', '_')}")
+        f"axial_deeplab_tf.cli.import_{module}")
+    source = importlib.util.find_spec(f"axial_deeplab_tf.cli.import_{module}")
+    with open(source.origin) as f:
+      assert f"from axial_deeplab_tf.importers import {module}" in f.read()
 
 
 def test_eval_refuses_a_training_mode():
