@@ -11,18 +11,11 @@ axial_deeplab_tf/serving/portable_export.py.
 
 from typing import Sequence
 
+from axial_deeplab_tf.cli import export_tflite
+
 # portable_export.main parses its own flags (one FlagValues per call).
 PARSES_OWN_ARGUMENTS = True
 
 
 def main(argv: Sequence[str]) -> int:
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from axial_deeplab_tf.serving import portable_export  # pylint: disable=g-import-not-at-top
-  if any(a in ("-h", "--help", "--helpshort") for a in argv[1:]):
-    values = flags.FlagValues()
-    portable_export.define_flags("onnx", values)
-    print(__doc__)
-    print("flags:")
-    print(values.get_help())
-    return 0
-  return portable_export.main(list(argv), "onnx")
+  return export_tflite.run_portable_export(argv, "onnx", __doc__)

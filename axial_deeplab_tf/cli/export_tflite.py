@@ -15,14 +15,19 @@ from typing import Sequence
 PARSES_OWN_ARGUMENTS = True
 
 
-def main(argv: Sequence[str]) -> int:
+def run_portable_export(argv: Sequence[str], fmt: str, doc: str) -> int:
+  """`--help` (the docstring and the flags of `fmt`) or the export itself."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from axial_deeplab_tf.serving import portable_export  # pylint: disable=g-import-not-at-top
   if any(a in ("-h", "--help", "--helpshort") for a in argv[1:]):
     values = flags.FlagValues()
-    portable_export.define_flags("tflite", values)
-    print(__doc__)
+    portable_export.define_flags(fmt, values)
+    print(doc)
     print("flags:")
     print(values.get_help())
     return 0
-  return portable_export.main(list(argv), "tflite")
+  return portable_export.main(list(argv), fmt)
+
+
+def main(argv: Sequence[str]) -> int:
+  return run_portable_export(argv, "tflite", __doc__)
