@@ -100,7 +100,7 @@ def test_command_lines_name_real_subcommands_and_flags():
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     for flag in flags:
-      assert re.search(rf"^\s+{flag}[:=]|\[no\]{flag[2:]}:", result.stdout,
+      assert re.search(rf"^\s+{flag}([:=]|\s|$)|\[no\]{flag[2:]}:", result.stdout,
                        re.MULTILINE), (path, flag)
 
 
