@@ -241,6 +241,17 @@ def test_stale_temporaries_never_match_and_are_cleaned(dataset, tmp_path):
   assert not glob.glob(str(out / ".tmp-*"))
 
 
+_SLOW_DECODE = """
+import time
+from PIL import ImageFile
+_load = ImageFile.ImageFile.load
+def _slow_load(self):
+  time.sleep(0.25)
+  return _load(self)
+ImageFile.ImageFile.load = _slow_load
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signals_remove_temporaries(tmp_path, sig):
@@ -249,8 +260,14 @@ def test_signals_remove_temporaries(tmp_path, sig):
   split = synthetic.generate_synthetic_panoptic(
       root, num_train=40, num_val=0, image_size=(96, 96), seed=5)["train"]
   out = tmp_path / "out"
+  # Each image decode is slowed down (a sitecustomize on the child's path),
+  # so the signal surely lands while records are being written.
+  slow = tmp_path / "slow_site"
+  slow.mkdir()
+  (slow / "sitecustomize.py").write_text(_SLOW_DECODE)
+  env = dict(_env(), PYTHONPATH=os.pathsep.join([str(slow), REPO]))
   process = subprocess.Popen(
-      [sys.executable, TOOL] + _args(split, str(out)), env=_env(), cwd=REPO,
+      [sys.executable, TOOL] + _args(split, str(out)), env=env, cwd=REPO,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.monotonic() + 60
   while time.monotonic() < deadline and not glob.glob(str(out / ".tmp-*")):

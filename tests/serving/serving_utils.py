@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import traceback
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import pytest
@@ -86,6 +86,33 @@ def assert_usage_error(name: str, args: Sequence[str], *expected: str):
   assert result.returncode == 2, result.stderr[-2000:]
   for text in expected:
     assert text in result.stderr, result.stderr[-2000:]
+
+
+_PEAK_RSS_WRAPPER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as f:
+  f.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_with_peak_rss(command: Sequence[str], report: str, **popen_kwargs
+                      ) -> Tuple[int, int]:
+  """Runs `command`; returns (exit code, its peak resident bytes).
+
+  Linux counts the RSS of the process a child was forked from into the
+  child's ru_maxrss (the memory is the parent's until exec), so a test
+  process of several GiB would show in any child it waits for directly.
+  A small Python process in between starts the command instead: what it
+  reports is the command's own peak. `report` is a scratch file path.
+  """
+  returncode = subprocess.call(
+      [sys.executable, "-c", _PEAK_RSS_WRAPPER, report] + list(command),
+      **popen_kwargs)
+  with open(report) as f:
+    return returncode, int(f.read()) * 1024
 
 
 def plain_env() -> dict:

@@ -170,14 +170,11 @@ def test_predict_tool_survives_a_hostile_folder(tmp_path):
              f"--images={images}/a/*", f"--images={images}/b/*",
              f"--output_dir={out}"]
   with open(tmp_path / "stderr.txt", "w") as err:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                               stderr=err, cwd=su.REPO, env=su.plain_env())
-    # wait4 gives the rusage of this child alone: its peak resident memory.
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
+    returncode, peak = su.run_with_peak_rss(
+        command, str(tmp_path / "peak.txt"), stdout=subprocess.DEVNULL,
+        stderr=err, cwd=su.REPO, env=su.plain_env())
   stderr = (tmp_path / "stderr.txt").read_text()
-  peak = usage.ru_maxrss * 1024
-  assert process.returncode == 1, stderr[-3000:]
+  assert returncode == 1, stderr[-3000:]
   assert peak < 2 * GIB, f"peak RSS {peak / GIB:.2f} GiB"
   for name, (_, reason) in hostile.items():
     lines = [l for l in stderr.splitlines()

@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from axial_deeplab_tf.data import metadata as metadata_lib
 from axial_deeplab_tf.data import tfrecord_schema
@@ -287,6 +287,17 @@ def _raise_terminated(signum, frame):
   raise _Terminated(f"terminated by signal {signum}")
 
 
+def _interruption(error: BaseException) -> Optional[BaseException]:
+  """The SIGTERM/SIGINT behind `error` (itself or a cause), or None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    if isinstance(error, (_Terminated, KeyboardInterrupt)):
+      return error
+    seen.add(id(error))
+    error = error.__cause__ or error.__context__
+  return None
+
+
 def write_records(*, dataset: str, tasks: Sequence[Any],
                   process_fn: ProcessFn, output_dir: str, split: str,
                   num_shards: int, num_workers: int, strict: bool,
@@ -331,8 +342,13 @@ def write_records(*, dataset: str, tasks: Sequence[Any],
         output_dir=output_dir, split=split, num_shards=num_shards,
         num_workers=num_workers, strict=strict, metadata=metadata,
         pre_skipped=pre_skipped, progress_stream=progress_stream)
-  except _Terminated as e:
-    raise KeyboardInterrupt(str(e)) from e
+  except BaseException as e:  # pylint: disable=broad-except
+    interrupt = _interruption(e)
+    if interrupt is None:
+      raise
+    # A signal that lands inside an import or a class body arrives wrapped
+    # (e.g. a RuntimeError from __set_name__): still an interruption.
+    raise KeyboardInterrupt(str(interrupt)) from e
   finally:
     if in_main:
       signal.signal(signal.SIGTERM, previous)
