@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -269,12 +270,18 @@ def test_signals_remove_temporaries(tmp_path, sig):
   process = subprocess.Popen(
       [sys.executable, TOOL] + _args(split, str(out)), env=env, cwd=REPO,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  deadline = time.monotonic() + 60
-  while time.monotonic() < deadline and not glob.glob(str(out / ".tmp-*")):
-    time.sleep(0.01)
-  assert glob.glob(str(out / ".tmp-*")), "the writer never started"
+  # The signal goes once a few records are written (the progress line
+  # "4/40" on stderr), when the write loop is surely running.
+  seen = []
+  for line in process.stderr:
+    seen.append(line)
+    match = re.search(r"\b(\d+)/40\b", line)
+    if match and int(match.group(1)) >= 4:
+      break
+  assert glob.glob(str(out / ".tmp-*")), "".join(seen)[-3000:]
   process.send_signal(sig)
   _, stderr = process.communicate(timeout=60)
+  stderr = "".join(seen) + stderr
   assert process.returncode != 0
   assert "Traceback" not in stderr, stderr[-3000:]
   assert not glob.glob(str(out / ".tmp-*"))
