@@ -166,7 +166,7 @@ def parity(args):
                          gin_params=args.gin_param,
                          checkpoint_path=args.checkpoint_path)
   meta = loaded.dataset_metadata
-  data = read_validation_set(args.parity_data, meta)
+  data = read_validation_set(args.parity_data, meta)[:args.parity_images]
   sizes = {image.shape[:2] for _, image, _ in data}
   if len(sizes) != 1:
     raise ValueError(f"--parity_data: validation images of one size "
@@ -249,6 +249,8 @@ def main(argv=None):
   parser.add_argument("--parity_data", default=None,
                       help="COCO panoptic folder (make-synthetic layout): "
                       "parity and PQ of every format on its val split.")
+  parser.add_argument("--parity_images", type=int, default=None,
+                      help="--parity_data: the first N images only.")
   parser.add_argument("--gin_file", default="quickstart/axial_deeplab",
                       help="--parity_data: the experiment of the model.")
   parser.add_argument("--gin_param", action="append", default=[],
