@@ -269,7 +269,11 @@ def main(argv=None):
       print("error: --parity_data needs --checkpoint_path (a trained "
             "model).", file=sys.stderr)
       return 2
-    result = parity(args)
+    try:
+      result = parity(args)
+    except (ValueError, OSError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
     _write(args, [result], model={"gin_file": args.gin_file,
                                   "gin_params": args.gin_param,
                                   "checkpoint_path": args.checkpoint_path})
