@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from axial_deeplab_tf.utils import benchmark
-from axial_deeplab_tf.utils import benchmark_suites
+from axial_deeplab_tf.benchmarks import benchmark
+from axial_deeplab_tf.benchmarks import report
+from axial_deeplab_tf.benchmarks import suites as benchmark_suites
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -173,18 +174,18 @@ def test_markdown_sections_replaced_in_place(run):
 
 def test_update_markdown_section_creates_appends_and_rejects(tmp_path):
   path = str(tmp_path / "B.md")
-  benchmark.update_markdown_section(path, "benchmark:x", "### X", "one")
-  benchmark.update_markdown_section(path, "benchmark:y", "### Y", "two")
-  benchmark.update_markdown_section(path, "benchmark:x", "### X", "three")
+  report.update_markdown_section(path, "benchmark:x", "### X", "one")
+  report.update_markdown_section(path, "benchmark:y", "### Y", "two")
+  report.update_markdown_section(path, "benchmark:x", "### X", "three")
   text = open(path).read()
   assert text.startswith("# Benchmarks\n")
   assert "one" not in text and text.index("three") < text.index("two")
   with pytest.raises(ValueError, match="section_id"):
-    benchmark.update_markdown_section(path, "bad id", "t", "b")
+    report.update_markdown_section(path, "bad id", "t", "b")
   with open(path, "a") as f:
     f.write(text[text.index("<!-- BEGIN GENERATED SECTION: benchmark:y"):])
   with pytest.raises(ValueError, match="duplicated"):
-    benchmark.update_markdown_section(path, "benchmark:y", "### Y", "four")
+    report.update_markdown_section(path, "benchmark:y", "### Y", "four")
 
 
 def test_fit_exponent_and_ratios_against_numpy():

@@ -4,7 +4,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from axial_deeplab_tf.utils import benchmark
+from axial_deeplab_tf.benchmarks import benchmark
+from axial_deeplab_tf.benchmarks import report
 
 
 def _tiny_model():
@@ -43,7 +44,7 @@ def test_models_suite_reports_the_searched_batch():
   (case,) = result["models"][0]["cases"]
   assert "error" not in case, case
   assert case["throughput_batch"] == case["throughput_search"][-1]["batch"]
-  text = benchmark.markdown_section(result, benchmark.machine_info(), "cmd")
+  text = report.markdown_section(result, benchmark.machine_info(), "cmd")
   assert "largest batch within 0.5 GiB" in text
   assert f"(batch {case['throughput_batch']})" in text
   with pytest.raises(ValueError, match="throughput_batch"):
