@@ -29,11 +29,9 @@ BENCHMARKS.md sections of every suite are written by `report.py`.
 
 import datetime
 import importlib
-import json
 import math
 import os
 import platform
-import re
 import statistics
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
