@@ -36,6 +36,7 @@ def test_search_stops_before_the_budget():
   assert [t["batch"] for t in capped["tried"]] == [1, 2, 4]
 
 
+@pytest.mark.slow
 def test_models_suite_reports_the_searched_batch():
   result = benchmark.run_models(names=["resnet_50"], input_size=32, runs=1,
                                 warmup=1, xla=[False], dtypes=["float32"],
