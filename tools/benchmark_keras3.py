@@ -42,7 +42,7 @@ def run_tensorflow(sizes, channels, batch, runs, warmup):
   from axial_deeplab_tf import keras_layers as k3  # pylint: disable=g-import-not-at-top
   from axial_deeplab_tf.layers import axial_attention  # pylint: disable=g-import-not-at-top
   from axial_deeplab_tf.ops import fused_attention  # pylint: disable=g-import-not-at-top
-  from axial_deeplab_tf.utils import benchmark  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.benchmarks import benchmark  # pylint: disable=g-import-not-at-top
   out = {}
   for size in sizes:
     x = np.random.default_rng(0).normal(
@@ -179,8 +179,8 @@ def main(argv=None):
   text = markdown(result, machine, jax_info, args)
   print(text)
   if args.markdown:
-    from axial_deeplab_tf.utils import benchmark  # pylint: disable=g-import-not-at-top
-    benchmark.update_markdown_section(
+    from axial_deeplab_tf.benchmarks import report  # pylint: disable=g-import-not-at-top
+    report.update_markdown_section(
         args.markdown, SECTION, "### Keras 3 AxialAttention2D (TF and JAX "
         "backends)", text)
   return 0

@@ -43,7 +43,7 @@ Suites (--suite, comma separated):
 Each suite writes <output_dir>/<suite>.json (or <section>.json with
 --section) and its PNGs; with --markdown it replaces only its own generated
 section of that file (other sections are kept). --render_json re-renders a
-saved result without running anything. The protocol is described in axial_deeplab_tf/utils/benchmark.py.
+saved result without running anything. The protocol is described in axial_deeplab_tf/benchmarks/benchmark.py.
 """
 
 import ast
@@ -59,7 +59,7 @@ from absl import logging
 # its BFC allocator keeps; set before TensorFlow loads.
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
-# axial_deeplab_tf.utils.benchmark.SUITES, spelled out so that flag errors are
+# axial_deeplab_tf.benchmarks.benchmark.SUITES, spelled out so that flag errors are
 # reported before TensorFlow loads.
 _SUITES = ("resnet_ratio", "layers", "models", "issa_dense",
            "recompute_memory", "input_pipeline", "large_inference")
@@ -239,13 +239,13 @@ def main(argv):
   if FLAGS.render_json:
     # Re-renders a saved result (its machine, date and command are kept).
     import json
-    from axial_deeplab_tf.utils import benchmark
+    from axial_deeplab_tf.benchmarks import report
     try:
       with open(FLAGS.render_json) as f:
         result = json.load(f)
       result.setdefault("section", result["suite"])
       os.makedirs(FLAGS.output_dir, exist_ok=True)
-      _write(benchmark, result)
+      _write(report, result)
     except (OSError, KeyError, ValueError) as e:
       sys.exit(f"ERROR: --render_json={FLAGS.render_json}: {e}")
     return
@@ -271,8 +271,9 @@ def main(argv):
     raise app.UsageError(str(e))
   # Imported here so that flag errors are reported before TF loads.
   import tensorflow as tf
-  from axial_deeplab_tf.utils import benchmark
-  from axial_deeplab_tf.utils import benchmark_suites
+  from axial_deeplab_tf.benchmarks import benchmark
+  from axial_deeplab_tf.benchmarks import report
+  from axial_deeplab_tf.benchmarks import suites as benchmark_suites
   tf.get_logger().setLevel("ERROR")  # Retracing notices of the many cases.
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   machine = benchmark.machine_info()
@@ -333,25 +334,25 @@ def main(argv):
     result["machine"] = machine
     result["command"] = _command()
     result["section"] = FLAGS.section or suite
-    _write(benchmark, result)
+    _write(report, result)
 
 
-def _write(benchmark, result):
+def _write(report, result):
   """Writes a result's JSON, plots and (with --markdown) its section."""
   name, suite = result["section"], result["suite"]
   json_path = os.path.join(FLAGS.output_dir, f"{name}.json")
-  plots = benchmark.write_plots(result, FLAGS.output_dir, prefix=name)
-  benchmark.save_json(result, json_path)
+  plots = report.write_plots(result, FLAGS.output_dir, prefix=name)
+  report.save_json(result, json_path)
   logging.info("wrote %s and %d plots", json_path, len(plots))
   print(json_path)
   if FLAGS.markdown:
     md_dir = os.path.dirname(os.path.abspath(FLAGS.markdown))
-    body = benchmark.markdown_section(result, result["machine"],
-                                      result["command"], plots,
-                                      relative_to=md_dir)
+    body = report.markdown_section(result, result["machine"],
+                                   result["command"], plots,
+                                   relative_to=md_dir)
     title = _TITLES[suite]
     if name != suite:
       title = title.replace(" (generated)", f": {name} (generated)")
-    benchmark.update_markdown_section(FLAGS.markdown, f"benchmark:{name}",
-                                      title, body)
+    report.update_markdown_section(FLAGS.markdown, f"benchmark:{name}",
+                                   title, body)
     print(FLAGS.markdown)

@@ -68,7 +68,8 @@ FLAGS = flags.FLAGS
 def _run():
   """Runs the test from the flags; returns the report."""
   # Imported after flag parsing: TensorFlow start-up is slow.
-  from axial_deeplab_tf.evaluation import scale_stress
+  from axial_deeplab_tf.benchmarks import report as report_lib
+  from axial_deeplab_tf.benchmarks import scale_stress
   if not FLAGS.gin_file:
     raise ValueError("--gin_file is required.")
   if not (FLAGS.output_json or FLAGS.output_png or FLAGS.markdown_file):
@@ -122,8 +123,9 @@ def _run():
     section = scale_stress.markdown_section(
         report, FLAGS.markdown_heading, plot_path=plot, notes=notes,
         command=FLAGS.command)
-    scale_stress.update_markdown_section(FLAGS.markdown_file,
-                                         FLAGS.markdown_heading, section)
+    heading, _, body = section.partition("\n")
+    report_lib.update_markdown_section(
+        FLAGS.markdown_file, scale_stress.section_id(heading), heading, body)
   print(scale_stress.markdown_table(report))
   summary = scale_stress.summarize(report)
   if summary:

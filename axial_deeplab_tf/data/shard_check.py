@@ -253,6 +253,9 @@ def locate_corrupt_shard(files: Optional[Sequence[str]] = None
   return None
 
 
+errors.register_corrupt_record_locator(locate_corrupt_shard)
+
+
 def tfrecord_dataset_fn(skip_corrupt_records: bool):
   """The InputReader dataset_fn: TFRecordDataset, dropping errors if asked."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -156,13 +156,27 @@ def _gin_files() -> str:
     return ""
 
 
+# Functions that name the corrupt record behind a DataLossError (whose
+# message names no file), or return None. The data layer registers its own
+# (`data.shard_check.locate_corrupt_shard`) when it is imported, so this
+# module imports nothing above it.
+_CORRUPT_RECORD_LOCATORS: List[Callable[[], Optional[object]]] = []
+
+
+def register_corrupt_record_locator(
+    locate: Callable[[], Optional[object]]) -> None:
+  """Adds `locate()` (a finding whose str names the record, or None)."""
+  if locate not in _CORRUPT_RECORD_LOCATORS:
+    _CORRUPT_RECORD_LOCATORS.append(locate)
+
+
 def _describe_op_error(tf, error) -> Optional[str]:
   message = _one_line(getattr(error, "message", None) or str(error))
   if isinstance(error, tf.errors.DataLossError):
-    from axial_deeplab_tf.data import shard_check  # pylint: disable=g-import-not-at-top
-    found = shard_check.locate_corrupt_shard()
-    if found is not None:
-      return _one_line(str(found))
+    for locate in _CORRUPT_RECORD_LOCATORS:
+      found = locate()
+      if found is not None:
+        return _one_line(str(found))
     return f"corrupt record, {message}"
   if isinstance(error, (tf.errors.NotFoundError,
                         tf.errors.PermissionDeniedError,

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from axial_deeplab_tf.evaluation import coco_panoptic_format
 from axial_deeplab_tf.evaluation.panoptic_quality import PanopticQuality
+from tests import reference_packages
 
 # Small readable encoding for hand-made cases: id = class * 10 + instance,
 # void class 9 (id 90).
@@ -422,7 +423,7 @@ CITYSCAPES_CATEGORIES = [
 
 @pytest.mark.parametrize("seed", range(4))
 def test_matches_cityscapes_scripts(tmp_path, seed):
-  cs_eval = pytest.importorskip(
+  cs_eval = reference_packages.require(
       "cityscapesscripts.evaluation.evalPanopticSemanticLabeling")
   rng = np.random.default_rng(100 + seed)
   categories = CITYSCAPES_CATEGORIES

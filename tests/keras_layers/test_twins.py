@@ -9,11 +9,11 @@ TF_USE_LEGACY_KERAS says); JAX and PyTorch each run all cases in one
 subprocess with KERAS_BACKEND set.
 """
 
-import importlib.util
 import os
 
 import pytest
 
+from tests import reference_packages
 from tests.keras_layers import twin_checks
 from tests.keras_layers.conftest import run_clean
 
@@ -59,8 +59,7 @@ def test_every_public_layer_has_a_case():
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_twins_on_other_backends(backend):
-  if importlib.util.find_spec(backend) is None:
-    pytest.skip(f"{backend} is not installed")
+  reference_packages.require(backend)
   out = run_clean([os.path.join(HERE, "twin_checks.py")], backend=backend)
   assert out["backend"] == backend
   assert set(out["cases"]) == set(CASE_NAMES + ["copy_back"])

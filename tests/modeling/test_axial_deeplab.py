@@ -6,9 +6,14 @@ import tensorflow as tf
 
 from axial_deeplab_tf import models
 
-# Paper Table 2 (COCO, 133 classes).
+# Paper Table 2 (COCO, 133 classes), rounded to 0.1M.
 PAPER_PARAMS = {"axial_deeplab_s": 12.1e6, "axial_deeplab_m": 25.9e6,
                 "axial_deeplab_l": 44.9e6}
+# Our exact counts at 133 classes, as the README and BENCHMARKS.md state them
+# (a local-span relative table has `span` rows, not the paper's
+# `2 * span - 1`, hence 2.8-3.7% below the paper's figures).
+EXACT_PARAMS = {"axial_deeplab_s": 11_646_936, "axial_deeplab_m": 25_052_744,
+                "axial_deeplab_l": 43_639_736}
 TINY = dict(width_multiplier=0.125, semantic_channels=16, instance_channels=16,
             context_channels=16, stem_channels=(8, 8, 16))
 
@@ -17,10 +22,13 @@ def _trainable(model):
   return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PAPER_PARAMS))
-def test_parameter_counts_within_five_percent_of_paper(name):
+def test_parameter_counts_equal_the_stated_counts(name):
   count = _trainable(models.build(name, num_classes=133))
-  assert abs(count - PAPER_PARAMS[name]) / PAPER_PARAMS[name] <= 0.05, count
+  assert count == EXACT_PARAMS[name], (name, count)
+  # The README gives the paper's rounded figure beside ours.
+  assert abs(count - PAPER_PARAMS[name]) / PAPER_PARAMS[name] <= 0.04, count
 
 
 @pytest.mark.parametrize("size", [(65, 97), (33, 40)])

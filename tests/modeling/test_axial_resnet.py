@@ -7,7 +7,8 @@ import tensorflow as tf
 from axial_deeplab_tf import models
 
 # Trainable parameters of the public reference models at 224x224 with
-# global spans 56/28/14/7 and a 1000-way classifier.
+# global spans 56/28/14/7 and a 1000-way classifier: the README and
+# BENCHMARKS.md state these exact figures ("equal to the reference models").
 REFERENCE_PARAMS = {
     "axial_resnet_26s": 5_944_936,
     "axial_resnet_50s": 11_586_216,
@@ -20,10 +21,13 @@ def _trainable(model):
   return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
-@pytest.mark.parametrize("name,expected", sorted(REFERENCE_PARAMS.items()))
-def test_parameter_counts(name, expected):
+@pytest.mark.parametrize("name,expected", [
+    pytest.param(name, expected,
+                 marks=[] if name == "axial_resnet_26s" else pytest.mark.slow)
+    for name, expected in sorted(REFERENCE_PARAMS.items())])
+def test_parameter_counts_equal_the_reference(name, expected):
   count = _trainable(models.build(name))
-  assert abs(count - expected) / expected <= 0.005, (name, count, expected)
+  assert count == expected, (name, count, expected)
 
 
 def test_zoo_lists_and_rejects_unknown():

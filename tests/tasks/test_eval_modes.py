@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from tests.tasks.run_utils import REPO, tool_env, train_command
 
 _KEYS = ("panoptic_quality", "panoptic_quality/sq", "panoptic_quality/rq",
@@ -31,6 +33,7 @@ def _run(command):
   return done.stdout
 
 
+@pytest.mark.slow
 def test_train_and_eval_then_eval_give_the_same_metrics(tiny_experiment,
                                                         tmp_path):
   model_dir = str(tmp_path / "model")

@@ -76,6 +76,11 @@ with open(spec["output"], "wb") as f:
   pickle.dump(summary, f)
 """
 
+# The module fixture runs the tool once; with pytest-xdist's
+# --dist=loadgroup its tests share one worker instead of each worker
+# running the fixture again.
+pytestmark = pytest.mark.xdist_group("training_runs")
+
 
 def _free_ports(count):
   sockets = [socket.socket() for _ in range(count)]
@@ -188,6 +193,7 @@ def _losses(model_dir):
   return per_file
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_ends_with_the_uninterrupted_weights(runs):
   pool, dirs = runs
   _finished(pool, "uninterrupted")
@@ -224,6 +230,7 @@ def test_resume_after_sigkill_ends_with_the_uninterrupted_weights(runs):
                                err_msg=key)
 
 
+@pytest.mark.slow
 def test_operative_config_and_params_are_written(runs):
   pool, dirs = runs
   _finished(pool, "uninterrupted")
@@ -246,6 +253,7 @@ def test_operative_config_and_params_are_written(runs):
       "radam")
 
 
+@pytest.mark.slow
 def test_nan_loss_restores_the_last_checkpoint_and_training_goes_on(runs):
   pool, dirs = runs
   run = _finished(pool, "nan")
@@ -276,6 +284,7 @@ def _relative_differences(losses, reference):
   return np.abs(got - want) / np.abs(want)
 
 
+@pytest.mark.slow
 def test_multi_worker_losses_equal_one_worker_at_the_same_batch(runs):
   pool, dirs = runs
   for name in ("worker0", "worker1", "mirrored", "uninterrupted"):
@@ -307,6 +316,7 @@ def test_multi_worker_losses_equal_one_worker_at_the_same_batch(runs):
   np.testing.assert_array_less(differences, 2e-2)
 
 
+@pytest.mark.slow
 def test_mirrored_sync_bn_and_recompute_grad_train_on_two_cpu_devices(runs):
   pool, dirs = runs
   run = _finished(pool, "mirrored")
@@ -325,6 +335,7 @@ def test_mirrored_sync_bn_and_recompute_grad_train_on_two_cpu_devices(runs):
 
 @pytest.mark.parametrize("dtype,optimizer", [
     ("bfloat16", "Lookahead"), ("float16", "LossScaleOptimizer")])
+@pytest.mark.slow
 def test_mixed_precision_trains_with_finite_losses(runs, dtype, optimizer):
   pool, _ = runs
   run = _finished(pool, dtype)

@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from axial_deeplab_tf.utils import benchmark
-from axial_deeplab_tf.utils import benchmark_suites
+from axial_deeplab_tf.benchmarks import benchmark
+from axial_deeplab_tf.benchmarks import report
+from axial_deeplab_tf.benchmarks import suites as benchmark_suites
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -35,6 +36,11 @@ STALE LAYER TABLE
 
 Also keep me.
 """
+
+# The module fixture runs the tool once; with pytest-xdist's
+# --dist=loadgroup its tests share one worker instead of each worker
+# running the fixture again.
+pytestmark = pytest.mark.xdist_group("benchmark_tool")
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +75,7 @@ def _load(out, suite):
     return json.load(f)
 
 
+@pytest.mark.slow
 def test_layers_json_and_plots(run):
   out, _ = run
   data = _load(out, "layers")
@@ -97,6 +104,7 @@ def test_layers_json_and_plots(run):
   assert "--suite=layers,resnet_ratio,models" in data["command"]
 
 
+@pytest.mark.slow
 def test_resnet_ratio_json(run):
   out, _ = run
   data = _load(out, "resnet_ratio")
@@ -125,6 +133,7 @@ def test_resnet_ratio_json(run):
     assert f.read(4) == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_models_json(run):
   out, _ = run
   data = _load(out, "models")
@@ -141,6 +150,7 @@ def test_models_json(run):
       case["gflops"] / case["matmul_gflops"])
 
 
+@pytest.mark.slow
 def test_markdown_sections_replaced_in_place(run):
   _, md = run
   text = md.read_text()
@@ -173,18 +183,18 @@ def test_markdown_sections_replaced_in_place(run):
 
 def test_update_markdown_section_creates_appends_and_rejects(tmp_path):
   path = str(tmp_path / "B.md")
-  benchmark.update_markdown_section(path, "benchmark:x", "### X", "one")
-  benchmark.update_markdown_section(path, "benchmark:y", "### Y", "two")
-  benchmark.update_markdown_section(path, "benchmark:x", "### X", "three")
+  report.update_markdown_section(path, "benchmark:x", "### X", "one")
+  report.update_markdown_section(path, "benchmark:y", "### Y", "two")
+  report.update_markdown_section(path, "benchmark:x", "### X", "three")
   text = open(path).read()
   assert text.startswith("# Benchmarks\n")
   assert "one" not in text and text.index("three") < text.index("two")
   with pytest.raises(ValueError, match="section_id"):
-    benchmark.update_markdown_section(path, "bad id", "t", "b")
+    report.update_markdown_section(path, "bad id", "t", "b")
   with open(path, "a") as f:
     f.write(text[text.index("<!-- BEGIN GENERATED SECTION: benchmark:y"):])
   with pytest.raises(ValueError, match="duplicated"):
-    benchmark.update_markdown_section(path, "benchmark:y", "### Y", "four")
+    report.update_markdown_section(path, "benchmark:y", "### Y", "four")
 
 
 def test_fit_exponent_and_ratios_against_numpy():
@@ -221,6 +231,7 @@ def test_bad_flags_exit_with_message(tmp_path):
   assert "--layer_sizes takes integers" in result.stderr
 
 
+@pytest.mark.slow
 def test_render_json_rewrites_a_section_without_running(run, tmp_path):
   out, _ = run
   md = tmp_path / "R.md"
@@ -292,6 +303,7 @@ def _group_map_bytes(height, width, p_h, p_w):
                  for n in g.values())
 
 
+@pytest.mark.slow
 def test_issa_dense_json_and_memory(run_new):
   out, _ = run_new
   data = _load(out, "issa_dense")
@@ -319,6 +331,7 @@ def test_issa_dense_json_and_memory(run_new):
     assert f.read(4) == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_recompute_memory_same_results(run_new):
   out, _ = run_new
   data = _load(out, "recompute_memory")
@@ -344,6 +357,7 @@ def test_recompute_memory_same_results(run_new):
       v["recompute_off"]["seconds"]["median_s"])
 
 
+@pytest.mark.slow
 def test_input_pipeline_json(run_new):
   out, _ = run_new
   data = _load(out, "input_pipeline")
@@ -364,6 +378,7 @@ def test_input_pipeline_json(run_new):
       p["seconds_per_example"] / step["median_s"])
 
 
+@pytest.mark.slow
 def test_large_inference_json(run_new):
   out, _ = run_new
   data = _load(out, "large_inference")
@@ -381,6 +396,7 @@ def test_large_inference_json(run_new):
   assert data["madds_method"].startswith("graph walk")
 
 
+@pytest.mark.slow
 def test_new_markdown_sections(run_new):
   _, md = run_new
   text = md.read_text()

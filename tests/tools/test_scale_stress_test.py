@@ -30,6 +30,11 @@ CONV_GIN = os.path.join(REPO, "gin", "stress", "panoptic_deeplab_conv.gin")
 DIVISOR = 256
 GROUND = 3  # train id: categories are warm, cool, banner, ground.
 
+# The module fixture runs the tool once; with pytest-xdist's
+# --dist=loadgroup its tests share one worker instead of each worker
+# running the fixture again.
+pytestmark = pytest.mark.xdist_group("scale_stress_tool")
+
 
 def _write_data(root):
   raw = os.path.join(root, "raw")
@@ -131,6 +136,7 @@ def _run(args):
                         text=True, env=env, cwd=REPO, timeout=300)
 
 
+@pytest.mark.slow
 def test_tool_writes_report_plot_and_section(setup):
   root, raw, params = setup
   markdown = os.path.join(root, "BENCHMARKS.md")
@@ -183,6 +189,7 @@ def test_tool_writes_report_plot_and_section(setup):
   assert not math.isnan(b["results"][0]["pq"])
 
 
+@pytest.mark.slow
 def test_tool_reports_missing_checkpoint(setup, tmp_path):
   _, _, params = setup
   empty = str(tmp_path / "empty")

@@ -30,7 +30,7 @@ import tensorflow as tf
 import tf_keras
 
 from axial_deeplab_tf.ops import fused_attention
-from axial_deeplab_tf.utils import benchmark as bench
+from axial_deeplab_tf.benchmarks import benchmark as bench
 
 # Targets stated in the generated sections.
 ISSA_TARGET = {"size": [128, 256], "memory_ratio": 0.1, "time_ratio": 1 / 3}

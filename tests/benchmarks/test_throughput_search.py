@@ -4,7 +4,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from axial_deeplab_tf.utils import benchmark
+from axial_deeplab_tf.benchmarks import benchmark
+from axial_deeplab_tf.benchmarks import report
 
 
 def _tiny_model():
@@ -35,6 +36,7 @@ def test_search_stops_before_the_budget():
   assert [t["batch"] for t in capped["tried"]] == [1, 2, 4]
 
 
+@pytest.mark.slow
 def test_models_suite_reports_the_searched_batch():
   result = benchmark.run_models(names=["resnet_50"], input_size=32, runs=1,
                                 warmup=1, xla=[False], dtypes=["float32"],
@@ -43,7 +45,7 @@ def test_models_suite_reports_the_searched_batch():
   (case,) = result["models"][0]["cases"]
   assert "error" not in case, case
   assert case["throughput_batch"] == case["throughput_search"][-1]["batch"]
-  text = benchmark.markdown_section(result, benchmark.machine_info(), "cmd")
+  text = report.markdown_section(result, benchmark.machine_info(), "cmd")
   assert "largest batch within 0.5 GiB" in text
   assert f"(batch {case['throughput_batch']})" in text
   with pytest.raises(ValueError, match="throughput_batch"):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from axial_deeplab_tf.evaluation import scale_stress
+from axial_deeplab_tf.benchmarks import report
+from axial_deeplab_tf.benchmarks import scale_stress
 
 DIVISOR = 256
 IGNORE = 255
@@ -239,6 +240,9 @@ def test_relative_change():
 
 
 def test_update_markdown_section_replaces_only_its_section(tmp_path):
+  # The one BENCHMARKS.md writer (benchmarks/report.py): a hand-made
+  # "## Scale stress test" section is replaced by the generated one (inside
+  # markers), up to the next heading of its level outside code fences.
   path = str(tmp_path / "BENCHMARKS.md")
   original = ("# Benchmarks\n\nIntro.\n\n## Layer speed\nfast\n\n"
               "## Scale stress test\nold table\n### detail\nold detail\n"
@@ -246,32 +250,40 @@ def test_update_markdown_section_replaces_only_its_section(tmp_path):
               "## Model speed\nslow\n")
   with open(path, "w") as f:
     f.write(original)
-  section = "## Scale stress test\n\nnew table\n"
-  scale_stress.update_markdown_section(path, "## Scale stress test", section)
+  heading = "## Scale stress test"
+  section_id = scale_stress.section_id(heading)
+  assert section_id == "scale-stress:scale-stress-test"
+  begin = ("<!-- BEGIN GENERATED SECTION: scale-stress:scale-stress-test "
+           "(tools/benchmark.py rewrites it) -->\n")
+  end = "<!-- END GENERATED SECTION: scale-stress:scale-stress-test -->\n"
+  report.update_markdown_section(path, section_id, heading, "new table\n")
   with open(path) as f:
     text = f.read()
-  assert text == ("# Benchmarks\n\nIntro.\n\n## Layer speed\nfast\n\n"
-                  "## Scale stress test\n\nnew table\n\n"
-                  "## Model speed\nslow\n")
-  # Idempotent.
-  scale_stress.update_markdown_section(path, "## Scale stress test", section)
+  assert text == ("# Benchmarks\n\nIntro.\n\n## Layer speed\nfast\n\n" +
+                  begin + "## Scale stress test\n\nnew table\n" + end +
+                  "\n## Model speed\nslow\n")
+  # Idempotent; a second write replaces only the text between the markers.
+  report.update_markdown_section(path, section_id, heading, "new table\n")
   with open(path) as f:
     assert f.read() == text
+  report.update_markdown_section(path, section_id, heading, "newer\n")
+  with open(path) as f:
+    assert f.read() == text.replace("new table", "newer")
   # Missing section: appended; missing file: created.
   other = str(tmp_path / "other.md")
   with open(other, "w") as f:
     f.write("# Benchmarks\n\n## Layer speed\nfast\n")
-  scale_stress.update_markdown_section(other, "## Scale stress test", section)
+  report.update_markdown_section(other, section_id, heading, "new table\n")
   with open(other) as f:
-    assert f.read() == ("# Benchmarks\n\n## Layer speed\nfast\n\n"
-                        "## Scale stress test\n\nnew table\n")
+    assert f.read() == ("# Benchmarks\n\n## Layer speed\nfast\n\n" + begin +
+                        "## Scale stress test\n\nnew table\n" + end)
   new = str(tmp_path / "new.md")
-  scale_stress.update_markdown_section(new, "## Scale stress test", section)
+  report.update_markdown_section(new, section_id, heading, "new table\n")
   with open(new) as f:
-    assert f.read() == "# Benchmarks\n\n## Scale stress test\n\nnew table\n"
-  with pytest.raises(ValueError, match="start with its heading"):
-    scale_stress.update_markdown_section(new, "## Scale stress test",
-                                         "## Other\n")
+    assert f.read() == ("# Benchmarks\n\n" + begin +
+                        "## Scale stress test\n\nnew table\n" + end)
+  with pytest.raises(ValueError, match="Markdown heading"):
+    scale_stress.section_id("Scale stress test")
 
 
 def test_table_and_summary_state_the_numbers():

@@ -13,7 +13,7 @@ aspect ratio is kept, the shorter side rounded) or an (height, width) pair.
 
 The report is a plain dict (JSON-serialisable after `to_json_compatible`);
 `plot_report` draws it, `markdown_section` renders it as a BENCHMARKS.md
-section and `update_markdown_section` replaces that one section of a file.
+section, which `benchmarks.report.update_markdown_section` writes.
 """
 
 import dataclasses
@@ -674,51 +674,9 @@ def markdown_section(report: Dict[str, Any], heading: str = (
   return "\n".join(parts)
 
 
-def update_markdown_section(path: str, heading: str, section: str,
-                            title: str = "# Benchmarks") -> None:
-  """Replaces the section under `heading` in a Markdown file, or appends it.
-
-  The section runs from the line equal to `heading` to the next heading of
-  the same or a higher level; everything else in the file is kept as it is.
-  A missing file is created with `title`.
-  """
-  level = len(heading) - len(heading.lstrip("#"))
-  if level == 0 or not heading.startswith("#"):
+def section_id(heading: str) -> str:
+  """Marker id of the BENCHMARKS.md section headed `heading`."""
+  if not re.match(r"#+\s", heading):
     raise ValueError(f"heading must be a Markdown heading, got {heading!r}.")
-  section = section.rstrip("\n") + "\n"
-  if not section.startswith(heading):
-    raise ValueError("section must start with its heading.")
-  lines = []
-  if os.path.exists(path):
-    with open(path) as f:
-      lines = f.read().splitlines(keepends=True)
-  else:
-    lines = [title + "\n"]
-
-  def heading_level(line):
-    match = re.match(r"(#+)\s", line)
-    return len(match.group(1)) if match else None
-
-  start = next((i for i, line in enumerate(lines)
-                if line.rstrip() == heading), None)
-  if start is None:
-    if lines and lines[-1].strip():
-      lines[-1] = lines[-1].rstrip("\n") + "\n"
-      lines.append("\n")
-    new_lines = lines + [section]
-  else:
-    end = len(lines)
-    in_code = False
-    for i in range(start + 1, len(lines)):
-      if lines[i].lstrip().startswith("```"):
-        in_code = not in_code
-      found = heading_level(lines[i])
-      if not in_code and found is not None and found <= level:
-        end = i
-        break
-    tail = lines[end:]
-    new_lines = lines[:start] + [section] + (["\n"] if tail else []) + tail
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write("".join(new_lines))
-  os.replace(tmp, path)
+  slug = re.sub(r"[^a-z0-9]+", "-", heading.lstrip("#").lower()).strip("-")
+  return f"scale-stress:{slug or 'section'}"
