@@ -24,6 +24,7 @@ import tf_keras
 
 from official.vision.modeling.backbones import resnet_deeplab
 from official.vision.modeling.decoders import aspp
+from official.vision.modeling.layers import deeplab as deeplab_layers
 
 from axial_deeplab_tf.layers import common
 from axial_deeplab_tf.layers.axial_attention import AxialBlock
@@ -74,6 +75,56 @@ class SeparableConvBlock(_ConfiguredLayer):
     x = tf.nn.relu(self._bn1(self._depthwise(inputs), training=training))
     return tf.nn.relu(self._bn2(self._pointwise(x), training=training))
 
+
+
+class _NamedSpatialPyramidPooling(deeplab_layers.SpatialPyramidPooling):
+  """Model Garden's ASPP core with every sub-layer named after its role.
+
+  Model Garden builds the branches as Sequentials of auto-named layers
+  (`conv2d`, `batch_normalization_1`, ...) whose variables ignore the
+  enclosing name scopes, so two ASPPs in one model (or an ASPP and a
+  functional backbone) repeat variable names. Here each layer is renamed,
+  before it creates variables, to `<prefix>_<branch>_<kind>`: the math,
+  the parameters and the object graph (hence TF checkpoints) stay Model
+  Garden's.
+  """
+
+  def __init__(self, prefix: str, **kwargs):
+    super().__init__(**kwargs)
+    self._prefix = prefix
+
+  def build(self, input_shape):
+    super().build(input_shape)
+    branches = [("conv1x1", self.aspp_layers[0])]
+    branches += [(f"atrous{i + 1}", s)
+                 for i, s in enumerate(self.aspp_layers[1:-1])]
+    branches += [("pool", self.aspp_layers[-1]),
+                 ("projection", self.projection)]
+    for branch, sequential in branches:
+      self._rename(f"{self._prefix}_{branch}", sequential)
+
+  def _rename(self, prefix, sequential):
+    sequential._name = prefix  # pylint: disable=protected-access
+    kinds = {}
+    for layer in sequential.layers:
+      if isinstance(layer, tf_keras.Sequential):
+        self._rename(prefix, layer)
+        continue
+      kind = {tf_keras.layers.Conv2D: "conv",
+              tf_keras.layers.DepthwiseConv2D: "depthwise",
+              tf_keras.layers.BatchNormalization: "bn"}.get(
+                  type(layer), type(layer).__name__.lower())
+      count = kinds[kind] = kinds.get(kind, 0) + 1
+      layer._name = (f"{prefix}_{kind}" if count == 1 else  # pylint: disable=protected-access
+                     f"{prefix}_{kind}{count}")
+
+
+class _NamedASPP(aspp.ASPP):
+  """Model Garden's ASPP decoder whose sub-layers carry `prefix` names."""
+
+  def __init__(self, prefix: str, **kwargs):
+    super().__init__(**kwargs)
+    self._aspp_layer = lambda **kw: _NamedSpatialPyramidPooling(prefix, **kw)
 
 
 def _resize(x, size):
@@ -149,8 +200,8 @@ class PanopticDeepLabDecoder(_ConfiguredLayer):
     conv = dict(use_bias=False, kernel_initializer="he_normal",
                 kernel_regularizer=kernel_regularizer)
     if context == "aspp":
-      self._aspp = aspp.ASPP(
-          level=4, dilation_rates=list(aspp_dilation_rates),
+      self._aspp = _NamedASPP(
+          prefix=f"{self.name}_aspp", level=4, dilation_rates=list(aspp_dilation_rates),
           num_filters=context_channels, use_sync_bn=use_sync_bn,
           norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
           kernel_regularizer=kernel_regularizer, output_tensor=True,

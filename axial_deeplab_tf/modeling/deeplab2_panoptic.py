@@ -451,6 +451,9 @@ PUBLISHED = {
     "deeplab2_max_deeplab_s_backbone_os16": dict(
         encoder="max_deeplab_s_backbone", aspp_use_only_1x1_proj_conv=True,
         drop_path_keep_prob=0.8, drop_path_schedule="linear", **_OS16_RATES),
+    "deeplab2_max_deeplab_l_backbone_os16": dict(
+        encoder="max_deeplab_l_backbone", aspp_use_only_1x1_proj_conv=True,
+        drop_path_keep_prob=0.8, drop_path_schedule="linear", **_OS16_RATES),
     "deeplab2_panoptic_coco_resnet50_os32": dict(
         encoder="resnet50", num_classes=133, void_first_class=True),
     "deeplab2_panoptic_coco_resnet50_beta_os32": dict(
@@ -483,6 +486,8 @@ PUBLISHED_ENCODERS = {
         encoder="axial_swidernet", backbone_layer_multiplier=4.5),
     "deeplab2_max_deeplab_s_backbone_imagenet": dict(
         encoder="max_deeplab_s_backbone"),
+    "deeplab2_max_deeplab_l_backbone_imagenet": dict(
+        encoder="max_deeplab_l_backbone"),
 }
 
 for _name, _args in PUBLISHED.items():

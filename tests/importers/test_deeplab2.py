@@ -42,6 +42,11 @@ MODELS = {
                              {"layer_multiplier": 0.5}),
     "max_deeplab_s_backbone_os16": ("deeplab2_max_deeplab_s_backbone_os16",
                                     {"layer_multiplier": 0.5}),
+    "max_deeplab_l_backbone_os16": ("deeplab2_max_deeplab_l_backbone_os16",
+                                    {"layer_multiplier": 0.5}),
+    "imagenet_max_deeplab_l_backbone": (
+        "deeplab2_max_deeplab_l_backbone_imagenet",
+        {"backbone_layer_multiplier": 0.5}),
     "coco_resnet50_beta_os32": ("deeplab2_panoptic_coco_resnet50_beta_os32",
                                 {}),
     "imagenet_swidernet_sac": ("deeplab2_swidernet_sac_1_1_1_imagenet",
@@ -164,6 +169,28 @@ def test_max_deeplab_s_backbone_os16(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow  # About a minute on a loaded 2-core machine.
+def test_max_deeplab_l_backbone_os16(tmp_path):
+  # Every variable of the backbone's stacked decoder is consumed although
+  # Panoptic-DeepLab reads res5.
+  _check_panoptic("max_deeplab_l_backbone_os16", tmp_path)
+
+
+@pytest.mark.slow
+def test_max_deeplab_l_backbone_encoder_stacked_decoder(tmp_path):
+  fixture = "imagenet_max_deeplab_l_backbone"
+  model, _ = _import(fixture, tmp_path)
+  spec = _spec(fixture)
+  ref = np.load(os.path.join(FIXTURES, fixture, "reference.npz"))
+  for h, w in spec["sizes"]:
+    tag = f"{h}x{w}"
+    images = tf.constant(ref[f"images_{tag}"], tf.float32)
+    endpoints = model.backbone(images / 127.5 - 1.0, training=False)
+    _close(endpoints["backbone_output"].numpy(),
+           ref[f"backbone_output_{tag}"])
+    _close(endpoints["res3"].numpy(), ref[f"res3_{tag}"])
+
+
 def test_export_for_predict(tmp_path):
   fixture = "resnet50_os32"
   name, overrides = _overrides(fixture)

@@ -448,6 +448,55 @@ class BlockGroup(tf_keras.layers.Layer):
     return x
 
 
+class ResizedFuse(tf_keras.layers.Layer):
+  """Sums features of several strides at one stride and channel count.
+
+  A feature with `channels` channels is only resized (bilinear, aligned
+  corners); otherwise it goes through ReLU and a 1x1 conv + BN, strided by
+  2 when it comes from twice finer a stride (deeplab2's
+  `_strided_conv_bn<i>`), else followed by the resize
+  (`_resized_conv_bn<i>`). The resize target is the size of the last input.
+  """
+
+  def __init__(self, channels: int, input_strides: Sequence[int],
+               stride: int, **conv_kwargs):
+    name = conv_kwargs.pop("name", None)
+    super().__init__(name=name)
+    self._channels = channels
+    self._input_strides = list(input_strides)
+    self._stride = stride
+    self._conv_kwargs = conv_kwargs
+
+  def build(self, input_shape):
+    self._projections = []
+    for index, (shape, stride) in enumerate(zip(input_shape,
+                                                self._input_strides)):
+      if int(shape[-1]) == self._channels:
+        self._projections.append(None)
+        continue
+      strided = stride * 2 == self._stride
+      kind = "strided" if strided else "resized"
+      attribute = f"_{kind}_conv_bn{index + 1}"
+      layer = ConvBN(self._channels, 1, strides=2 if strided else 1,
+                     name=attribute[1:], **self._conv_kwargs)
+      setattr(self, attribute, layer)
+      self._projections.append((layer, strided))
+    super().build(input_shape)
+
+  def call(self, features, training=None):
+    size = tf.shape(features[-1])[1:3]
+    outputs = []
+    for x, projection in zip(features, self._projections):
+      strided = False
+      if projection is not None:
+        layer, strided = projection
+        x = layer(tf.nn.relu(x), training=training)
+      if not strided:
+        x = tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
+      outputs.append(x)
+    return tf.add_n(outputs)
+
+
 class DeepLab2ResNet(tf_keras.Model):
   """deeplab2's residual encoder; returns a dict of endpoints.
 
@@ -473,6 +522,8 @@ class DeepLab2ResNet(tf_keras.Model):
                key_expansion: float = 1.0,
                value_expansion: float = 2.0,
                num_heads: int = 8,
+               backbone_decoder_num_stacks: int = 0,
+               backbone_decoder_blocks_per_stage: int = 1,
                norm_momentum: float = NORM_MOMENTUM,
                norm_epsilon: float = NORM_EPSILON,
                kernel_regularizer=None,
@@ -504,7 +555,15 @@ class DeepLab2ResNet(tf_keras.Model):
         use_axial_beyond_stride=use_axial_beyond_stride,
         attention_bottleneck_expansion=attention_bottleneck_expansion,
         key_expansion=key_expansion, value_expansion=value_expansion,
-        num_heads=num_heads)
+        num_heads=num_heads,
+        backbone_decoder_num_stacks=backbone_decoder_num_stacks,
+        backbone_decoder_blocks_per_stage=backbone_decoder_blocks_per_stage)
+    if backbone_decoder_num_stacks < 0 or (
+        backbone_decoder_num_stacks and output_stride < 8):
+      raise ValueError(f"backbone_decoder_num_stacks must be >= 0 (and the "
+                       f"output stride >= 8 with a stacked decoder), got "
+                       f"{backbone_decoder_num_stacks!r} at output stride "
+                       f"{output_stride}.")
     attention = dict(key_expansion=key_expansion,
                      value_expansion=value_expansion, num_heads=num_heads)
     conv_kwargs = dict(norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
@@ -544,6 +603,41 @@ class DeepLab2ResNet(tf_keras.Model):
           attention_bottleneck_expansion=attention_bottleneck_expansion,
           attention=attention, **conv_kwargs))
 
+    # deeplab2's stacked decoder inside the backbone (MaX-DeepLab-L): from
+    # the output stride down to stride 4 and back, one block group per
+    # stride, each after a ResizedFuse of the current feature with the
+    # latest two features of that stride. With the backbone's stacks done
+    # (classification mode), its activated output is `backbone_output`.
+    self._decoder_stages = []
+    stride, down, stack, stage = output_stride, True, 0, 0
+    while stack < backbone_decoder_num_stacks:
+      stage += 1
+      previous = stride
+      stride = stride // 2 if down else stride * 2
+      if stride == output_stride:
+        stack += 1
+        down = True
+      group_input_stride = 32 if stride == output_stride else stride
+      channels = int(round(group_input_stride * 64 * width_multiplier))
+      self._decoder_stages.append((stage, stride))
+      setattr(self, f"_decoder_stage{stage}_resized_fuse", ResizedFuse(
+          channels, [previous, stride, stride], stride,
+          name=f"decoder_stage{stage}_resized_fuse", **conv_kwargs))
+      setattr(self, f"_decoder_stage{stage}", BlockGroup(
+          channels // 4, backbone_decoder_blocks_per_stage,
+          f"decoder_stage{stage}", stride=1,
+          input_stride=group_input_stride, output_stride=output_stride,
+          backbone_type=backbone_type,
+          use_sac_beyond_stride=use_sac_beyond_stride,
+          drop_path_keep_prob_last=drop_path_keep_prob,
+          drop_path_beyond_stride=drop_path_beyond_stride,
+          drop_path_schedule=drop_path_schedule,
+          use_axial_beyond_stride=use_axial_beyond_stride,
+          attention_bottleneck_expansion=attention_bottleneck_expansion,
+          attention=attention, **conv_kwargs))
+      if stride == 4:
+        down = False
+
   @property
   def arguments(self) -> Dict[str, object]:
     return dict(self._arguments)
@@ -557,6 +651,18 @@ class DeepLab2ResNet(tf_keras.Model):
       endpoints[f"stage{index + 1}"] = current
       endpoints[f"res{index + 1}"] = tf.nn.relu(current)
     endpoints["backbone_output"] = endpoints["res5"]
+    if self._decoder_stages:
+      os_ = self._arguments["output_stride"]
+      by_stride = {min(s, os_): [endpoints[f"stage{i + 1}"]]
+                   for i, s in enumerate((2, 4, 8, 16))}
+      by_stride[min(32, os_)] = [current]
+      for stage, stride in self._decoder_stages:
+        fuse = getattr(self, f"_decoder_stage{stage}_resized_fuse")
+        current = fuse([current] + by_stride[stride][-2:], training=training)
+        current = getattr(self, f"_decoder_stage{stage}")(current,
+                                                          training=training)
+        by_stride[stride].append(current)
+      endpoints["backbone_output"] = tf.nn.relu(current)
     return endpoints
 
 
@@ -583,6 +689,17 @@ ENCODERS = {
     # stride 16 on.
     "max_deeplab_s_backbone": dict(backbone_type="resnet_beta",
                                    use_axial_beyond_stride=16),
+    # MaX-DeepLab-L without its memory path (max_deeplab_l_backbone):
+    # Axial-SWideRNet-(1, 1, 1) plus one stacked-decoder hourglass in the
+    # backbone (strides 8, 4, 8, 16; one block each) whose output is the
+    # backbone output. Panoptic-DeepLab reads `res5` and does not use it.
+    "max_deeplab_l_backbone": dict(backbone_type="wider_resnet",
+                                   num_blocks=(3, 6, 3, 3),
+                                   drop_path_beyond_stride=4,
+                                   use_axial_beyond_stride=16,
+                                   attention_bottleneck_expansion=4,
+                                   key_expansion=2.0, value_expansion=4.0,
+                                   backbone_decoder_num_stacks=1),
 }
 
 
