@@ -202,7 +202,8 @@ def _weights_rel_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray]
 
 def compare(model: str, data: Dict[str, str], dtype: str = "float32",
             steps: int = 20, batch: int = 2, crop: int = 64,
-            ema: bool = False) -> ParityResult:
+            ema: bool = False, train_xla: bool = True,
+            evaluate: bool = True) -> ParityResult:
   """Trains and evaluates `model` with and without XLA from the same start.
 
   Must run in a process whose devices match the runtime (two logical CPU
@@ -216,6 +217,10 @@ def compare(model: str, data: Dict[str, str], dtype: str = "float32",
     batch: global batch size.
     crop: training and evaluation crop (square).
     ema: wrap the optimizer in Model Garden's EMA (average decay 0.9).
+    train_xla: False: train uncompiled only (losses_xla empty, the
+      differences and XLA step times NaN) and compare the evaluations of
+      the trained weights (the compiled eval step alone).
+    evaluate: False: skip both evaluations (eval_graph = eval_xla = {}).
 
   Returns:
     A ParityResult.
@@ -280,7 +285,7 @@ def compare(model: str, data: Dict[str, str], dtype: str = "float32",
       weights += [v.numpy() for v in optimizer._average_weights]  # pylint: disable=protected-access
     return losses, weights, times
 
-  def evaluate(compiled: bool, weights):
+  def evaluate_weights(compiled: bool, weights):
     net.set_weights(weights)
     with strategy.scope():
       if autocluster:
@@ -312,24 +317,32 @@ def compare(model: str, data: Dict[str, str], dtype: str = "float32",
             for k, v in task.reduce_aggregated_logs(state).items()}
 
   losses_graph, weights_graph, times_graph = train(False)
-  losses_xla, weights_xla, times_xla = train(True)
+  nan = float("nan")
+  if train_xla:
+    losses_xla, weights_xla, times_xla = train(True)
+    loss_diff = _rel_diff(losses_graph, losses_xla)
+    weight_diff = _weights_rel_diff(weights_graph, weights_xla)
+  else:
+    losses_xla, times_xla = [], [nan, nan]
+    loss_diff = weight_diff = nan
   trained = weights_graph[:len(net.weights)]
-  eval_graph = evaluate(False, trained)
-  _log(f"{model} {dtype} eval uncompiled: {eval_graph}")
-  eval_xla = evaluate(True, trained)
-  _log(f"{model} {dtype} eval compiled: {eval_xla}")
+  eval_graph = eval_xla = {}
+  if evaluate:
+    eval_graph = evaluate_weights(False, trained)
+    _log(f"{model} {dtype} eval uncompiled: {eval_graph}")
+    eval_xla = evaluate_weights(True, trained)
+    _log(f"{model} {dtype} eval compiled: {eval_xla}")
   if autocluster:
     tf.config.optimizer.set_jit(False)
   return ParityResult(
       model=model, dtype=dtype, replicas=replicas,
       compile_mode="autoclustering" if autocluster else "jit_compile",
       steps=steps, losses_graph=losses_graph, losses_xla=losses_xla,
-      max_loss_rel_diff=_rel_diff(losses_graph, losses_xla),
-      max_weight_rel_diff=_weights_rel_diff(weights_graph, weights_xla),
+      max_loss_rel_diff=loss_diff, max_weight_rel_diff=weight_diff,
       eval_graph=eval_graph, eval_xla=eval_xla,
       first_step_graph=times_graph[0], first_step_xla=times_xla[0],
       step_time_graph=float(np.median(times_graph[1:])),
-      step_time_xla=float(np.median(times_xla[1:])))
+      step_time_xla=float(np.median(times_xla[1:])) if train_xla else nan)
 
 
 def _configure_process(replicas: int) -> None:
