@@ -345,6 +345,57 @@ def compare(model: str, data: Dict[str, str], dtype: str = "float32",
       step_time_xla=float(np.median(times_xla[1:])) if train_xla else nan)
 
 
+def forward_gap(model: str, data: Dict[str, str], training: bool,
+                batch: int = 2, crop: int = 64) -> Dict[str, float]:
+  """Where a bfloat16 forward pass goes, compiled and uncompiled.
+
+  One float32 model and one mixed_bfloat16 model with the same weights run
+  the same random batch: float32 (reference), bfloat16 as a graph and
+  bfloat16 under jit_compile. The gaps are max |a - b| / max |float32|
+  over all outputs. If the compiled-uncompiled gap is of the size of each
+  one's gap to float32, the two differ by bfloat16 rounding (where the
+  roundings fall), not by one of them computing in another precision.
+
+  Returns:
+    {"graph_vs_xla", "graph_vs_float32", "xla_vs_float32"}.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  from official.modeling import performance  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.tasks import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.tasks import segmentation  # pylint: disable=g-import-not-at-top
+  crop = CASES[model].get("crop", crop)
+
+  def build(dtype):
+    params = experiment_lib.parse_experiment(
+        [os.path.join(_GIN, CASES[model]["gin"])],
+        bindings(model, data, dtype, 1, batch, crop))
+    performance.set_mixed_precision_policy(
+        params.runtime.mixed_precision_dtype)
+    tf_keras.utils.set_random_seed(params.runtime.seed)
+    return segmentation.build_task(params).build_model()
+
+  reference = build("float32")
+  net = build("bfloat16")
+  performance.set_mixed_precision_policy("float32")
+  net.set_weights(reference.get_weights())
+  images = tf.random.stateless_uniform([batch, crop, crop, 3], seed=[1, 2],
+                                       maxval=255.0)
+
+  def flat(outputs):
+    return np.concatenate([np.ravel(tf.cast(t, tf.float32).numpy())
+                           for t in tf.nest.flatten(outputs)])
+
+  f32 = flat(reference(images, training=training))
+  graph = flat(tf.function(lambda x: net(x, training=training))(images))
+  xla = flat(tf.function(lambda x: net(x, training=training),
+                         jit_compile=True)(images))
+  scale = float(np.max(np.abs(f32)))
+  return {"graph_vs_xla": float(np.max(np.abs(graph - xla))) / scale,
+          "graph_vs_float32": float(np.max(np.abs(graph - f32))) / scale,
+          "xla_vs_float32": float(np.max(np.abs(xla - f32))) / scale}
+
+
 def _configure_process(replicas: int) -> None:
   """Logical CPU devices (before TensorFlow initialises) for `replicas`."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -478,6 +529,10 @@ def main(argv=None) -> int:
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--optimized_compile", action="store_true",
                       help="keep XLA's LLVM optimisation (slow compiles)")
+  parser.add_argument("--forward_gap", action="store_true",
+                      help="only measure the bfloat16 forward gaps of "
+                      "--models (training and inference mode; see "
+                      "forward_gap); XLA_FLAGS are taken as set")
   parser.add_argument("--json", help="write all results here")
   parser.add_argument("--markdown", help="rewrite this file's section")
   args = parser.parse_args(argv)
@@ -494,6 +549,15 @@ def main(argv=None) -> int:
       print(f"error: --models: unknown model {m!r}; expected some of "
             f"{sorted(CASES)}", file=sys.stderr)
       return 2
+  if args.forward_gap:
+    with tempfile.TemporaryDirectory() as root:
+      data = write_data(root)
+      for m in models:
+        for training in (True, False):
+          gaps = forward_gap(m, data, training)
+          print(json.dumps(dict(model=m, training=training, **gaps)),
+                flush=True)
+    return 0
   results = []
   for replicas in (int(r) for r in args.replicas.split(",")):
     checks = [dict(model=m, dtype=d, steps=args.steps,
