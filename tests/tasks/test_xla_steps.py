@@ -30,29 +30,56 @@ def _check(result, tolerance):
                                                 result.eval_xla)
 
 
-# CI subset: the smallest model of the four (the Axial-ResNet classifier,
-# axial attention in every block) in both dtypes, a few steps; the full
-# matrix (all four models, 20 steps, PQ / mIoU) is in BENCHMARKS.md.
-@pytest.mark.slow
-def test_one_device_compiled_steps_match_uncompiled():
-  (r,) = xla_parity.run_in_subprocess([
-      dict(model="axial_resnet_50s", dtype="float32", steps=3),
+# CI subset, small: the classifier (axial attention in every block) trains
+# 2 steps compiled and uncompiled (no evaluation), and a reduced
+# Axial-DeepLab trains 2 uncompiled steps and is evaluated with the compiled
+# and the uncompiled eval step on the quickstart-shaped validation images
+# (PQ and mIoU). One subprocess for the one-device checks. The acceptance
+# matrix (four models, 20 steps, both dtypes and layouts) is the module's
+# CLI, results in BENCHMARKS.md.
+@pytest.fixture(scope="module")
+def one_device_results():
+  return xla_parity.run_in_subprocess([
+      dict(model="axial_resnet_50s", dtype="float32", steps=2,
+           evaluate=False),
+      dict(model="axial_deeplab_s", dtype="float32", steps=2,
+           train_xla=False),
   ], replicas=1)
+
+
+@pytest.mark.slow
+def test_one_device_compiled_steps_match_uncompiled(one_device_results):
+  r = one_device_results[0]
   assert r.compile_mode == "jit_compile"
   _check(r, 1e-4)
   # The weights after the steps agree too.
   assert r.max_weight_rel_diff <= 1e-4
-  assert "accuracy" in r.eval_graph
 
 
-# Open (BENCHMARKS.md "XLA parity"): the first bfloat16 step already
-# differs by 3.8e-2 relative (XLA keeps fused intermediates in float32).
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="bfloat16 compiled step differs by "
-                   "~4e-2 from the uncompiled one (open)")
+def test_compiled_eval_step_gives_the_same_pq_and_miou(one_device_results):
+  r = one_device_results[1]
+  assert r.losses_xla == [] and len(r.losses_graph) == 2
+  for key in ("panoptic_quality", "mean_iou"):
+    assert key in r.eval_graph, r.eval_graph
+  assert r.eval_graph == r.eval_xla, (r.eval_graph, r.eval_xla)
+
+
+# Does not hold (BENCHMARKS.md "XLA parity"): the first bfloat16 step
+# already differs by ~4e-2 relative. Both bfloat16 paths are as far from
+# float32 as from each other (forward pass in training mode: 0.14 apart,
+# 0.078 and 0.067 from float32): XLA rounds to bfloat16 at other places
+# (excess precision inside fusions, summation order), amplified by batch
+# norm over 2 images; no cast or precision error in either path.
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="bfloat16 rounding placed "
+                   "differently by XLA's fusion: ~4e-2 after one step at "
+                   "batch 2 (BENCHMARKS.md)")
 def test_one_device_compiled_bfloat16_steps_match_uncompiled():
   (r,) = xla_parity.run_in_subprocess([
-      dict(model="axial_resnet_50s", dtype="bfloat16", steps=3),
+      dict(model="axial_resnet_50s", dtype="bfloat16", steps=1,
+           evaluate=False),
   ], replicas=1)
   _check(r, 2e-2)
 
@@ -60,7 +87,8 @@ def test_one_device_compiled_bfloat16_steps_match_uncompiled():
 @pytest.mark.slow
 def test_two_replica_sync_bn_compiled_steps_match_uncompiled():
   results = xla_parity.run_in_subprocess([
-      dict(model="axial_resnet_50s", dtype="float32", steps=3),
+      dict(model="axial_resnet_50s", dtype="float32", steps=2,
+           evaluate=False),
   ], replicas=2)
   (r,) = results
   assert (r.replicas, r.compile_mode) == (2, "autoclustering")
