@@ -4,6 +4,7 @@ atomic writing, Cityscapes semantic mode, Mapillary v2.0 categories."""
 import io
 import json
 import os
+import signal
 import struct
 import zlib
 
@@ -311,3 +312,32 @@ def test_mapillary_v20_categories_come_from_the_json(tmp_path):
       next(iter(tf.data.TFRecordDataset(summary.shard_paths))))
   np.testing.assert_array_equal(d["panoptic"].numpy(),
                                 [[2000, 2000, 1], [2, 2, 255000]])
+
+
+class _InterruptsInAFinalizer:
+  """Sends SIGINT to this process from __del__: the KeyboardInterrupt that
+  Python's handler raises there is swallowed ("Exception ignored in")."""
+
+  def __del__(self):
+    os.kill(os.getpid(), signal.SIGINT)
+    sum(range(1000))  # Bytecode in the finalizer: the handler runs here.
+
+
+def _features_then_lost_interrupt(task):
+  if task == 1:
+    _InterruptsInAFinalizer()  # Collected at once: __del__ runs now.
+  return _features(task)
+
+
+def test_an_interrupt_swallowed_by_a_finalizer_still_stops_the_writer(
+    tmp_path):
+  out = str(tmp_path / "out")
+  with pytest.raises(KeyboardInterrupt):
+    writer.write_records(
+        dataset="t", tasks=[0, 1, 2, 3],
+        process_fn=_features_then_lost_interrupt,
+        output_dir=out, split="train", num_shards=2, num_workers=1,
+        strict=False, metadata=_meta(), progress_stream=io.StringIO())
+  assert os.listdir(out) == []  # No shard, no temporary, no metadata.
+  # The handlers are restored.
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -282,9 +282,23 @@ class _Terminated(BaseException):
   """SIGTERM, raised in the main thread so cleanup runs."""
 
 
+# Signals received during write_records. An exception raised by a signal
+# handler is lost when it lands inside a finalizer (__del__ and weakref
+# callbacks swallow exceptions), so the write loop also checks this list.
+_received_signals: List[int] = []
+
+
 def _raise_terminated(signum, frame):
   del frame
+  _received_signals.append(signum)
+  if signum == signal.SIGINT:
+    raise KeyboardInterrupt
   raise _Terminated(f"terminated by signal {signum}")
+
+
+def _check_signals() -> None:
+  if _received_signals:
+    raise _Terminated(f"terminated by signal {_received_signals[0]}")
 
 
 def _interruption(error: BaseException) -> Optional[BaseException]:
@@ -334,8 +348,12 @@ def write_records(*, dataset: str, tasks: Sequence[Any],
       failed (disk full...), or no record was written.
   """
   in_main = threading.current_thread() is threading.main_thread()
-  previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main \
-      else None
+  previous = {}
+  if in_main:
+    del _received_signals[:]
+    for signum in (signal.SIGTERM, signal.SIGINT):
+      if signal.getsignal(signum) is not signal.SIG_IGN:
+        previous[signum] = signal.signal(signum, _raise_terminated)
   try:
     return _write_records(
         dataset=dataset, tasks=tasks, process_fn=process_fn,
@@ -350,8 +368,8 @@ def write_records(*, dataset: str, tasks: Sequence[Any],
     # (e.g. a RuntimeError from __set_name__): still an interruption.
     raise KeyboardInterrupt(str(interrupt)) from e
   finally:
-    if in_main:
-      signal.signal(signal.SIGTERM, previous)
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
 
 
 def _write_records(*, dataset, tasks, process_fn, output_dir, split,
@@ -392,6 +410,7 @@ def _write_records(*, dataset, tasks, process_fn, output_dir, split,
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     writers = [_open_writer(tf, p) for p in tmp_paths]
     for status, payload, notes in results:
+      _check_signals()
       progress.update()
       if status == "bad":
         bad = common.BadExample(*payload)
@@ -408,6 +427,7 @@ def _write_records(*, dataset, tasks, process_fn, output_dir, split,
       num_records += 1
       converted.extend(notes)
     progress.close()
+    _check_signals()
     for w, tmp in zip(writers, tmp_paths):
       _write(tf, w, tmp, None)
     writers = []
