@@ -81,17 +81,22 @@ EXPECTED_EXPONENTS = {
 
 
 # ----------------------------------------------------------------- machine
-def machine_info() -> Dict[str, Any]:
-  """CPU model, logical CPUs available, load, library versions, UTC date."""
+def cpu_model() -> str:
+  """The CPU's model name (/proc/cpuinfo), else the platform's."""
   cpu = platform.processor() or platform.machine()
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:
         if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
+          return line.split(":", 1)[1].strip()
   except OSError:
     pass
+  return cpu
+
+
+def machine_info() -> Dict[str, Any]:
+  """CPU model, logical CPUs available, load, library versions, UTC date."""
+  cpu = cpu_model()
   try:
     nproc = len(os.sched_getaffinity(0))
   except AttributeError:

@@ -20,7 +20,6 @@ import dataclasses
 import datetime
 import math
 import os
-import platform
 import re
 from typing import (Any, Callable, Dict, List, Optional, Sequence, Tuple,
                     Union)
@@ -28,6 +27,7 @@ from typing import (Any, Callable, Dict, List, Optional, Sequence, Tuple,
 import numpy as np
 import tensorflow as tf
 
+from axial_deeplab_tf.benchmarks import benchmark
 from axial_deeplab_tf.evaluation import panoptic_quality
 
 Resolution = Union[int, Tuple[int, int]]
@@ -470,15 +470,7 @@ def run_scale_stress_test(model: LoadedModel,
 
 def machine_description() -> str:
   """CPU model and core count (and visible GPUs) of this machine."""
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
+  cpu = benchmark.cpu_model()
   gpus = tf.config.list_physical_devices("GPU")
   text = f"{cpu}, {os.cpu_count()} cores"
   return text + (f", {len(gpus)} GPU(s)" if gpus else ", no GPU")
