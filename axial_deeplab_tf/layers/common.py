@@ -206,6 +206,27 @@ def batch_norm(momentum: float, epsilon: float, use_sync_bn: bool,
       **kwargs)
 
 
+def resize_bilinear(x: tf.Tensor, size, align_corners: bool = False
+                   ) -> tf.Tensor:
+  """Bilinear resize of [batch, h, w, c] to `size`, in the dtype of `x`.
+
+  Args:
+    x: [batch, height, width, channels].
+    size: (new_height, new_width), ints or an int32 tensor.
+    align_corners: False: half-pixel centres (`tf.image.resize`); True: the
+      corner pixels of input and output aligned (TF1's `resize_bilinear`,
+      as deeplab2 and the official ISANet code resize).
+
+  Returns:
+    [batch, new_height, new_width, channels] in the dtype of `x`.
+  """
+  if align_corners:
+    y = tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
+  else:
+    y = tf.image.resize(x, size, method=tf.image.ResizeMethod.BILINEAR)
+  return tf.cast(y, x.dtype)
+
+
 def serialize_regularizer(regularizer) -> Optional[Dict[str, Any]]:
   """Config of a regularizer (object, name or config), None for None."""
   if regularizer is None:

@@ -1,4 +1,9 @@
-"""The model zoo: maps a model name to a builder and its default arguments."""
+"""The model zoo: maps a model name to a builder and its default arguments.
+
+Family modules register their models here when they are imported; this
+module imports none of them (`modeling/zoo.py` lists and imports the
+families, and the `modeling` package imports the zoo).
+"""
 
 import dataclasses
 from typing import Any, Callable, Dict, List
@@ -40,20 +45,13 @@ def register_model(model_name: str,
                                      task, description)
 
 
-def _load_all():
-  # Importing the modules fills the registry (each registers its models).
-  from axial_deeplab_tf.modeling import zoo  # pylint: disable=g-import-not-at-top,unused-import
-
-
 def list_models(task: str = None) -> List[str]:
   """Returns the sorted zoo names, optionally only those of one task."""
-  _load_all()
   return sorted(n for n, e in _REGISTRY.items() if task in (None, e.task))
 
 
 def get_entry(name: str) -> ModelEntry:
   """Returns the zoo entry of `name`; ValueError naming the choices if unknown."""
-  _load_all()
   if name not in _REGISTRY:
     raise ValueError(f"Unknown model name {name!r}; expected one of "
                      f"{sorted(_REGISTRY)}.")

@@ -6,75 +6,20 @@ segnext_l (trainable parameters at 150 classes: 4,263,414 / 13,932,886 /
 27,636,310 / 48,926,550).
 """
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
 
-from axial_deeplab_tf.layers import hamburger
+from axial_deeplab_tf.layers import common
 from axial_deeplab_tf.modeling import registry
 from axial_deeplab_tf.modeling.backbones import mscan
-
-
-# Input normalisations of the official code bases, for imported weights:
-# "imagenet_rgb" (mmsegmentation: (x - mean) / std per RGB channel) and
-# "caffe_bgr" (openseg: channels reversed to BGR, BGR mean subtracted, std
-# 1). Images come in as RGB in [0, 255].
-_INPUT_NORMALIZATIONS = {
-    "imagenet_rgb": dict(reverse=False, mean=(123.675, 116.28, 103.53),
-                         std=(58.395, 57.12, 57.375)),
-    "caffe_bgr": dict(reverse=True, mean=(102.9801, 115.9465, 122.7717),
-                      std=(1.0, 1.0, 1.0)),
-}
-
-
-def check_input_normalization(value: Any) -> Optional[str]:
-  """Validates an `input_normalization` argument (None or a known name)."""
-  if value is not None and value not in _INPUT_NORMALIZATIONS:
-    raise ValueError(f"input_normalization must be None or one of "
-                     f"{sorted(_INPUT_NORMALIZATIONS)}, got {value!r}.")
-  return value
-
-
-def normalize_input(images: tf.Tensor, normalization: Optional[str]
-                   ) -> tf.Tensor:
-  """Applies a named input normalisation to RGB images in [0, 255].
-
-  Args:
-    images: [batch, height, width, 3].
-    normalization: None (identity) or a key of `_INPUT_NORMALIZATIONS`.
-
-  Returns:
-    [batch, height, width, 3] in the dtype of `images`.
-  """
-  if normalization is None:
-    return images
-  spec = _INPUT_NORMALIZATIONS[normalization]
-  x = tf.cast(images, tf.float32)
-  if spec["reverse"]:
-    x = x[..., ::-1]
-  x = (x - tf.constant(spec["mean"])) / tf.constant(spec["std"])
-  return tf.cast(x, images.dtype)
-
-
-def check_input_size(input_size: Any) -> Tuple[Optional[int], Optional[int]]:
-  """Validates a builder's `input_size`: None or (height, width).
-
-  Args:
-    input_size: None, or two entries each a positive int or None.
-
-  Returns:
-    (height, width) with None for unknown.
-  """
-  if input_size is None:
-    return None, None
-  if isinstance(input_size, (str, bytes)) or not isinstance(
-      input_size, Sequence) or len(input_size) != 2 or any(
-          d is not None and (isinstance(d, bool) or not isinstance(d, int) or
-                             d < 1) for d in input_size):
-    raise ValueError("input_size must be None or (height, width) of positive "
-                     f"ints (or None), got {input_size!r}.")
-  return input_size[0], input_size[1]
+from axial_deeplab_tf.modeling.heads.light_ham_head import LightHamHead
+# The input checks and normalisations live in `model_inputs` (ISANet uses
+# them too); their names stay importable from here.
+from axial_deeplab_tf.modeling.model_inputs import check_input_normalization
+from axial_deeplab_tf.modeling.model_inputs import check_input_size
+from axial_deeplab_tf.modeling.model_inputs import normalize_input
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
@@ -170,7 +115,7 @@ class SegNeXt(tf_keras.Model):
         drop_path_rate=drop_path_rate, dropout_rate=dropout_rate,
         use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
         norm_epsilon=norm_epsilon, name="mscan")
-    self.decode_head = hamburger.LightHamHead(
+    self.decode_head = LightHamHead(
         num_classes=num_classes, channels=head_channels,
         ham_channels=ham_channels or head_channels, rank=md_r,
         num_channel_groups=md_s, train_steps=train_steps,
@@ -197,7 +142,7 @@ class SegNeXt(tf_keras.Model):
         training=training)
     logits = self.decode_head([features[k] for k in self._head_levels],
                               training=training)
-    logits = hamburger.resize_bilinear(tf.cast(logits, tf.float32),
+    logits = common.resize_bilinear(tf.cast(logits, tf.float32),
                                        tf.shape(inputs)[1:3])
     return {"semantic_logits": logits}
 
