@@ -333,9 +333,9 @@ class AxialAttention(common.RejectKeras3Tensors, tf_keras.layers.Layer):
     # Sub-layers built here (not on a first call) get their own name scope,
     # so their variables read e.g. ".../height_attention/qkv/kernel".
     common.build_in_scope(self._qkv, input_shape)
-    self._qkv_bn = tf_keras.layers.BatchNormalization(
-        axis=-1, momentum=self._norm_momentum, epsilon=self._norm_epsilon,
-        synchronized=self._use_sync_bn, name="qkv_bn")
+    self._qkv_bn = common.batch_norm(
+        self._norm_momentum, self._norm_epsilon, self._use_sync_bn, "qkv_bn",
+        axis=-1)
     # Built (and called) on [batch, length, 1, channels]: rank 4 lets it use
     # the fused kernel; its weights are the same per-channel vectors.
     common.build_in_scope(self._qkv_bn, tf.TensorShape(
@@ -380,10 +380,9 @@ class AxialAttention(common.RejectKeras3Tensors, tf_keras.layers.Layer):
     self.similarity_moving_variance = self.add_weight(
         "similarity_moving_variance", shape=[terms, heads], initializer="ones",
         **on_read)
-    self._output_bn = tf_keras.layers.BatchNormalization(
-        axis=[-2, -1], momentum=self._norm_momentum,
-        epsilon=self._norm_epsilon, synchronized=self._use_sync_bn,
-        name="output_bn")
+    self._output_bn = common.batch_norm(
+        self._norm_momentum, self._norm_epsilon, self._use_sync_bn,
+        "output_bn", axis=[-2, -1])
     common.build_in_scope(self._output_bn, input_shape[:-1].concatenate(
         [self._num_output_terms, self._value_depth]))
     super().build(input_shape)
@@ -1111,7 +1110,7 @@ class AxialBlock(common.RejectKeras3Tensors, tf_keras.layers.Layer):
     c = self._config
     f = c["filters"]
     bn = dict(momentum=c["norm_momentum"], epsilon=c["norm_epsilon"],
-              synchronized=c["use_sync_bn"])
+              use_sync_bn=c["use_sync_bn"])
     conv = dict(use_bias=False, kernel_initializer=c["kernel_initializer"],
                 kernel_regularizer=c["kernel_regularizer"])
     out_channels = c["expansion"] * f
@@ -1119,12 +1118,11 @@ class AxialBlock(common.RejectKeras3Tensors, tf_keras.layers.Layer):
     if input_shape[-1] != out_channels or c["strides"] > 1:
       self._shortcut_conv = tf_keras.layers.Conv2D(
           out_channels, 1, strides=c["strides"], name="shortcut_conv", **conv)
-      self._shortcut_bn = tf_keras.layers.BatchNormalization(
-          name="shortcut_bn", **bn)
+      self._shortcut_bn = common.batch_norm(name="shortcut_bn", **bn)
       self._shortcut = True
     self._conv_down = tf_keras.layers.Conv2D(2 * f, 1, name="conv_down",
                                              **conv)
-    self._bn_down = tf_keras.layers.BatchNormalization(name="bn_down", **bn)
+    self._bn_down = common.batch_norm(name="bn_down", **bn)
     attention_type = c["attention_type"]
     # Settings every attention type takes from the block.
     shared = dict(num_heads=c["num_heads"], key_depth=f, value_depth=2 * f,
@@ -1155,8 +1153,8 @@ class AxialBlock(common.RejectKeras3Tensors, tf_keras.layers.Layer):
           if c["strides"] > 1 else None)
     self._conv_up = tf_keras.layers.Conv2D(out_channels, 1, name="conv_up",
                                            **conv)
-    self._bn_up = tf_keras.layers.BatchNormalization(
-        gamma_initializer="zeros", name="bn_up", **bn)
+    self._bn_up = common.batch_norm(name="bn_up", gamma_initializer="zeros",
+                                    **bn)
     self._drop_path = (
         nn_layers.StochasticDepth(c["drop_path_rate"])
         if c["drop_path_rate"] > 0 else None)

@@ -142,10 +142,9 @@ class LocalSelfAttention2D(common.SelfAttention2DBase):
       def norm(name, dtype=None):
         # Logit norms run in float32 (they feed the softmax); statistics
         # skip masked pairs via the mask argument, hence not fused.
-        return tf_keras.layers.BatchNormalization(
-            axis=-1, momentum=self._norm_momentum, epsilon=self._norm_epsilon,
-            synchronized=self._use_sync_bn, fused=False, dtype=dtype,
-            name=name)
+        return common.batch_norm(
+            self._norm_momentum, self._norm_epsilon, self._use_sync_bn, name,
+            axis=-1, fused=False, dtype=dtype)
 
       self._similarity_norms = [
           norm(f"{t}_similarity_batch_norm", "float32")

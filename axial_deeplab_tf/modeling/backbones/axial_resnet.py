@@ -42,11 +42,6 @@ def _ceil_div(a, b):
   return None if a is None else -(-a // b)
 
 
-def _bn(momentum, epsilon, sync, name):
-  return tf_keras.layers.BatchNormalization(
-      momentum=momentum, epsilon=epsilon, synchronized=sync, name=name)
-
-
 def build_axial_resnet_backbone(
     input_size: Optional[Tuple[Optional[int], Optional[int]]] = (224, 224),
     depth: int = 50,
@@ -124,7 +119,8 @@ def build_axial_resnet_backbone(
   if block_filters is None:
     block_filters = [int(round(w * width_multiplier)) for w in BASE_WIDTHS]
   total_blocks = sum(layout)
-  bn = dict(momentum=norm_momentum, epsilon=norm_epsilon, sync=use_sync_bn)
+  bn = dict(momentum=norm_momentum, epsilon=norm_epsilon,
+            use_sync_bn=use_sync_bn)
   conv = dict(use_bias=False, kernel_initializer="he_normal",
               kernel_regularizer=kernel_regularizer)
   block_common = dict(
@@ -142,7 +138,7 @@ def build_axial_resnet_backbone(
   if stem == "conv":
     x = common.PaddedConv2D(stem_width, 7, strides=2, name="stem_conv",
                             **conv)(x)
-    x = _bn(name="stem_bn", **bn)(x)
+    x = common.batch_norm(name="stem_bn", **bn)(x)
     x = tf_keras.layers.ReLU(name="stem_relu")(x)
   elif stem == "inception":
     if len(stem_channels) != 3:
@@ -151,7 +147,7 @@ def build_axial_resnet_backbone(
     for i, (filters, strides) in enumerate(zip(stem_channels, (2, 1, 1))):
       x = common.PaddedConv2D(filters, 3, strides=strides,
                               name=f"stem_conv{i + 1}", **conv)(x)
-      x = _bn(name=f"stem_bn{i + 1}", **bn)(x)
+      x = common.batch_norm(name=f"stem_bn{i + 1}", **bn)(x)
       x = tf_keras.layers.ReLU(name=f"stem_relu{i + 1}")(x)
   else:
     # Attention depths split over the heads: round up to a multiple of them

@@ -78,9 +78,8 @@ def build_conv_resnet_backbone(
         filters, 3, strides=strides, use_bias=False,
         kernel_initializer="he_normal", kernel_regularizer=kernel_regularizer,
         name=f"stem_conv{i + 1}")(x)
-    x = tf_keras.layers.BatchNormalization(
-        momentum=norm_momentum, epsilon=norm_epsilon,
-        synchronized=use_sync_bn, name=f"stem_bn{i + 1}")(x)
+    x = common.batch_norm(norm_momentum, norm_epsilon, use_sync_bn,
+                          f"stem_bn{i + 1}")(x)
     x = tf_keras.layers.ReLU(name=f"stem_relu{i + 1}")(x)
   x = common.PaddedMaxPool2D(3, strides=2, name="stem_pool")(x)
   endpoints = {"stem": x}

@@ -31,6 +31,8 @@ from typing import Dict, Optional, Sequence
 import tensorflow as tf
 import tf_keras
 
+from axial_deeplab_tf.layers import common
+
 BACKBONE_TYPES = ("resnet", "resnet_beta", "wider_resnet")
 
 # deeplab2's trainer defaults (trainer.proto: batchnorm_momentum, _epsilon).
@@ -133,10 +135,9 @@ class ConvBN(tf_keras.layers.Layer):
       self._post_global_context = GlobalContext(
           kernel_regularizer, name="post_global_context")
     if use_bn:
-      self._batch_norm = tf_keras.layers.BatchNormalization(
-          axis=3, momentum=norm_momentum, epsilon=norm_epsilon,
-          gamma_initializer="zeros" if zero_gamma else "ones",
-          name="batch_norm")
+      self._batch_norm = common.batch_norm(
+          norm_momentum, norm_epsilon, False, "batch_norm", axis=3,
+          gamma_initializer="zeros" if zero_gamma else "ones")
 
   def call(self, x, training=None):
     if self._use_global_context:
@@ -222,13 +223,13 @@ class AxialAttention1D(tf_keras.layers.Layer):
     self._key_depth = key_depth
     self._value_depth = value_depth
     self._num_heads = num_heads
-    bn = dict(momentum=norm_momentum, epsilon=norm_epsilon)
-    self._batch_norm_qkv = tf_keras.layers.BatchNormalization(
-        axis=-1, name="batch_norm_qkv", **bn)
-    self._batch_norm_similarity = tf_keras.layers.BatchNormalization(
-        axis=[0, 2], name="batch_norm_similarity", **bn)
-    self._batch_norm_retrieved_output = tf_keras.layers.BatchNormalization(
-        axis=[0, 2, 4], name="batch_norm_retrieved_output", **bn)
+    bn = dict(momentum=norm_momentum, epsilon=norm_epsilon, use_sync_bn=False)
+    self._batch_norm_qkv = common.batch_norm(
+        name="batch_norm_qkv", axis=-1, **bn)
+    self._batch_norm_similarity = common.batch_norm(
+        name="batch_norm_similarity", axis=[0, 2], **bn)
+    self._batch_norm_retrieved_output = common.batch_norm(
+        name="batch_norm_retrieved_output", axis=[0, 2, 4], **bn)
     self._query_rpe = RelativeEmbedding(key_depth // num_heads,
                                         name="query_rpe")
     self._key_rpe = RelativeEmbedding(key_depth // num_heads, name="key_rpe")
@@ -492,7 +493,7 @@ class ResizedFuse(tf_keras.layers.Layer):
         layer, strided = projection
         x = layer(tf.nn.relu(x), training=training)
       if not strided:
-        x = tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
+        x = common.resize_bilinear(x, size, align_corners=True)
       outputs.append(x)
     return tf.add_n(outputs)
 

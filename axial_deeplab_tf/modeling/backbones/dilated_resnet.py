@@ -7,13 +7,14 @@ symmetric padding of strided convs, a ceil-mode stem max pool and the
 first-block-halved dilation pattern.
 """
 
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import tensorflow as tf
 import tf_keras
 
 from official.modeling import tf_utils
 from axial_deeplab_tf.layers import common
+from axial_deeplab_tf.modeling import layer_config
 
 
 # Bottleneck blocks per stage (ResNet-50 / -101).
@@ -39,7 +40,7 @@ class CeilModeMaxPool2D(tf_keras.layers.Layer):
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class ResNetBottleneck(tf_keras.layers.Layer):
+class ResNetBottleneck(layer_config.ConfigDictLayer):
   """ResNet v1.5 bottleneck (stride and dilation on the 3x3 conv).
 
   relu(BN(conv1x1(relu(BN(conv3x3(relu(BN(conv1x1(x)))))))) + shortcut(x)),
@@ -137,15 +138,6 @@ class ResNetBottleneck(tf_keras.layers.Layer):
     x = tf.nn.relu(self._norm2(self._conv2(x), training=training))
     x = self._norm3(self._conv3(x), training=training)
     return tf.nn.relu(x + shortcut)
-
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update(self._config_dict)
-    config["kernel_initializer"] = common.serialize_initializer(
-        config["kernel_initializer"])
-    config["kernel_regularizer"] = common.serialize_regularizer(
-        config["kernel_regularizer"])
-    return config
 
 
 def build_dilated_resnet(depth: int,

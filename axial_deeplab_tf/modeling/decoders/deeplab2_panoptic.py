@@ -25,9 +25,8 @@ class _DepthwiseBN(tf_keras.layers.Layer):
     del kernel_regularizer  # deeplab2 leaves depthwise kernels unregularized.
     self._depthwise_conv = tf_keras.layers.DepthwiseConv2D(
         kernel_size, padding="same", use_bias=False, name="depthwise_conv")
-    self._batch_norm = tf_keras.layers.BatchNormalization(
-        axis=3, momentum=norm_momentum, epsilon=norm_epsilon,
-        name="batch_norm")
+    self._batch_norm = common.batch_norm(norm_momentum, norm_epsilon, False,
+                                         "batch_norm", axis=3)
 
   def call(self, x, training=None):
     return tf.nn.relu(self._batch_norm(self._depthwise_conv(x),

@@ -4,13 +4,15 @@ Huang et al., "Interlaced Sparse Self-Attention for Semantic Segmentation",
 arXiv 1907.12273; parameter accounting in `modeling/isanet.py`.
 """
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
 
+from axial_deeplab_tf.attention_math import check_rate
 from axial_deeplab_tf.layers import common
 from axial_deeplab_tf.layers import issa
+from axial_deeplab_tf.modeling import layer_config
 
 
 def _act(name: str):
@@ -26,19 +28,6 @@ def _check_activation(value: Any) -> str:
   return value
 
 
-def _check_rate(name: str, value: Any) -> float:
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-      0.0 <= value < 1.0):
-    raise ValueError(f"{name} must be a float in [0, 1), got {value!r}.")
-  return float(value)
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f"{name} must be a positive int, got {value!r}.")
-  return value
-
-
 def _classifier(num_classes: int, kernel_regularizer):
   """The 1x1 classifier of both heads: bias, N(0, 0.01) kernel init."""
   return common.conv2d(num_classes, 1, "classifier",
@@ -46,18 +35,8 @@ def _classifier(num_classes: int, kernel_regularizer):
                        kernel_regularizer)
 
 
-def _serialized(config: Dict[str, Any]) -> Dict[str, Any]:
-  """A head's arguments with the initializer and regularizer serialised."""
-  config = dict(config)
-  config["kernel_initializer"] = common.serialize_initializer(
-      config["kernel_initializer"])
-  config["kernel_regularizer"] = common.serialize_regularizer(
-      config["kernel_regularizer"])
-  return config
-
-
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class ISAHead(tf_keras.layers.Layer):
+class ISAHead(layer_config.ConfigDictLayer):
   """ISANet decode head.
 
   x = act(BN(conv3x3(features)));  y = ISSA(x);
@@ -100,12 +79,12 @@ class ISAHead(tf_keras.layers.Layer):
     """
     super().__init__(**kwargs)
     self._config_dict = {
-        "num_classes": _check_positive_int("num_classes", num_classes),
-        "channels": _check_positive_int("channels", channels),
+        "num_classes": common.check_positive_int("num_classes", num_classes),
+        "channels": common.check_positive_int("channels", channels),
         "value_use_bias": value_use_bias,
         "key_channels": key_channels,
         "partition_factors": list(partition_factors),
-        "dropout_rate": _check_rate("dropout_rate", dropout_rate),
+        "dropout_rate": check_rate("dropout_rate", dropout_rate),
         "activation": activation,
         "use_sync_bn": use_sync_bn,
         "norm_momentum": norm_momentum,
@@ -149,14 +128,9 @@ class ISAHead(tf_keras.layers.Layer):
     y = self._act(self.out_norm(self.out_conv(y), training=training))
     return self.classifier(self.dropout(y, training=training))
 
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update(_serialized(self._config_dict))
-    return config
-
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class FCNHead(tf_keras.layers.Layer):
+class FCNHead(layer_config.ConfigDictLayer):
   """Auxiliary FCN head: conv3x3, BN, activation, dropout, 1x1 classifier."""
 
   def __init__(self,
@@ -187,10 +161,10 @@ class FCNHead(tf_keras.layers.Layer):
     """
     super().__init__(**kwargs)
     self._config_dict = {
-        "num_classes": _check_positive_int("num_classes", num_classes),
-        "channels": _check_positive_int("channels", channels),
+        "num_classes": common.check_positive_int("num_classes", num_classes),
+        "channels": common.check_positive_int("channels", channels),
         "activation": _check_activation(activation),
-        "dropout_rate": _check_rate("dropout_rate", dropout_rate),
+        "dropout_rate": check_rate("dropout_rate", dropout_rate),
         "use_sync_bn": use_sync_bn,
         "norm_momentum": norm_momentum,
         "norm_epsilon": norm_epsilon,
@@ -219,9 +193,3 @@ class FCNHead(tf_keras.layers.Layer):
     """
     x = self._act(self.norm(self.conv(inputs), training=training))
     return self.classifier(self.dropout(x, training=training))
-
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update(_serialized(self._config_dict))
-    return config
-
