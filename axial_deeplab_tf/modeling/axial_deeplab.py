@@ -107,12 +107,11 @@ class PanopticDeepLabModel(tf_keras.Model):
     return outputs
 
 
-def _assemble(backbone: tf_keras.Model, num_classes: int,
-              semantic_channels: int, instance_channels: int,
-              decoder: Dict[str, Any], *, kernel_regularizer, name: str,
-              norm_momentum: float, norm_epsilon: float, use_sync_bn: bool,
-              axial_fusion_span: Optional[int] = None
-             ) -> PanopticDeepLabModel:
+def assemble_panoptic_deeplab(
+    backbone: tf_keras.Model, num_classes: int, semantic_channels: int,
+    instance_channels: int, decoder: Dict[str, Any], *, kernel_regularizer,
+    name: str, norm_momentum: float, norm_epsilon: float, use_sync_bn: bool,
+    axial_fusion_span: Optional[int] = None) -> PanopticDeepLabModel:
   """Adds Panoptic-DeepLab decoders and heads to a backbone and builds it.
 
   Args:
@@ -202,7 +201,7 @@ def build_axial_deeplab(num_classes: int = 133,
       output_stride=16,
       drop_path_rate=drop_path_rate, recompute_grad=recompute_grad,
       kernel_regularizer=kernel_regularizer, name="backbone", **norm)
-  return _assemble(
+  return assemble_panoptic_deeplab(
       backbone, num_classes, semantic_channels, instance_channels,
       decoder=dict(high_key="res5", low_keys=("res3", "res2"),
                    context="projection", context_channels=context_channels),
@@ -273,7 +272,7 @@ def build_panoptic_deeplab_resnet(num_classes: int = 133,
     backbone = resnet_deeplab.DilatedResNet(
         model_id=model_id, output_stride=16, stem_type="v1",
         kernel_regularizer=kernel_regularizer, **norm)
-  return _assemble(
+  return assemble_panoptic_deeplab(
       backbone, num_classes, semantic_channels, instance_channels,
       decoder=dict(high_key="4", low_keys=("3", "2"), context="aspp",
                    context_channels=aspp_channels),

@@ -19,11 +19,8 @@ scale stress test, gin/stress/).
 
 from typing import Sequence
 
-import tf_keras
-
 from axial_deeplab_tf.modeling import axial_deeplab
 from axial_deeplab_tf.modeling.backbones.conv_resnet import build_conv_resnet_backbone
-from axial_deeplab_tf.modeling.decoders.panoptic_deeplab import PanopticDeepLabDecoder
 from axial_deeplab_tf.modeling.registry import register_model
 
 
@@ -72,21 +69,12 @@ def build_panoptic_deeplab_conv(
       depth=depth, width_multiplier=width_multiplier,
       stem_channels=stem_channels, output_stride=16,
       kernel_regularizer=kernel_regularizer, name="backbone", **norm)
-  decoder = dict(high_key="res5", low_keys=("res3", "res2"), context=context,
-                 context_channels=context_channels,
-                 aspp_dilation_rates=aspp_dilation_rates,
-                 kernel_regularizer=kernel_regularizer, **norm)
-  semantic_decoder = PanopticDeepLabDecoder(
-      channels=semantic_channels, low_channels=(64, 32),
-      name="semantic_decoder", **decoder)
-  instance_decoder = PanopticDeepLabDecoder(
-      channels=instance_channels, low_channels=(32, 16),
-      name="instance_decoder", **decoder)
-  model = axial_deeplab.PanopticDeepLabModel(
-      backbone, semantic_decoder, instance_decoder, num_classes,
+  return axial_deeplab.assemble_panoptic_deeplab(
+      backbone, num_classes, semantic_channels, instance_channels,
+      decoder=dict(high_key="res5", low_keys=("res3", "res2"),
+                   context=context, context_channels=context_channels,
+                   aspp_dilation_rates=aspp_dilation_rates),
       kernel_regularizer=kernel_regularizer, name=name, **norm)
-  model(tf_keras.Input((None, None, 3)))
-  return model
 
 
 for _depth in (26, 50):

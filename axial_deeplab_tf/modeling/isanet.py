@@ -234,14 +234,8 @@ def build_isanet(num_classes: int,
   Returns:
     A built `ISANet`.
   """
-  if isinstance(num_classes, bool) or not isinstance(
-      num_classes, int) or num_classes < 1:
-    raise ValueError(f"num_classes must be a positive int, got "
-                     f"{num_classes!r}.")
-  height, width = model_inputs.check_input_size(input_size)
-  model = ISANet(num_classes=num_classes, **kwargs)
-  model.build((None, height, width, 3))
-  return model
+  return model_inputs.build_with_input_size(ISANet, num_classes, input_size,
+                                         **kwargs)
 
 
 def _register():

@@ -1,8 +1,9 @@
-"""Input checks and input normalisations shared by the semantic models."""
+"""Input checks, input normalisations and the builder of the semantic models."""
 
 from typing import Any, Optional, Sequence, Tuple
 
 import tensorflow as tf
+import tf_keras
 
 
 # Input normalisations of the official code bases, for imported weights:
@@ -64,3 +65,28 @@ def check_input_size(input_size: Any) -> Tuple[Optional[int], Optional[int]]:
     raise ValueError("input_size must be None or (height, width) of positive "
                      f"ints (or None), got {input_size!r}.")
   return input_size[0], input_size[1]
+
+
+def build_with_input_size(model_class, num_classes: int, input_size: Any,
+                          **kwargs) -> tf_keras.Model:
+  """`model_class(num_classes=..., **kwargs)` with its variables created.
+
+  Args:
+    model_class: a tf_keras.Model class taking `num_classes` (SegNeXt,
+      ISANet).
+    num_classes: number of semantic classes, a positive int.
+    input_size: (height, width) or None (see `check_input_size`); only used
+      to build the variables.
+    **kwargs: the other constructor arguments.
+
+  Returns:
+    The built model.
+  """
+  if isinstance(num_classes, bool) or not isinstance(
+      num_classes, int) or num_classes < 1:
+    raise ValueError(f"num_classes must be a positive int, got "
+                     f"{num_classes!r}.")
+  height, width = check_input_size(input_size)
+  model = model_class(num_classes=num_classes, **kwargs)
+  model.build((None, height, width, 3))
+  return model

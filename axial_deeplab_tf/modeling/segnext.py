@@ -12,13 +12,14 @@ import tensorflow as tf
 import tf_keras
 
 from axial_deeplab_tf.layers import common
+from axial_deeplab_tf.modeling import model_inputs
 from axial_deeplab_tf.modeling import registry
 from axial_deeplab_tf.modeling.backbones import mscan
 from axial_deeplab_tf.modeling.heads.light_ham_head import LightHamHead
 # The input checks and normalisations live in `model_inputs` (ISANet uses
 # them too); their names stay importable from here.
 from axial_deeplab_tf.modeling.model_inputs import check_input_normalization
-from axial_deeplab_tf.modeling.model_inputs import check_input_size
+from axial_deeplab_tf.modeling.model_inputs import check_input_size  # pylint: disable=unused-import
 from axial_deeplab_tf.modeling.model_inputs import normalize_input
 
 
@@ -172,14 +173,8 @@ def build_segnext(num_classes: int,
   Returns:
     A built `SegNeXt`.
   """
-  if isinstance(num_classes, bool) or not isinstance(
-      num_classes, int) or num_classes < 1:
-    raise ValueError(f"num_classes must be a positive int, got "
-                     f"{num_classes!r}.")
-  height, width = check_input_size(input_size)
-  model = SegNeXt(num_classes=num_classes, **kwargs)
-  model.build((None, height, width, 3))
-  return model
+  return model_inputs.build_with_input_size(SegNeXt, num_classes, input_size,
+                                         **kwargs)
 
 
 def _register():

@@ -591,18 +591,21 @@ class DeepLab2ResNet(tf_keras.Model):
       self._stem = ConvBN(stem_channels, 7, strides=2, name="stem",
                           **conv_kwargs)
       self._first_stage = 1
+    # What every block group (encoder and stacked decoder) shares.
+    group_kwargs = dict(
+        output_stride=output_stride, backbone_type=backbone_type,
+        use_sac_beyond_stride=use_sac_beyond_stride,
+        drop_path_keep_prob_last=drop_path_keep_prob,
+        drop_path_beyond_stride=drop_path_beyond_stride,
+        drop_path_schedule=drop_path_schedule,
+        use_axial_beyond_stride=use_axial_beyond_stride,
+        attention_bottleneck_expansion=attention_bottleneck_expansion,
+        attention=attention, **conv_kwargs)
     for index in range(self._first_stage, 5):
       setattr(self, f"_stage{index + 1}", BlockGroup(
           filters[index], blocks[index], f"stage{index + 1}",
           stride=strides[index], input_stride=input_strides[index],
-          output_stride=output_stride, backbone_type=backbone_type,
-          use_sac_beyond_stride=use_sac_beyond_stride,
-          drop_path_keep_prob_last=drop_path_keep_prob,
-          drop_path_beyond_stride=drop_path_beyond_stride,
-          drop_path_schedule=drop_path_schedule,
-          use_axial_beyond_stride=use_axial_beyond_stride,
-          attention_bottleneck_expansion=attention_bottleneck_expansion,
-          attention=attention, **conv_kwargs))
+          **group_kwargs))
 
     # deeplab2's stacked decoder inside the backbone (MaX-DeepLab-L): from
     # the output stride down to stride 4 and back, one block group per
@@ -627,15 +630,7 @@ class DeepLab2ResNet(tf_keras.Model):
       setattr(self, f"_decoder_stage{stage}", BlockGroup(
           channels // 4, backbone_decoder_blocks_per_stage,
           f"decoder_stage{stage}", stride=1,
-          input_stride=group_input_stride, output_stride=output_stride,
-          backbone_type=backbone_type,
-          use_sac_beyond_stride=use_sac_beyond_stride,
-          drop_path_keep_prob_last=drop_path_keep_prob,
-          drop_path_beyond_stride=drop_path_beyond_stride,
-          drop_path_schedule=drop_path_schedule,
-          use_axial_beyond_stride=use_axial_beyond_stride,
-          attention_bottleneck_expansion=attention_bottleneck_expansion,
-          attention=attention, **conv_kwargs))
+          input_stride=group_input_stride, **group_kwargs))
       if stride == 4:
         down = False
 
@@ -670,21 +665,18 @@ class DeepLab2ResNet(tf_keras.Model):
 # The published encoders (deeplab2's axial_resnet_instances), as the
 # constructor arguments above. SWideRNet-(w1, w2, l): stem width w1,
 # backbone width w2, layer multiplier l.
+_WIDER = dict(backbone_type="wider_resnet", num_blocks=(3, 6, 3, 3),
+              drop_path_beyond_stride=4)
+_AXIAL_WIDER = dict(_WIDER, use_axial_beyond_stride=16,
+                    attention_bottleneck_expansion=4, key_expansion=2.0,
+                    value_expansion=4.0)
 ENCODERS = {
     "resnet50": dict(backbone_type="resnet"),
     "resnet50_beta": dict(backbone_type="resnet_beta"),
-    "wide_resnet41": dict(backbone_type="wider_resnet",
-                          num_blocks=(3, 6, 3, 3),
-                          drop_path_beyond_stride=4),
-    "swidernet": dict(backbone_type="wider_resnet", num_blocks=(3, 6, 3, 3),
-                      drop_path_beyond_stride=4),
+    "wide_resnet41": dict(_WIDER),
+    "swidernet": dict(_WIDER),
     # SWideRNet with axial blocks from stride 16 on.
-    "axial_swidernet": dict(backbone_type="wider_resnet",
-                            num_blocks=(3, 6, 3, 3),
-                            drop_path_beyond_stride=4,
-                            use_axial_beyond_stride=16,
-                            attention_bottleneck_expansion=4,
-                            key_expansion=2.0, value_expansion=4.0),
+    "axial_swidernet": dict(_AXIAL_WIDER),
     # MaX-DeepLab-S without its memory path (deeplab2's
     # max_deeplab_s_backbone): ResNet-50-beta with axial blocks from
     # stride 16 on.
@@ -694,12 +686,7 @@ ENCODERS = {
     # Axial-SWideRNet-(1, 1, 1) plus one stacked-decoder hourglass in the
     # backbone (strides 8, 4, 8, 16; one block each) whose output is the
     # backbone output. Panoptic-DeepLab reads `res5` and does not use it.
-    "max_deeplab_l_backbone": dict(backbone_type="wider_resnet",
-                                   num_blocks=(3, 6, 3, 3),
-                                   drop_path_beyond_stride=4,
-                                   use_axial_beyond_stride=16,
-                                   attention_bottleneck_expansion=4,
-                                   key_expansion=2.0, value_expansion=4.0,
+    "max_deeplab_l_backbone": dict(_AXIAL_WIDER,
                                    backbone_decoder_num_stacks=1),
 }
 
