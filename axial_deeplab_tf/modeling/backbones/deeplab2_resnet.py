@@ -592,15 +592,12 @@ class DeepLab2ResNet(tf_keras.Model):
                           **conv_kwargs)
       self._first_stage = 1
     # What every block group (encoder and stacked decoder) shares.
-    group_kwargs = dict(
-        output_stride=output_stride, backbone_type=backbone_type,
-        use_sac_beyond_stride=use_sac_beyond_stride,
-        drop_path_keep_prob_last=drop_path_keep_prob,
-        drop_path_beyond_stride=drop_path_beyond_stride,
-        drop_path_schedule=drop_path_schedule,
-        use_axial_beyond_stride=use_axial_beyond_stride,
-        attention_bottleneck_expansion=attention_bottleneck_expansion,
-        attention=attention, **conv_kwargs)
+    group_kwargs = {key: self._arguments[key] for key in (
+        "output_stride", "backbone_type", "use_sac_beyond_stride",
+        "drop_path_beyond_stride", "drop_path_schedule",
+        "use_axial_beyond_stride", "attention_bottleneck_expansion")}
+    group_kwargs.update(drop_path_keep_prob_last=drop_path_keep_prob,
+                        attention=attention, **conv_kwargs)
     for index in range(self._first_stage, 5):
       setattr(self, f"_stage{index + 1}", BlockGroup(
           filters[index], blocks[index], f"stage{index + 1}",
