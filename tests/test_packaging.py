@@ -35,6 +35,10 @@ _SOURCES = ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in",
 # An absl log line's prefix, e.g. "I1206 06:29:00.210460 1400 x.py:400] ".
 _ABSL_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] ")
 
+# The wheel and the venv are module fixtures: with pytest-xdist's
+# --dist=loadgroup the tests share one worker, which builds them once.
+pytestmark = pytest.mark.xdist_group("packaging")
+
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):

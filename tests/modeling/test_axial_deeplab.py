@@ -14,8 +14,9 @@ PAPER_PARAMS = {"axial_deeplab_s": 12.1e6, "axial_deeplab_m": 25.9e6,
 # `2 * span - 1`, hence 2.8-3.7% below the paper's figures).
 EXACT_PARAMS = {"axial_deeplab_s": 11_646_936, "axial_deeplab_m": 25_052_744,
                 "axial_deeplab_l": 43_639_736}
-TINY = dict(width_multiplier=0.125, semantic_channels=16, instance_channels=16,
-            context_channels=16, stem_channels=(8, 8, 16))
+# Narrow and shallow: the Axial-ResNet-26 block layout (1, 2, 4, 1).
+TINY = dict(width_multiplier=0.125, depth=26, semantic_channels=16,
+            instance_channels=16, context_channels=16, stem_channels=(8, 8, 16))
 
 
 def _trainable(model):

@@ -13,12 +13,14 @@ def _count(weights):
   return sum(int(np.prod(w.shape)) for w in weights)
 
 
+# One worker builds the module's ISANet-R50 (pytest-xdist --dist=loadgroup).
 @pytest.fixture(scope="module")
 def model():
   """The zoo's ISANet-R50 at 19 classes (Cityscapes)."""
   return registry.build("isanet_r50", num_classes=19, input_size=(65, 97))
 
 
+@pytest.mark.xdist_group("isanet_r50")
 def test_head_parameter_counts(model):
   # mmsegmentation's ISA decode head at 19 classes: 11,815,443. Worked out:
   # 3x3 conv 2048->512 + BN, two attention blocks (query and key: two 1x1
@@ -37,6 +39,7 @@ def test_head_parameter_counts(model):
   assert total == _count(model.backbone.trainable_weights) + 11_815_443 + aux
 
 
+@pytest.mark.xdist_group("isanet_r50")
 def test_outputs_in_inference_and_training(model):
   fn = tf.function(lambda x: model(x, training=False),
                    input_signature=[tf.TensorSpec([None, None, None, 3])])
@@ -54,6 +57,7 @@ def test_outputs_in_inference_and_training(model):
     model(tf.zeros([1, 17, 17, 3]), training=tf.constant(True))
 
 
+@pytest.mark.xdist_group("isanet_r50")
 def test_backbone_is_dilated_output_stride_8(model):
   features = model.backbone(tf.zeros([1, 65, 97, 3]), training=False)
   assert features["c4"].shape == (1, 9, 13, 1024)

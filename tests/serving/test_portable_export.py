@@ -41,6 +41,8 @@ def _model():
   return model
 
 
+# Its tests share one worker (pytest-xdist --dist=loadgroup), which exports
+# once.
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
   root = tmp_path_factory.mktemp("portable")
@@ -71,6 +73,7 @@ def _relative(got, expected):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["onnx_float32", "tflite_float32"])
+@pytest.mark.xdist_group("portable_exports")
 def test_float32_exports_match_the_saved_model(exports, key):
   model, paths = exports
   saved = predictor.load_predictor(paths["saved"])
@@ -94,6 +97,7 @@ def test_float32_exports_match_the_saved_model(exports, key):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("portable_exports")
 def test_litert_is_built_in_ops_only_and_quantized_variants_run(exports):
   _, paths = exports
   # (The converter leaves tensors under 1024 elements unquantized, so this
@@ -119,6 +123,7 @@ def test_litert_is_built_in_ops_only_and_quantized_variants_run(exports):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("portable_exports")
 def test_other_image_sizes_are_resized_to_the_export(exports):
   _, paths = exports
   runner = predictor.load_predictor(paths["onnx_float32"])

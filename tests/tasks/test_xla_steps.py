@@ -37,6 +37,8 @@ def _check(result, tolerance):
 # (PQ and mIoU). One subprocess for the one-device checks. The acceptance
 # matrix (four models, 20 steps, both dtypes and layouts) is the module's
 # CLI, results in BENCHMARKS.md.
+# Its two tests share one worker (pytest-xdist --dist=loadgroup), which
+# runs the subprocess once.
 @pytest.fixture(scope="module")
 def one_device_results():
   return xla_parity.run_in_subprocess([
@@ -48,6 +50,7 @@ def one_device_results():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("xla_one_device")
 def test_one_device_compiled_steps_match_uncompiled(one_device_results):
   r = one_device_results[0]
   assert r.compile_mode == "jit_compile"
@@ -57,6 +60,7 @@ def test_one_device_compiled_steps_match_uncompiled(one_device_results):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("xla_one_device")
 def test_compiled_eval_step_gives_the_same_pq_and_miou(one_device_results):
   r = one_device_results[1]
   assert r.losses_xla == [] and len(r.losses_graph) == 2

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from axial_deeplab_tf import models
@@ -160,6 +161,7 @@ def _check_saved_model_cli(text):
   assert "DT_UINT8" in text and "DT_STRING" in text
 
 
+@pytest.mark.slow
 def test_exported_experiment_in_a_plain_tensorflow_process(tmp_path):
   # One export serves all the checks below: under pytest-xdist the tests
   # of a module go to different workers, so separate tests sharing a
@@ -240,6 +242,7 @@ SEGNEXT_OVERRIDES = {"num_classes": 4, "embed_dims": (8, 16, 24, 32),
                      "nmf_seed": 0}
 
 
+@pytest.mark.slow
 def test_semantic_model_in_bfloat16_with_multi_scale_and_flip(tmp_path):
   with em.compute_dtype_scope("bfloat16"):
     model = models.build("segnext_t", **SEGNEXT_OVERRIDES)

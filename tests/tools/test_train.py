@@ -18,6 +18,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 TOOL = os.path.join(REPO, "tools", "train.py")
 QUICKSTART = os.path.join(REPO, "gin", "quickstart", "axial_deeplab.gin")
 
+# The module fixture starts the four runs once; with pytest-xdist's
+# --dist=loadgroup its tests share one worker instead of each worker
+# starting them again.
+pytestmark = pytest.mark.xdist_group("train_tool_errors")
+
 
 def _start(args):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_USE_LEGACY_KERAS="1",

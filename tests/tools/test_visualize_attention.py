@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from PIL import Image
 
@@ -14,6 +15,7 @@ OVERRIDES = dict(su.TINY_AXIAL_DEEPLAB_OVERRIDES, num_classes=3)
 HEAD = 5
 
 
+@pytest.mark.slow
 def test_draws_both_axes_for_a_query_from_a_checkpoint(tmp_path):
   # A checkpoint in which head HEAD of every axial-attention layer has all
   # similarity norms at gamma = beta = 0: its logits are all 0, so it
