@@ -11,6 +11,7 @@ import numpy as np
 from keras import ops
 
 from axial_deeplab_tf import attention_math
+from axial_deeplab_tf import layer_specs
 
 PACKAGE = "AxialDeepLab"
 
@@ -25,6 +26,22 @@ def serialize(obj) -> Optional[Dict[str, Any]]:
   if obj is None:
     return None
   return keras.saving.serialize_keras_object(obj)
+
+
+def _load(kind: str, value):
+  if kind == layer_specs.INITIALIZER:
+    return keras.initializers.get(value)
+  return keras.regularizers.get(value)
+
+
+def takes(spec: layer_specs.LayerSpec):
+  """Constructor decorator of a Keras 3 layer from its shared spec."""
+  return spec.constructor(_load)
+
+
+def spec_config(spec: layer_specs.LayerSpec, arguments) -> Dict[str, Any]:
+  """get_config entries of the arguments a spec returned."""
+  return spec.config(arguments, lambda kind, value: serialize(value))
 
 
 def initializer(value, default=None):

@@ -17,6 +17,7 @@ import tf_keras
 from official.modeling import tf_utils
 
 from axial_deeplab_tf import attention_math
+from axial_deeplab_tf import layer_specs
 
 
 # Argument checks shared with the Keras 3 layers (one definition).
@@ -222,6 +223,28 @@ def serialize_initializer(initializer) -> Optional[Dict[str, Any]]:
       tf_keras.initializers.get(initializer))
 
 
+def _load(kind: str, value):
+  if kind == layer_specs.INITIALIZER:
+    return tf_keras.initializers.get(value)
+  return tf_keras.regularizers.get(value)
+
+
+def _dump(kind: str, value):
+  if kind == layer_specs.INITIALIZER:
+    return serialize_initializer(value)
+  return serialize_regularizer(value)
+
+
+def takes(spec: layer_specs.LayerSpec):
+  """Constructor decorator of a tf_keras layer from its shared spec."""
+  return spec.constructor(_load)
+
+
+def spec_config(spec: layer_specs.LayerSpec, arguments) -> Dict[str, Any]:
+  """get_config entries of the arguments a spec returned."""
+  return spec.config(arguments, _dump)
+
+
 def weight_config(kernel_initializer, kernel_regularizer,
                   bias_regularizer) -> Dict[str, Any]:
   """get_config entries of the initializer and regularizer arguments."""
@@ -325,44 +348,16 @@ class SelfAttention2DBase(RejectKeras3Tensors, tf_keras.layers.Layer):
   attention itself.
   """
 
-  def __init__(self,
-               key_depth: int,
-               value_depth: int,
-               num_heads: int,
-               strides: int,
-               kernel_regularizer: Optional[
-                   tf_keras.regularizers.Regularizer],
-               use_sync_bn: bool,
-               norm_momentum: float,
-               norm_epsilon: float,
-               **kwargs):
-    """Checks and stores the shared arguments.
+  def __init__(self, arguments: Dict[str, Any], **kwargs):
+    """Stores the checked arguments of the subclass's spec.
 
     Args:
-      key_depth: total query/key depth over all heads; divisible by
-        num_heads.
-      value_depth: total value (= output) depth over all heads; divisible by
-        num_heads.
-      num_heads: number of attention heads.
-      strides: output stride; > 1 average-pools (pool = stride, 'same'
-        padding, so the output is ceil(H / s) x ceil(W / s)) after attention.
-      kernel_regularizer: regulariser of the projection kernels.
-      use_sync_bn: use synchronised batch norm across replicas.
-      norm_momentum: batch-norm moving-average momentum.
-      norm_epsilon: batch-norm epsilon.
+      arguments: what the subclass's `layer_specs` spec returned (see there
+        for their meaning), with the regularizer loaded.
       **kwargs: tf_keras.layers.Layer arguments.
     """
     super().__init__(**kwargs)
-    check_attention_depths(num_heads, key_depth, value_depth)
-    check_positive_int("strides", strides)
-    self._key_depth = int(key_depth)
-    self._value_depth = int(value_depth)
-    self._num_heads = int(num_heads)
-    self._strides = int(strides)
-    self._kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
-    self._use_sync_bn = use_sync_bn
-    self._norm_momentum = norm_momentum
-    self._norm_epsilon = norm_epsilon
+    layer_specs.store(self, arguments)
     self._key_head_depth = self._key_depth // self._num_heads
     self._value_head_depth = self._value_depth // self._num_heads
 
@@ -400,14 +395,5 @@ class SelfAttention2DBase(RejectKeras3Tensors, tf_keras.layers.Layer):
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
-    config.update({
-        "key_depth": self._key_depth,
-        "value_depth": self._value_depth,
-        "num_heads": self._num_heads,
-        "strides": self._strides,
-        "kernel_regularizer": serialize_regularizer(self._kernel_regularizer),
-        "use_sync_bn": self._use_sync_bn,
-        "norm_momentum": self._norm_momentum,
-        "norm_epsilon": self._norm_epsilon,
-    })
+    config.update(spec_config(self._spec, self._arguments))
     return config

@@ -1,0 +1,239 @@
+"""Argument lists of the layers, shared by the tf_keras and Keras 3 twins.
+
+Each layer that exists in both families (`axial_deeplab_tf.layers` and
+`axial_deeplab_tf.keras_layers`) has one spec here: a function whose
+signature is the layer's argument list (without `**kwargs`), which checks
+the arguments and returns them normalised, in get_config order. Both twins
+decorate their constructor with the spec (`LayerSpec.constructor`), so the
+defaults, the checks and the config keys have one definition, and
+`inspect.signature(Layer.__init__)` shows the real arguments. Initializer and
+regularizer arguments are named in the spec and turned into (and back from)
+objects by the family's own Keras, through the `load` / `dump` functions the
+family passes in. Nothing here imports TensorFlow, tf_keras or Keras.
+"""
+
+import inspect
+import types
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+
+from axial_deeplab_tf import attention_math as am
+
+INITIALIZER = "initializer"
+REGULARIZER = "regularizer"
+
+# load(kind, value) -> object of that family's Keras; dump(kind, obj) -> its
+# config (None for None).
+Loader = Callable[[str, Any], Any]
+
+
+class LayerSpec:
+  """A layer's argument list: binding, checks, normalisation and config."""
+
+  def __init__(self, check: Callable[..., Dict[str, Any]],
+               objects: Mapping[str, str]):
+    self.check = check
+    self.name = check.__name__
+    self.signature = inspect.signature(check)
+    self.objects = dict(objects)
+
+  def bind(self, args: Sequence[Any], kwargs: Dict[str, Any]
+          ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Splits a constructor call into (checked arguments, other kwargs)."""
+    names = self.signature.parameters
+    own = {k: v for k, v in kwargs.items() if k in names}
+    rest = {k: v for k, v in kwargs.items() if k not in names}
+    bound = self.signature.bind(*args, **own)
+    bound.apply_defaults()
+    return self.check(**bound.arguments), rest
+
+  def init_signature(self) -> inspect.Signature:
+    """(self, <the arguments>, **kwargs): the constructor's signature."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return inspect.Signature(
+        [inspect.Parameter("self", kind),
+         *self.signature.parameters.values(),
+         inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)])
+
+  def constructor(self, load: Loader):
+    """Decorator of `__init__(self, arguments, **kwargs)`.
+
+    The decorated constructor takes the layer's real arguments (positional
+    or keyword); `arguments` is the dict the spec returns, with the
+    initializer / regularizer entries loaded as objects.
+    """
+    spec = self
+
+    def decorate(init):
+      def __init__(self, *args, **kwargs):
+        arguments, rest = spec.bind(args, kwargs)
+        for name, kind in spec.objects.items():
+          arguments[name] = load(kind, arguments[name])
+        init(self, arguments, **rest)
+
+      __init__.__name__ = init.__name__
+      __init__.__qualname__ = init.__qualname__
+      __init__.__doc__ = init.__doc__ or spec.check.__doc__
+      __init__.__signature__ = spec.init_signature()
+      return __init__
+
+    return decorate
+
+  def config(self, arguments: Mapping[str, Any], dump: Loader
+            ) -> Dict[str, Any]:
+    """get_config entries of `arguments` (objects dumped as configs)."""
+    return {name: (dump(self.objects[name], value)
+                   if name in self.objects else value)
+            for name, value in arguments.items()}
+
+
+def spec(**objects: str):
+  """Makes a check function a LayerSpec; `objects` name its object args."""
+  return lambda check: LayerSpec(check, objects)
+
+
+def store(layer, arguments: Mapping[str, Any]) -> None:
+  """Keeps `arguments` for get_config (`layer._arguments`, read-only, so
+  neither Keras tracks it) and sets `layer._<name>` for every argument."""
+  layer._arguments = types.MappingProxyType(dict(arguments))  # pylint: disable=protected-access
+  for name, value in arguments.items():
+    setattr(layer, "_" + name, value)
+
+
+_WEIGHTS = dict(kernel_initializer=INITIALIZER,
+                kernel_regularizer=REGULARIZER,
+                bias_regularizer=REGULARIZER)
+
+
+# ------------------------------------------------------ 2D self-attention
+def _attention_2d(key_depth, value_depth, num_heads, strides):
+  am.check_attention_depths(num_heads, key_depth, value_depth)
+  am.check_positive_int("strides", strides)
+  return dict(key_depth=int(key_depth), value_depth=int(value_depth),
+              num_heads=int(num_heads), strides=int(strides))
+
+
+def _norm(use_sync_bn, norm_momentum, norm_epsilon):
+  return dict(use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
+              norm_epsilon=norm_epsilon)
+
+
+@spec(kernel_regularizer=REGULARIZER)
+def local_self_attention_2d(key_depth: int,
+                            value_depth: int,
+                            num_heads: int = 8,
+                            kernel_size: int = 7,
+                            use_relative_position: bool = True,
+                            position_sensitive: bool = False,
+                            strides: int = 1,
+                            block_size: int = 4,
+                            kernel_regularizer=None,
+                            use_sync_bn: bool = False,
+                            norm_momentum: float = 0.99,
+                            norm_epsilon: float = 0.001):
+  """Local 2D self-attention (SASA / PS-SASA) arguments.
+
+  Args:
+    key_depth: total query/key depth over all heads; divisible by
+      num_heads (and the per-head depth even when use_relative_position).
+    value_depth: total value (= output) depth over all heads; divisible by
+      num_heads (per-head depth even when position_sensitive).
+    num_heads: number of attention heads.
+    kernel_size: odd window size k; each pixel attends to k x k pixels.
+    use_relative_position: add the query-dependent relative position logit
+      (SASA). Positional embeddings are shared by all heads.
+    position_sensitive: also add the key-dependent logit and the
+      value-dependent output term, with a batch norm per logit term and
+      per output term (Axial-DeepLab's position-sensitive attention).
+      Requires use_relative_position.
+    strides: output stride; > 1 average-pools (pool = stride, 'same'
+      padding, so the output is ceil(H / s) x ceil(W / s)) after attention.
+    block_size: query block side of the tf_keras implementation; changes
+      speed, memory and executed multiply-adds, never the result (kept in
+      the Keras 3 config for interchange).
+    kernel_regularizer: regulariser of the q/k/v projection kernel.
+    use_sync_bn: use synchronised batch norm across replicas.
+    norm_momentum: batch-norm moving-average momentum.
+    norm_epsilon: batch-norm epsilon.
+  """
+  shared = _attention_2d(key_depth, value_depth, num_heads, strides)
+  am.check_positive_int("kernel_size", kernel_size)
+  if kernel_size % 2 != 1:
+    raise ValueError(f"kernel_size must be odd so the window is centred on "
+                     f"the query, got {kernel_size}.")
+  am.check_positive_int("block_size", block_size)
+  if position_sensitive and not use_relative_position:
+    raise ValueError("position_sensitive=True adds relative-position terms "
+                     "and needs use_relative_position=True, got "
+                     "use_relative_position=False.")
+  if use_relative_position:
+    am.check_even_head_depth("key_depth", key_depth, num_heads,
+                             "use_relative_position")
+  if position_sensitive:
+    am.check_even_head_depth("value_depth", value_depth, num_heads,
+                             "position_sensitive")
+  return dict(shared, kernel_regularizer=kernel_regularizer,
+              **_norm(use_sync_bn, norm_momentum, norm_epsilon),
+              kernel_size=int(kernel_size),
+              use_relative_position=bool(use_relative_position),
+              position_sensitive=bool(position_sensitive),
+              block_size=int(block_size))
+
+
+@spec(kernel_regularizer=REGULARIZER)
+def global_self_attention_2d(key_depth: int,
+                             value_depth: int,
+                             num_heads: int = 8,
+                             use_relative_position: bool = False,
+                             relative_span: Optional[Sequence[int]] = None,
+                             strides: int = 1,
+                             use_output_projection: bool = False,
+                             kernel_regularizer=None,
+                             use_sync_bn: bool = False,
+                             norm_momentum: float = 0.99,
+                             norm_epsilon: float = 0.001):
+  """Global 2D self-attention (non-local) arguments.
+
+  Args:
+    key_depth: total query/key depth over all heads; divisible by
+      num_heads (per-head depth even when use_relative_position).
+    value_depth: total value (= output) depth over all heads; divisible by
+      num_heads.
+    num_heads: number of attention heads.
+    use_relative_position: add a query-dependent relative-position logit:
+      half of each head's query channels meet an embedding of the row
+      offset, half one of the column offset (tables shared by all heads).
+    relative_span: (max_height, max_width), needed iff
+      use_relative_position: the tables have 2 * max - 1 rows, and inputs
+      larger than this are rejected (by a runtime assertion when the size
+      is only known at run time; XLA drops such assertions).
+    strides: output stride; > 1 average-pools (pool = stride, 'same'
+      padding) after attention.
+    use_output_projection: apply a 1x1 convolution (value_depth ->
+      value_depth, with bias) to the attention output, like the output
+      transform of a non-local block.
+    kernel_regularizer: regulariser of the projection kernels.
+    use_sync_bn: use synchronised batch norm across replicas.
+    norm_momentum: batch-norm moving-average momentum.
+    norm_epsilon: batch-norm epsilon.
+  """
+  shared = _attention_2d(key_depth, value_depth, num_heads, strides)
+  if use_relative_position:
+    if relative_span is None or len(relative_span) != 2:
+      raise ValueError(f"relative_span must be (max_height, max_width) "
+                       f"with use_relative_position=True, got "
+                       f"{relative_span!r}.")
+    for name, value in zip(("relative_span[0]", "relative_span[1]"),
+                           relative_span):
+      am.check_positive_int(name, value)
+    am.check_even_head_depth("key_depth", key_depth, num_heads,
+                             "use_relative_position")
+    relative_span = [int(v) for v in relative_span]
+  elif relative_span is not None:
+    raise ValueError(f"relative_span is only used with "
+                     f"use_relative_position=True, got relative_span="
+                     f"{relative_span!r} and use_relative_position=False.")
+  return dict(shared, kernel_regularizer=kernel_regularizer,
+              **_norm(use_sync_bn, norm_momentum, norm_epsilon),
+              use_relative_position=bool(use_relative_position),
+              relative_span=relative_span,
+              use_output_projection=bool(use_output_projection))
