@@ -237,3 +237,79 @@ def global_self_attention_2d(key_depth: int,
               use_relative_position=bool(use_relative_position),
               relative_span=relative_span,
               use_output_projection=bool(use_output_projection))
+
+
+# ------------------------------------------------------------------- ISSA
+ISSA_ACTIVATIONS = ("relu", "leaky_relu")
+
+
+@spec(**_WEIGHTS)
+def issa_block(key_channels: int = 256,
+               value_channels: Optional[int] = None,
+               output_channels: Optional[int] = None,
+               activation: str = "relu",
+               use_sync_bn: bool = False,
+               norm_momentum: float = 0.9,
+               norm_epsilon: float = 1e-5,
+               kernel_initializer: Any = "he_normal",
+               kernel_regularizer=None,
+               bias_regularizer=None,
+               value_use_bias: bool = True):
+  """ISSASelfAttentionBlock arguments.
+
+  Args:
+    key_channels: channels of queries and keys.
+    value_channels: channels of values; None = input channels.
+    output_channels: channels of the output; None = input channels.
+    activation: "relu" (mmsegmentation) or "leaky_relu" (slope 0.01, the
+      official ISSA code's in-place ABN).
+    use_sync_bn: synchronise BN statistics across replicas.
+    norm_momentum: BN moving-average momentum (Keras convention).
+    norm_epsilon: BN epsilon.
+    kernel_initializer: conv kernel initializer.
+    kernel_regularizer: optional regularizer of the conv kernels.
+    bias_regularizer: optional regularizer of the value conv bias.
+    value_use_bias: give the value conv a bias (True, mmsegmentation) or
+      not (False, the official ISSA code).
+  """
+  am.check_bool("value_use_bias", value_use_bias)
+  return dict(
+      key_channels=am.check_positive_int("key_channels", key_channels),
+      value_channels=am.check_positive_int("value_channels", value_channels,
+                                           allow_none=True),
+      output_channels=am.check_positive_int("output_channels",
+                                            output_channels, allow_none=True),
+      activation=am.check_choice("activation", activation, ISSA_ACTIVATIONS),
+      **_norm(use_sync_bn, norm_momentum, norm_epsilon),
+      kernel_initializer=kernel_initializer,
+      kernel_regularizer=kernel_regularizer,
+      bias_regularizer=bias_regularizer, value_use_bias=value_use_bias)
+
+
+def _issa(key_channels: int = 256,
+          value_channels: Optional[int] = None,
+          output_channels: Optional[int] = None,
+          partition_factors: Sequence[int] = (8, 8),
+          **block):
+  """InterlacedSparseSelfAttention arguments: those of `issa_block` (used
+  by both passes) and partition_factors, (P_h, P_w), the cell size of the
+  short-range pass (equivalently the stride of the long-range grids)."""
+  factors = am.check_partition_factors(partition_factors)
+  arguments = issa_block.check(key_channels, value_channels,
+                               output_channels, **block)
+  arguments["partition_factors"] = list(factors)
+  return arguments
+
+
+_issa.__signature__ = inspect.Signature(
+    list(issa_block.signature.parameters.values())[:3] +
+    [inspect.Parameter("partition_factors",
+                       inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                       default=(8, 8), annotation=Sequence[int])] +
+    list(issa_block.signature.parameters.values())[3:])
+interlaced_sparse_self_attention = LayerSpec(_issa, _WEIGHTS)
+
+
+def issa_block_arguments(arguments: Mapping[str, Any]) -> Dict[str, Any]:
+  """The arguments of both ISSA passes out of the ISSA layer's."""
+  return {k: v for k, v in arguments.items() if k != "partition_factors"}

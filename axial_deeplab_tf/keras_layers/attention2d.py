@@ -21,7 +21,7 @@ from axial_deeplab_tf import layer_specs
 from axial_deeplab_tf.keras_layers import base
 
 
-class SelfAttention2DBase(keras.layers.Layer):
+class SelfAttention2DBase(base.SpecConfig, keras.layers.Layer):
   """Shared arguments, q/k/v projection and pooling of the 2D baselines."""
 
   def __init__(self, arguments: Dict[str, Any], **kwargs):
@@ -60,11 +60,6 @@ class SelfAttention2DBase(keras.layers.Layer):
     size = [None if d is None else int(math.ceil(d / self._strides))
             for d in input_shape[1:3]]
     return (input_shape[0], *size, self._value_depth)
-
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update(base.spec_config(self._spec, self._arguments))
-    return config
 
 
 @base.register

@@ -44,6 +44,16 @@ def spec_config(spec: layer_specs.LayerSpec, arguments) -> Dict[str, Any]:
   return spec.config(arguments, lambda kind, value: serialize(value))
 
 
+class SpecConfig:
+  """get_config of a layer from its spec (`_spec`) and the arguments it
+  returned (`_arguments`, set by `layer_specs.store`)."""
+
+  def get_config(self) -> Dict[str, Any]:
+    config = super().get_config()
+    config.update(spec_config(self._spec, self._arguments))
+    return config
+
+
 def initializer(value, default=None):
   """A fresh initializer from a name, config or object (else `default`)."""
   if value is None:

@@ -245,6 +245,16 @@ def spec_config(spec: layer_specs.LayerSpec, arguments) -> Dict[str, Any]:
   return spec.config(arguments, _dump)
 
 
+class SpecConfig:
+  """get_config of a layer from its spec (`_spec`) and the arguments it
+  returned (`_arguments`, set by `layer_specs.store`)."""
+
+  def get_config(self) -> Dict[str, Any]:
+    config = super().get_config()
+    config.update(spec_config(self._spec, self._arguments))
+    return config
+
+
 def weight_config(kernel_initializer, kernel_regularizer,
                   bias_regularizer) -> Dict[str, Any]:
   """get_config entries of the initializer and regularizer arguments."""
@@ -339,7 +349,8 @@ def make_qkv_projection(input_shape, total_depth: int, kernel_regularizer,
   return conv, norm
 
 
-class SelfAttention2DBase(RejectKeras3Tensors, tf_keras.layers.Layer):
+class SelfAttention2DBase(RejectKeras3Tensors, SpecConfig,
+                          tf_keras.layers.Layer):
   """Shared part of the 2D self-attention baselines (local and global).
 
   Holds and checks the arguments both take, builds the batch-normalised
@@ -392,8 +403,3 @@ class SelfAttention2DBase(RejectKeras3Tensors, tf_keras.layers.Layer):
     size = [None if d is None else int(math.ceil(d / self._strides))
             for d in shape[1:3]]
     return tf.TensorShape([shape[0]] + size + [self._value_depth])
-
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update(spec_config(self._spec, self._arguments))
-    return config
