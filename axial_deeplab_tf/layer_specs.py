@@ -14,12 +14,17 @@ family passes in. Nothing here imports TensorFlow, tf_keras or Keras.
 
 import inspect
 import types
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Mapping, Optional, Sequence, Tuple,
+                    Union)
 
 from axial_deeplab_tf import attention_math as am
 
 INITIALIZER = "initializer"
 REGULARIZER = "regularizer"
+# An initializer argument kept as given (a name, a config, an object or None:
+# the layer resolves it when it builds); get_config holds names and configs
+# as they are and objects as their config.
+AS_GIVEN = "as_given"
 
 # load(kind, value) -> object of that family's Keras; dump(kind, obj) -> its
 # config (None for None).
@@ -67,7 +72,8 @@ class LayerSpec:
       def __init__(self, *args, **kwargs):
         arguments, rest = spec.bind(args, kwargs)
         for name, kind in spec.objects.items():
-          arguments[name] = load(kind, arguments[name])
+          if kind != AS_GIVEN:
+            arguments[name] = load(kind, arguments[name])
         init(self, arguments, **rest)
 
       __init__.__name__ = init.__name__
@@ -313,3 +319,202 @@ interlaced_sparse_self_attention = LayerSpec(_issa, _WEIGHTS)
 def issa_block_arguments(arguments: Mapping[str, Any]) -> Dict[str, Any]:
   """The arguments of both ISSA passes out of the ISSA layer's."""
   return {k: v for k, v in arguments.items() if k != "partition_factors"}
+
+
+# ------------------------------------------------------------------ axial
+def _listed(value):
+  """A (height, width) tuple as the list a config holds; else as given."""
+  return list(value) if isinstance(value, tuple) else value
+
+
+@spec(kernel_initializer=AS_GIVEN, positional_initializer=AS_GIVEN,
+      kernel_regularizer=REGULARIZER)
+def axial_attention(num_heads: int = 8,
+                    key_depth: int = 64,
+                    value_depth: int = 128,
+                    span: Optional[int] = None,
+                    max_length: Optional[int] = None,
+                    use_query_positional: bool = True,
+                    use_key_positional: bool = True,
+                    use_value_positional: bool = True,
+                    kernel_initializer=None,
+                    positional_initializer=None,
+                    kernel_regularizer=None,
+                    norm_momentum: float = 0.99,
+                    norm_epsilon: float = 1e-3,
+                    use_sync_bn: bool = False,
+                    block_length: Optional[int] = None,
+                    recompute_grad: bool = False):
+  """AxialAttention arguments.
+
+  Args:
+    num_heads: number of attention heads.
+    key_depth: total query/key depth (split over heads).
+    value_depth: total value depth (split over heads) = output channels.
+    span: None for global attention, or an odd positive int: keys within
+      (span - 1) / 2 positions of the query.
+    max_length: for global attention, the longest axis the relative tables
+      cover (the paper's "global span", e.g. 56). Ignored for local span.
+    use_query_positional: add q_l . r^q[m - l] to the similarity.
+    use_key_positional: add k_m . r^k[m - l] to the similarity.
+    use_value_positional: add sum_m a_lm r^v[m - l] to the output.
+    kernel_initializer: for the q/k/v projection; default truncated normal
+      with stddev channels^-0.5.
+    positional_initializer: for the relative tables; default truncated
+      normal with stddev 1.0.
+    kernel_regularizer: for the q/k/v projection.
+    norm_momentum: batch-norm moving-average momentum.
+    norm_epsilon: batch-norm epsilon.
+    use_sync_bn: synchronise batch-norm statistics across replicas.
+    block_length: query block length of the local (span) computation of the
+      tf_keras layer; default (span - 1) / 2, at least 8.
+    recompute_grad: recompute the attention maps in the backward pass
+      instead of keeping them (saves memory, same results; tf_keras layer).
+  """
+  am.check_positive_int("num_heads", num_heads)
+  am.check_attention_depths(num_heads, key_depth, value_depth)
+  am.axial_span_radius(span, max_length)
+  am.check_positive_int("block_length", block_length, allow_none=True)
+  return dict(
+      num_heads=num_heads, key_depth=key_depth, value_depth=value_depth,
+      span=span, max_length=max_length if span is None else None,
+      use_query_positional=bool(use_query_positional),
+      use_key_positional=bool(use_key_positional),
+      use_value_positional=bool(use_value_positional),
+      kernel_initializer=kernel_initializer,
+      positional_initializer=positional_initializer,
+      kernel_regularizer=kernel_regularizer, norm_momentum=norm_momentum,
+      norm_epsilon=norm_epsilon, use_sync_bn=use_sync_bn,
+      block_length=block_length, recompute_grad=recompute_grad)
+
+
+_AXIAL_SHARED = ("num_heads", "key_depth", "value_depth",
+                 "use_query_positional", "use_key_positional",
+                 "use_value_positional", "kernel_regularizer",
+                 "norm_momentum", "norm_epsilon", "use_sync_bn",
+                 "recompute_grad")
+
+
+@spec(kernel_regularizer=REGULARIZER)
+def axial_attention_2d(num_heads: int = 8,
+                       key_depth: int = 64,
+                       value_depth: int = 128,
+                       span: Union[None, int, Sequence[Optional[int]]] = None,
+                       max_length: Union[None, int,
+                                         Sequence[Optional[int]]] = None,
+                       strides: int = 1,
+                       use_query_positional: bool = True,
+                       use_key_positional: bool = True,
+                       use_value_positional: bool = True,
+                       kernel_regularizer=None,
+                       norm_momentum: float = 0.99,
+                       norm_epsilon: float = 1e-3,
+                       use_sync_bn: bool = False,
+                       recompute_grad: bool = False):
+  """AxialAttention2D arguments.
+
+  Args:
+    num_heads, key_depth, value_depth: as `axial_attention`.
+    span: None (global), an odd int, or a (height, width) pair of those.
+    max_length: for global spans, the (height, width) the relative tables
+      cover; an int means both.
+    strides: output stride (average pooling after the width layer).
+    use_query_positional, use_key_positional, use_value_positional,
+    kernel_regularizer, norm_momentum, norm_epsilon, use_sync_bn,
+    recompute_grad: as `axial_attention`.
+  """
+  am.check_positive_int("strides", strides)
+  arguments = dict(locals())
+  arguments.update(span=_listed(span), max_length=_listed(max_length))
+  for length_args in axial_passes(arguments):
+    axial_attention.check(**length_args)
+  return arguments
+
+
+def axial_passes(arguments: Mapping[str, Any]) -> Tuple[Dict[str, Any], ...]:
+  """AxialAttention arguments of the height and the width pass of an
+  AxialAttention2D with `arguments`."""
+  shared = {name: arguments[name] for name in _AXIAL_SHARED}
+  return tuple(dict(shared, span=span, max_length=length)
+               for span, length in zip(am.pair(arguments["span"], "span"),
+                                       am.pair(arguments["max_length"],
+                                               "max_length")))
+
+
+ATTENTION_TYPES = ("axial", "local", "global")
+
+
+@spec(kernel_initializer=AS_GIVEN, kernel_regularizer=REGULARIZER)
+def axial_block(filters: int,
+                strides: int = 1,
+                span: Union[None, int, Sequence[Optional[int]]] = None,
+                max_length: Union[None, int, Sequence[Optional[int]]] = None,
+                num_heads: int = 8,
+                attention_type: str = "axial",
+                kernel_size: int = 7,
+                use_query_positional: bool = True,
+                use_key_positional: bool = True,
+                use_value_positional: bool = True,
+                expansion: int = 4,
+                drop_path_rate: float = 0.0,
+                kernel_initializer="he_normal",
+                kernel_regularizer=None,
+                norm_momentum: float = 0.99,
+                norm_epsilon: float = 1e-3,
+                use_sync_bn: bool = False,
+                recompute_grad: bool = False):
+  """AxialBlock arguments.
+
+  Args:
+    filters: block width f (attention key depth; values 2f; output
+      expansion * f).
+    strides: block stride (applied after attention).
+    span, max_length: axial attention span / global table size.
+    num_heads: attention heads.
+    attention_type: "axial" (position-sensitive axial attention), "local"
+      (LocalSelfAttention2D with kernel_size windows; the SASA baseline) or
+      "global" (GlobalSelfAttention2D).
+    kernel_size: window of "local" attention.
+    use_query_positional, use_key_positional, use_value_positional: the
+      positional terms (for "local", key/value terms make it
+      position-sensitive).
+    expansion: output channels = expansion * filters.
+    drop_path_rate: stochastic depth rate of the residual branch.
+    kernel_initializer, kernel_regularizer: for the 1x1 convolutions.
+    norm_momentum, norm_epsilon, use_sync_bn: batch-norm settings.
+    recompute_grad: recompute attention maps in the backward pass.
+  """
+  am.check_positive_int("filters", filters)
+  am.check_positive_int("strides", strides)
+  am.check_choice("attention_type", attention_type, ATTENTION_TYPES)
+  am.check_rate("drop_path_rate", drop_path_rate)
+  arguments = dict(locals())
+  arguments.update(span=_listed(span), max_length=_listed(max_length))
+  return arguments
+
+
+def axial_block_attention(arguments: Mapping[str, Any]
+                         ) -> Tuple[str, Dict[str, Any]]:
+  """(attention_type, constructor arguments) of an AxialBlock's attention
+  sub-layer "attention" (its key depth is the block width f, its value
+  depth 2f)."""
+  c = arguments
+  f = c["filters"]
+  shared = dict(num_heads=c["num_heads"], key_depth=f, value_depth=2 * f,
+                kernel_regularizer=c["kernel_regularizer"],
+                norm_momentum=c["norm_momentum"],
+                norm_epsilon=c["norm_epsilon"],
+                use_sync_bn=c["use_sync_bn"], name="attention")
+  if c["attention_type"] == "axial":
+    return "axial", dict(
+        shared, span=c["span"], max_length=c["max_length"],
+        strides=c["strides"], use_query_positional=c["use_query_positional"],
+        use_key_positional=c["use_key_positional"],
+        use_value_positional=c["use_value_positional"],
+        recompute_grad=c["recompute_grad"])
+  if c["attention_type"] == "local":
+    return "local", dict(
+        shared, kernel_size=c["kernel_size"], strides=c["strides"],
+        position_sensitive=(c["use_key_positional"] or
+                            c["use_value_positional"]))
+  return "global", shared

@@ -230,7 +230,10 @@ def _load(kind: str, value):
 
 
 def _dump(kind: str, value):
-  if kind == layer_specs.INITIALIZER:
+  if kind == layer_specs.AS_GIVEN and (value is None or
+                                       isinstance(value, (str, dict))):
+    return value
+  if kind != layer_specs.REGULARIZER:
     return serialize_initializer(value)
   return serialize_regularizer(value)
 
