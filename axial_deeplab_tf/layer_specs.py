@@ -25,6 +25,9 @@ REGULARIZER = "regularizer"
 # the layer resolves it when it builds); get_config holds names and configs
 # as they are and objects as their config.
 AS_GIVEN = "as_given"
+# An initializer whose None means the family's SegNeXt default (the load
+# function gets the default from `defaults` of `LayerSpec.constructor`).
+HE_FAN_OUT = "he_fan_out_initializer"
 
 # load(kind, value) -> object of that family's Keras; dump(kind, obj) -> its
 # config (None for None).
@@ -59,21 +62,28 @@ class LayerSpec:
          *self.signature.parameters.values(),
          inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)])
 
-  def constructor(self, load: Loader):
+  def constructor(self, load: Loader,
+                  defaults: Optional[Mapping[str, Callable[[], Any]]] = None):
     """Decorator of `__init__(self, arguments, **kwargs)`.
 
     The decorated constructor takes the layer's real arguments (positional
     or keyword); `arguments` is the dict the spec returns, with the
-    initializer / regularizer entries loaded as objects.
+    initializer / regularizer entries loaded as objects (None replaced by
+    `defaults[kind]()` where the kind has a default).
     """
+    defaults = dict(defaults or {})
     spec = self
 
     def decorate(init):
       def __init__(self, *args, **kwargs):
         arguments, rest = spec.bind(args, kwargs)
         for name, kind in spec.objects.items():
-          if kind != AS_GIVEN:
-            arguments[name] = load(kind, arguments[name])
+          value = arguments[name]
+          if kind == AS_GIVEN:
+            continue
+          if value is None and kind in defaults:
+            value = defaults[kind]()
+          arguments[name] = load(kind, value)
         init(self, arguments, **rest)
 
       __init__.__name__ = init.__name__
@@ -518,3 +528,233 @@ def axial_block_attention(arguments: Mapping[str, Any]
         position_sensitive=(c["use_key_positional"] or
                             c["use_value_positional"]))
   return "global", shared
+
+
+# ---------------------------------------------------------------- SegNeXt
+_SEGNEXT_WEIGHTS = dict(kernel_initializer=HE_FAN_OUT,
+                        kernel_regularizer=REGULARIZER,
+                        bias_regularizer=REGULARIZER)
+
+
+def _check_kernel_sizes(kernel_sizes) -> list:
+  if isinstance(kernel_sizes, (str, bytes)) or not isinstance(
+      kernel_sizes, Sequence) or not kernel_sizes:
+    raise ValueError("kernel_sizes must be a non-empty sequence of odd "
+                     f"ints, got {kernel_sizes!r}.")
+  return [am.check_odd_positive("kernel_sizes[]", k) for k in kernel_sizes]
+
+
+@spec(**_SEGNEXT_WEIGHTS)
+def multi_scale_conv_attention(kernel_sizes: Sequence[int] = (7, 11, 21),
+                               base_kernel_size: int = 5,
+                               kernel_initializer: Any = None,
+                               kernel_regularizer=None,
+                               bias_regularizer=None):
+  """MultiScaleConvAttention arguments.
+
+  Args:
+    kernel_sizes: odd lengths k of the strip-convolution branches.
+    base_kernel_size: odd size of the square depthwise conv applied first.
+    kernel_initializer: initializer of all kernels; default
+      N(0, sqrt(2 / fan_out)).
+    kernel_regularizer: optional regularizer of the kernels.
+    bias_regularizer: optional regularizer of the biases.
+  """
+  return dict(kernel_initializer=kernel_initializer,
+              kernel_regularizer=kernel_regularizer,
+              bias_regularizer=bias_regularizer,
+              kernel_sizes=_check_kernel_sizes(kernel_sizes),
+              base_kernel_size=am.check_odd_positive("base_kernel_size",
+                                                     base_kernel_size))
+
+
+@spec(**_SEGNEXT_WEIGHTS)
+def mscan_block(mlp_ratio: float = 4.0,
+                drop_path_rate: float = 0.0,
+                dropout_rate: float = 0.0,
+                layer_scale_init_value: float = 1e-2,
+                kernel_sizes: Sequence[int] = (7, 11, 21),
+                base_kernel_size: int = 5,
+                use_sync_bn: bool = False,
+                norm_momentum: float = 0.9,
+                norm_epsilon: float = 1e-5,
+                kernel_initializer: Any = None,
+                kernel_regularizer=None,
+                bias_regularizer=None):
+  """MSCANBlock arguments.
+
+  Args:
+    mlp_ratio: hidden width of the MLP as a multiple of the channels.
+    drop_path_rate: stochastic depth rate of both residual branches.
+    dropout_rate: dropout rate inside the MLP.
+    layer_scale_init_value: initial value of the per-channel layer scales.
+    kernel_sizes: strip lengths of MSCA.
+    base_kernel_size: square depthwise kernel size of MSCA.
+    use_sync_bn: synchronise BN statistics across replicas.
+    norm_momentum: BN moving-average momentum (Keras convention; PyTorch
+      momentum 0.1 is 0.9 here).
+    norm_epsilon: BN epsilon.
+    kernel_initializer: conv kernel initializer; default
+      N(0, sqrt(2 / fan_out)).
+    kernel_regularizer: optional regularizer of the conv kernels.
+    bias_regularizer: optional regularizer of the conv biases.
+  """
+  if isinstance(mlp_ratio, bool) or not isinstance(
+      mlp_ratio, (int, float)) or mlp_ratio <= 0:
+    raise ValueError(f"mlp_ratio must be a positive number, got "
+                     f"{mlp_ratio!r}.")
+  return dict(
+      **_norm(use_sync_bn, norm_momentum, norm_epsilon),
+      kernel_initializer=kernel_initializer,
+      kernel_regularizer=kernel_regularizer,
+      bias_regularizer=bias_regularizer, mlp_ratio=mlp_ratio,
+      drop_path_rate=am.check_rate("drop_path_rate", drop_path_rate),
+      dropout_rate=am.check_rate("dropout_rate", dropout_rate),
+      layer_scale_init_value=float(layer_scale_init_value),
+      kernel_sizes=list(kernel_sizes), base_kernel_size=base_kernel_size)
+
+
+def _check_steps(name: str, value: Any) -> int:
+  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    raise ValueError(f"{name} must be an int >= 0, got {value!r}.")
+  return value
+
+
+@spec()
+def nmf_2d(rank: int = 64,
+           num_channel_groups: int = 1,
+           train_steps: int = 6,
+           eval_steps: int = 7,
+           inv_t: float = 1.0,
+           one_step_gradient: bool = True,
+           seed: Optional[int] = None,
+           epsilon: float = 1e-6):
+  """NMF2D arguments.
+
+  Args:
+    rank: R, the number of bases.
+    num_channel_groups: S; channels are split into S groups of D = C / S
+      channels, each factorised on its own (SegNeXt uses S = 1).
+    train_steps: update iterations in training.
+    eval_steps: update iterations at inference.
+    inv_t: inverse temperature of the softmax initialising coef.
+    one_step_gradient: if True, gradients flow only through the last coef
+      update and the reconstruction (the iterations are treated as
+      constants, O(1) memory in the number of steps), as in the original
+      Hamburger; if False, through every iteration.
+    seed: None draws new random bases in every call. An int makes the bases
+      a fixed function of the seed (one draw of [S, D, R] shared by all
+      batch elements), so outputs are reproducible and each image's output
+      does not depend on the rest of the batch.
+    epsilon: added to the denominators of the updates.
+  """
+  if isinstance(inv_t, bool) or not isinstance(inv_t, (int, float)):
+    raise TypeError(f"inv_t must be a number, got {inv_t!r}.")
+  if seed is not None and (isinstance(seed, bool) or
+                           not isinstance(seed, int)):
+    raise TypeError(f"seed must be None or an int, got {seed!r}.")
+  if not isinstance(epsilon, (int, float)) or epsilon <= 0:
+    raise ValueError(f"epsilon must be a positive number, got {epsilon!r}.")
+  return dict(
+      rank=am.check_positive_int("rank", rank),
+      num_channel_groups=am.check_positive_int("num_channel_groups",
+                                               num_channel_groups),
+      train_steps=_check_steps("train_steps", train_steps),
+      eval_steps=_check_steps("eval_steps", eval_steps),
+      inv_t=float(inv_t),
+      one_step_gradient=am.check_bool("one_step_gradient",
+                                      one_step_gradient),
+      seed=seed, epsilon=float(epsilon))
+
+
+# NMF2D arguments that Hamburger and LightHamHead pass through.
+NMF_ARGUMENTS = ("rank", "num_channel_groups", "train_steps", "eval_steps",
+                 "inv_t", "one_step_gradient", "seed")
+
+
+def _nmf_parameters():
+  return [p for name, p in nmf_2d.signature.parameters.items()
+          if name in NMF_ARGUMENTS]
+
+
+def _signature(check, *groups):
+  """Gives `check(**arguments)` the signature of the listed parameters."""
+  check.__signature__ = inspect.Signature(
+      [p for group in groups for p in group])
+  return check
+
+
+def _parameters(*specs):
+  """Parameters of a template function's signature, by name."""
+  return [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                            default=default)
+          for name, default in specs]
+
+
+def _nmf_checked(arguments: Dict[str, Any]) -> Dict[str, Any]:
+  nmf = nmf_2d.check(**{k: arguments[k] for k in NMF_ARGUMENTS})
+  return {k: nmf[k] for k in NMF_ARGUMENTS}
+
+
+def _hamburger(**a):
+  """Hamburger arguments: NMF2D's rank ... seed (see `nmf_2d`);
+  norm_groups (GroupNorm groups, must divide the channels), norm_epsilon
+  (GroupNorm epsilon); kernel_initializer (default N(0, sqrt(2 /
+  fan_out))), kernel_regularizer, bias_regularizer of the convs."""
+  return dict(_nmf_checked(a),
+              kernel_initializer=a["kernel_initializer"],
+              kernel_regularizer=a["kernel_regularizer"],
+              bias_regularizer=a["bias_regularizer"],
+              norm_groups=am.check_positive_int("norm_groups",
+                                                a["norm_groups"]),
+              norm_epsilon=a["norm_epsilon"])
+
+
+_WEIGHT_PARAMETERS = _parameters(("kernel_initializer", None),
+                                 ("kernel_regularizer", None),
+                                 ("bias_regularizer", None))
+hamburger = LayerSpec(_signature(
+    _hamburger, _nmf_parameters(),
+    _parameters(("norm_groups", 32), ("norm_epsilon", 1e-5)),
+    _WEIGHT_PARAMETERS), _SEGNEXT_WEIGHTS)
+
+
+def hamburger_nmf(arguments: Mapping[str, Any]) -> Dict[str, Any]:
+  """The NMF2D arguments of a Hamburger or LightHamHead."""
+  return {k: arguments[k] for k in NMF_ARGUMENTS}
+
+
+def _light_ham_head(**a):
+  """LightHamHead arguments: num_classes; channels (width of the align conv,
+  the classifier's input); ham_channels (width of the squeeze conv and of
+  the Hamburger); NMF2D's rank ... seed (see `nmf_2d`); dropout_rate
+  (spatial dropout before the classifier); norm_groups, norm_epsilon
+  (GroupNorm); kernel_initializer (of the non-classifier convs; default
+  N(0, sqrt(2 / fan_out))), kernel_regularizer, bias_regularizer."""
+  checked = dict(
+      _nmf_checked(a),
+      kernel_initializer=a["kernel_initializer"],
+      kernel_regularizer=a["kernel_regularizer"],
+      bias_regularizer=a["bias_regularizer"],
+      num_classes=am.check_positive_int("num_classes", a["num_classes"]),
+      channels=am.check_positive_int("channels", a["channels"]),
+      ham_channels=am.check_positive_int("ham_channels", a["ham_channels"]),
+      dropout_rate=am.check_rate("dropout_rate", a["dropout_rate"]),
+      norm_groups=am.check_positive_int("norm_groups", a["norm_groups"]),
+      norm_epsilon=a["norm_epsilon"])
+  for name in ("channels", "ham_channels"):
+    if checked[name] % checked["norm_groups"]:
+      raise ValueError(f"{name} ({checked[name]}) must be divisible by "
+                       f"norm_groups ({checked['norm_groups']}).")
+  return checked
+
+
+light_ham_head = LayerSpec(_signature(
+    _light_ham_head,
+    [inspect.Parameter("num_classes",
+                       inspect.Parameter.POSITIONAL_OR_KEYWORD)],
+    _parameters(("channels", 256), ("ham_channels", 256)),
+    _nmf_parameters(),
+    _parameters(("dropout_rate", 0.1), ("norm_groups", 32),
+                ("norm_epsilon", 1e-5)),
+    _WEIGHT_PARAMETERS), _SEGNEXT_WEIGHTS)

@@ -29,14 +29,15 @@ def serialize(obj) -> Optional[Dict[str, Any]]:
 
 
 def _load(kind: str, value):
-  if kind == layer_specs.INITIALIZER:
-    return keras.initializers.get(value)
-  return keras.regularizers.get(value)
+  if kind == layer_specs.REGULARIZER:
+    return keras.regularizers.get(value)
+  return keras.initializers.get(value)
 
 
-def takes(spec: layer_specs.LayerSpec):
-  """Constructor decorator of a Keras 3 layer from its shared spec."""
-  return spec.constructor(_load)
+def takes(spec: layer_specs.LayerSpec, defaults=None):
+  """Constructor decorator of a Keras 3 layer from its shared spec
+  (`defaults`: see `LayerSpec.constructor`)."""
+  return spec.constructor(_load, defaults)
 
 
 def spec_config(spec: layer_specs.LayerSpec, arguments) -> Dict[str, Any]:

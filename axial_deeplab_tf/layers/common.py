@@ -224,9 +224,9 @@ def serialize_initializer(initializer) -> Optional[Dict[str, Any]]:
 
 
 def _load(kind: str, value):
-  if kind == layer_specs.INITIALIZER:
-    return tf_keras.initializers.get(value)
-  return tf_keras.regularizers.get(value)
+  if kind == layer_specs.REGULARIZER:
+    return tf_keras.regularizers.get(value)
+  return tf_keras.initializers.get(value)
 
 
 def _dump(kind: str, value):
@@ -238,9 +238,10 @@ def _dump(kind: str, value):
   return serialize_regularizer(value)
 
 
-def takes(spec: layer_specs.LayerSpec):
-  """Constructor decorator of a tf_keras layer from its shared spec."""
-  return spec.constructor(_load)
+def takes(spec: layer_specs.LayerSpec, defaults=None):
+  """Constructor decorator of a tf_keras layer from its shared spec
+  (`defaults`: see `LayerSpec.constructor`)."""
+  return spec.constructor(_load, defaults)
 
 
 def spec_config(spec: layer_specs.LayerSpec, arguments) -> Dict[str, Any]:
