@@ -115,6 +115,22 @@ def store(layer, arguments: Mapping[str, Any]) -> None:
     setattr(layer, "_" + name, value)
 
 
+def config_mixin(dump: Loader) -> type:
+  """A mixin class whose get_config adds `self._spec.config(
+  self._arguments, dump)` to the base class's (put it before the Keras
+  layer class; `store` sets `_arguments`, the layer class `_spec`)."""
+
+  class SpecConfig:
+    """get_config from the layer's spec and stored arguments."""
+
+    def get_config(self) -> Dict[str, Any]:
+      config = super().get_config()
+      config.update(self._spec.config(self._arguments, dump))  # pylint: disable=protected-access
+      return config
+
+  return SpecConfig
+
+
 _WEIGHTS = dict(kernel_initializer=INITIALIZER,
                 kernel_regularizer=REGULARIZER,
                 bias_regularizer=REGULARIZER)
@@ -196,25 +212,20 @@ def local_self_attention_2d(key_depth: int,
 
 
 @spec(kernel_regularizer=REGULARIZER)
-def global_self_attention_2d(key_depth: int,
-                             value_depth: int,
-                             num_heads: int = 8,
-                             use_relative_position: bool = False,
-                             relative_span: Optional[Sequence[int]] = None,
-                             strides: int = 1,
-                             use_output_projection: bool = False,
-                             kernel_regularizer=None,
-                             use_sync_bn: bool = False,
-                             norm_momentum: float = 0.99,
-                             norm_epsilon: float = 0.001):
+def global_self_attention_2d(
+    key_depth: int, value_depth: int, num_heads: int = 8,
+    use_relative_position: bool = False,
+    relative_span: Optional[Sequence[int]] = None, strides: int = 1,
+    use_output_projection: bool = False, kernel_regularizer=None,
+    use_sync_bn: bool = False, norm_momentum: float = 0.99,
+    norm_epsilon: float = 0.001):
   """Global 2D self-attention (non-local) arguments.
 
   Args:
-    key_depth: total query/key depth over all heads; divisible by
-      num_heads (per-head depth even when use_relative_position).
-    value_depth: total value (= output) depth over all heads; divisible by
-      num_heads.
-    num_heads: number of attention heads.
+    key_depth, value_depth, num_heads, strides, kernel_regularizer,
+      use_sync_bn, norm_momentum, norm_epsilon: as
+      `local_self_attention_2d` (the key depth per head is even when
+      use_relative_position).
     use_relative_position: add a query-dependent relative-position logit:
       half of each head's query channels meet an embedding of the row
       offset, half one of the column offset (tables shared by all heads).
@@ -222,15 +233,9 @@ def global_self_attention_2d(key_depth: int,
       use_relative_position: the tables have 2 * max - 1 rows, and inputs
       larger than this are rejected (by a runtime assertion when the size
       is only known at run time; XLA drops such assertions).
-    strides: output stride; > 1 average-pools (pool = stride, 'same'
-      padding) after attention.
     use_output_projection: apply a 1x1 convolution (value_depth ->
       value_depth, with bias) to the attention output, like the output
       transform of a non-local block.
-    kernel_regularizer: regulariser of the projection kernels.
-    use_sync_bn: use synchronised batch norm across replicas.
-    norm_momentum: batch-norm moving-average momentum.
-    norm_epsilon: batch-norm epsilon.
   """
   shared = _attention_2d(key_depth, value_depth, num_heads, strides)
   if use_relative_position:
@@ -455,24 +460,17 @@ ATTENTION_TYPES = ("axial", "local", "global")
 
 
 @spec(kernel_initializer=AS_GIVEN, kernel_regularizer=REGULARIZER)
-def axial_block(filters: int,
-                strides: int = 1,
-                span: Union[None, int, Sequence[Optional[int]]] = None,
-                max_length: Union[None, int, Sequence[Optional[int]]] = None,
-                num_heads: int = 8,
-                attention_type: str = "axial",
-                kernel_size: int = 7,
-                use_query_positional: bool = True,
-                use_key_positional: bool = True,
-                use_value_positional: bool = True,
-                expansion: int = 4,
-                drop_path_rate: float = 0.0,
-                kernel_initializer="he_normal",
-                kernel_regularizer=None,
-                norm_momentum: float = 0.99,
-                norm_epsilon: float = 1e-3,
-                use_sync_bn: bool = False,
-                recompute_grad: bool = False):
+def axial_block(
+    filters: int, strides: int = 1,
+    span: Union[None, int, Sequence[Optional[int]]] = None,
+    max_length: Union[None, int, Sequence[Optional[int]]] = None,
+    num_heads: int = 8, attention_type: str = "axial", kernel_size: int = 7,
+    use_query_positional: bool = True, use_key_positional: bool = True,
+    use_value_positional: bool = True, expansion: int = 4,
+    drop_path_rate: float = 0.0, kernel_initializer="he_normal",
+    kernel_regularizer=None, norm_momentum: float = 0.99,
+    norm_epsilon: float = 1e-3, use_sync_bn: bool = False,
+    recompute_grad: bool = False):
   """AxialBlock arguments.
 
   Args:
@@ -621,13 +619,9 @@ def _check_steps(name: str, value: Any) -> int:
 
 
 @spec()
-def nmf_2d(rank: int = 64,
-           num_channel_groups: int = 1,
-           train_steps: int = 6,
-           eval_steps: int = 7,
-           inv_t: float = 1.0,
-           one_step_gradient: bool = True,
-           seed: Optional[int] = None,
+def nmf_2d(rank: int = 64, num_channel_groups: int = 1, train_steps: int = 6,
+           eval_steps: int = 7, inv_t: float = 1.0,
+           one_step_gradient: bool = True, seed: Optional[int] = None,
            epsilon: float = 1e-6):
   """NMF2D arguments.
 
@@ -758,3 +752,97 @@ light_ham_head = LayerSpec(_signature(
     _parameters(("dropout_rate", 0.1), ("norm_groups", 32),
                 ("norm_epsilon", 1e-5)),
     _WEIGHT_PARAMETERS), _SEGNEXT_WEIGHTS)
+
+
+# -------------------------------------------------------------- backbones
+AXIAL_RESNET_LAYOUTS = {26: (1, 2, 4, 1), 50: (3, 4, 6, 3),
+                        101: (3, 4, 23, 3)}
+AXIAL_RESNET_BASE_WIDTHS = (64, 128, 256, 512)
+AXIAL_RESNET_STEMS = ("conv", "inception", "axial")
+
+
+def _ceil_div(a, b):
+  return None if a is None else -(-a // b)
+
+
+def axial_resnet_plan(input_size=(224, 224), depth: int = 50,
+                      width_multiplier: float = 1.0, stem: str = "conv",
+                      span: Optional[int] = None, stem_span: int = 15,
+                      stem_channels: Sequence[int] = (64, 64, 128),
+                      output_stride: int = 32, attention_type: str = "axial",
+                      block_filters: Optional[Sequence[int]] = None,
+                      drop_path_rate: float = 0.0, **block_args):
+  """Checks an Axial-ResNet backbone's arguments and lays out its blocks.
+
+  Args (the builders' arguments, see `modeling.backbones.axial_resnet`):
+    input_size, depth, width_multiplier, stem, span, stem_span,
+    stem_channels, output_stride, attention_type, block_filters,
+    drop_path_rate: as the builders.
+    **block_args: AxialBlock arguments every block takes (num_heads,
+      kernel_size, expansion, the positional terms, the norm settings,
+      kernel_regularizer, ...).
+
+  Returns:
+    dict: "height", "width" (None where unknown), "stem_width" (the conv
+    stem's channels), "stem_blocks" (AxialBlock arguments with names of the
+    "axial" stem, else empty), "stages": [(endpoint name, [AxialBlock
+    arguments with names])].
+  """
+  if depth not in AXIAL_RESNET_LAYOUTS:
+    raise ValueError(f"depth must be one of {sorted(AXIAL_RESNET_LAYOUTS)}, "
+                     f"got {depth!r}.")
+  am.check_choice("stem", stem, AXIAL_RESNET_STEMS)
+  am.check_choice("output_stride", output_stride, (16, 32))
+  if width_multiplier <= 0:
+    raise ValueError(f"width_multiplier must be positive, got "
+                     f"{width_multiplier!r}.")
+  if stem == "inception" and len(stem_channels) != 3:
+    raise ValueError(f"stem_channels must have 3 entries, got "
+                     f"{stem_channels!r}.")
+  height, width = input_size if input_size is not None else (None, None)
+  if span is None and attention_type == "axial" and (height is None or
+                                                     width is None):
+    raise ValueError("Global attention (span=None) needs a known input_size "
+                     f"(height, width); got {input_size!r}. Use a local span "
+                     "for inputs of any size.")
+  layout = AXIAL_RESNET_LAYOUTS[depth]
+  if block_filters is None:
+    block_filters = [int(round(w * width_multiplier))
+                     for w in AXIAL_RESNET_BASE_WIDTHS]
+  block_args = dict(block_args, attention_type=attention_type)
+  stem_width = int(round(64 * width_multiplier))
+  stem_blocks = []
+  if stem == "axial":
+    # Attention depths split over the heads: round up to a multiple of them
+    # (the 0.75-width stem would otherwise have 12 channels for 8 heads).
+    heads = block_args.get("num_heads", 8)
+    stem_filters = -(-max(stem_width // block_args.get("expansion", 4), 1)
+                     // heads) * heads
+    stem_blocks = [dict(block_args, attention_type="axial",
+                        filters=stem_filters, strides=2 if i == 0 else 1,
+                        span=stem_span, name=f"stem_block{i + 1}")
+                   for i in range(3)]
+  stages = []
+  current_h, current_w = _ceil_div(height, 4), _ceil_div(width, 4)
+  total_blocks, block_index = sum(layout), 0
+  for stage, (num_blocks, filters) in enumerate(zip(layout, block_filters)):
+    stage_stride = 1 if stage == 0 or (stage == 3 and
+                                       output_stride == 16) else 2
+    blocks = []
+    for i in range(num_blocks):
+      strides = stage_stride if i == 0 else 1
+      max_length = None
+      if span is None and attention_type == "axial":
+        max_length = (current_h, current_w)
+      blocks.append(dict(
+          block_args, filters=filters, strides=strides, span=span,
+          max_length=max_length,
+          drop_path_rate=drop_path_rate * block_index / max(total_blocks - 1,
+                                                            1),
+          name=f"res{stage + 2}_block{i + 1}"))
+      current_h = _ceil_div(current_h, strides)
+      current_w = _ceil_div(current_w, strides)
+      block_index += 1
+    stages.append((f"res{stage + 2}", blocks))
+  return dict(height=height, width=width, stem_width=stem_width,
+              stem_blocks=stem_blocks, stages=stages)

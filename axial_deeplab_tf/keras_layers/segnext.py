@@ -60,7 +60,8 @@ def _build_chain(layers, shape):
 
 
 @base.register
-class MultiScaleConvAttention(_ConvArguments, base.SpecConfig, keras.layers.Layer):
+class MultiScaleConvAttention(_ConvArguments, base.SpecConfig,
+                              keras.layers.Layer):
   """`conv1x1(a + sum_k strip_k(a)) * x`, a = depthwise conv of x (Keras 3)."""
 
   _spec = layer_specs.multi_scale_conv_attention

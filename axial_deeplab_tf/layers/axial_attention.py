@@ -213,7 +213,7 @@ class AxialAttention(common.RejectKeras3Tensors, common.SpecConfig,
 
   @common.takes(_spec)
   def __init__(self, arguments, **kwargs):
-    """Arguments: `layer_specs.axial_attention` and tf_keras.layers.Layer's."""
+    """Arguments: `layer_specs.axial_attention`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
     layer_specs.store(self, arguments)
     self._radius = attention_math.axial_span_radius(self._span,
@@ -796,7 +796,7 @@ class AxialAttention2D(common.RejectKeras3Tensors, common.SpecConfig,
 
   @common.takes(_spec)
   def __init__(self, arguments, **kwargs):
-    """Arguments: `layer_specs.axial_attention_2d` and tf_keras.layers.Layer's."""
+    """Arguments: `layer_specs.axial_attention_2d`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
     layer_specs.store(self, arguments)
     height, width = layer_specs.axial_passes(arguments)
@@ -877,7 +877,7 @@ class AxialBlock(common.RejectKeras3Tensors, common.SpecConfig,
 
   @common.takes(_spec)
   def __init__(self, arguments, **kwargs):
-    """Arguments: `layer_specs.axial_block` and tf_keras.layers.Layer's."""
+    """Arguments: `layer_specs.axial_block`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
     layer_specs.store(self, arguments)
 

@@ -244,19 +244,8 @@ def takes(spec: layer_specs.LayerSpec, defaults=None):
   return spec.constructor(_load, defaults)
 
 
-def spec_config(spec: layer_specs.LayerSpec, arguments) -> Dict[str, Any]:
-  """get_config entries of the arguments a spec returned."""
-  return spec.config(arguments, _dump)
-
-
-class SpecConfig:
-  """get_config of a layer from its spec (`_spec`) and the arguments it
-  returned (`_arguments`, set by `layer_specs.store`)."""
-
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update(spec_config(self._spec, self._arguments))
-    return config
+# get_config from the layer's spec (`_spec`) and its stored `_arguments`.
+SpecConfig = layer_specs.config_mixin(_dump)
 
 
 def weight_config(kernel_initializer, kernel_regularizer,

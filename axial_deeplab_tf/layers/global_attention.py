@@ -21,7 +21,8 @@ class GlobalSelfAttention2D(common.SelfAttention2DBase):
 
   @common.takes(_spec)
   def __init__(self, arguments, **kwargs):
-    """Arguments: `layer_specs.global_self_attention_2d` and tf_keras.layers.Layer's."""
+    """Arguments: `layer_specs.global_self_attention_2d`; kwargs: tf_keras
+    Layer's."""
     super().__init__(arguments, **kwargs)
 
   def build(self, input_shape):

@@ -17,7 +17,8 @@ from axial_deeplab_tf.layers import msca
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class NMF2D(common.RejectKeras3Tensors, common.SpecConfig, tf_keras.layers.Layer):
+class NMF2D(common.RejectKeras3Tensors, common.SpecConfig,
+            tf_keras.layers.Layer):
   """Low-rank reconstruction of a non-negative feature map by NMF.
 
   The map is viewed as x [N = H*W, D] (per batch element and channel group)
@@ -42,7 +43,7 @@ class NMF2D(common.RejectKeras3Tensors, common.SpecConfig, tf_keras.layers.Layer
 
   @common.takes(_spec)
   def __init__(self, arguments, **kwargs):
-    """Arguments: `layer_specs.nmf_2d` and tf_keras.layers.Layer's."""
+    """Arguments: `layer_specs.nmf_2d`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
     layer_specs.store(self, arguments)
 
@@ -167,7 +168,8 @@ def _group_norm(groups, epsilon, name):
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
 class Hamburger(common.RejectKeras3Tensors,
-                common.ConvLayerMixin, common.SpecConfig, tf_keras.layers.Layer):
+                common.ConvLayerMixin, common.SpecConfig,
+                tf_keras.layers.Layer):
   """Hamburger module: ReLU(x + GN(conv(NMF(ReLU(conv(x)))))).
 
   Lower bread: 1x1 conv with bias, ReLU (makes the NMF input non-negative);
@@ -178,7 +180,7 @@ class Hamburger(common.RejectKeras3Tensors,
 
   @msca.takes(_spec)
   def __init__(self, arguments, **kwargs):
-    """Arguments: `layer_specs.hamburger` and tf_keras.layers.Layer's."""
+    """Arguments: `layer_specs.hamburger`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
     layer_specs.store(self, arguments)
     self.nmf = NMF2D(name="nmf", **layer_specs.hamburger_nmf(arguments))
@@ -226,7 +228,8 @@ def resize_bilinear(x: tf.Tensor, size) -> tf.Tensor:
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
 class LightHamHead(common.RejectKeras3Tensors,
-                   common.ConvLayerMixin, common.SpecConfig, tf_keras.layers.Layer):
+                   common.ConvLayerMixin, common.SpecConfig,
+                   tf_keras.layers.Layer):
   """SegNeXt decoder: concat multi-level features, squeeze, Hamburger, align.
 
   Inputs are resized to the first input's size (bilinear, half-pixel) and
@@ -240,7 +243,7 @@ class LightHamHead(common.RejectKeras3Tensors,
 
   @msca.takes(_spec)
   def __init__(self, arguments, **kwargs):
-    """Arguments: `layer_specs.light_ham_head` and tf_keras.layers.Layer's."""
+    """Arguments: `layer_specs.light_ham_head`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
     layer_specs.store(self, arguments)
     norm_groups, norm_epsilon = self._norm_groups, self._norm_epsilon

@@ -39,7 +39,7 @@ class ISSASelfAttentionBlock(common.RejectKeras3Tensors, common.SpecConfig,
 
   @common.takes(_spec)
   def __init__(self, arguments, **kwargs):
-    """Arguments: `layer_specs.issa_block` and tf_keras.layers.Layer's."""
+    """Arguments: `layer_specs.issa_block`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
     layer_specs.store(self, arguments)
     self._act = _activation_fn(self._activation)

@@ -50,7 +50,8 @@ class LocalSelfAttention2D(common.SelfAttention2DBase):
 
   @common.takes(_spec)
   def __init__(self, arguments, **kwargs):
-    """Arguments: `layer_specs.local_self_attention_2d` and tf_keras.layers.Layer's.
+    """Arguments: `layer_specs.local_self_attention_2d`; kwargs: tf_keras
+    Layer's.
 
     `block_size` is the query block side: it changes speed, memory and
     executed multiply-adds, never the result. Each query block computes

@@ -34,7 +34,8 @@ def _exact_gelu(x: tf.Tensor) -> tf.Tensor:
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
 class MultiScaleConvAttention(common.RejectKeras3Tensors,
-                              common.ConvLayerMixin, common.SpecConfig, tf_keras.layers.Layer):
+                              common.ConvLayerMixin, common.SpecConfig,
+                              tf_keras.layers.Layer):
   """Multi-scale convolutional attention: `conv1x1(a + sum_k strip_k(a)) * x`.
 
   a = depthwise `base_kernel_size` conv of x; each branch k is a depthwise 1xk
@@ -45,7 +46,8 @@ class MultiScaleConvAttention(common.RejectKeras3Tensors,
 
   @takes(_spec)
   def __init__(self, arguments, **kwargs):
-    """Arguments: `layer_specs.multi_scale_conv_attention` and tf_keras.layers.Layer's."""
+    """Arguments: `layer_specs.multi_scale_conv_attention`; kwargs: tf_keras
+    Layer's."""
     super().__init__(**kwargs)
     layer_specs.store(self, arguments)
 
@@ -86,7 +88,8 @@ class MultiScaleConvAttention(common.RejectKeras3Tensors,
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
 class MSCANBlock(common.RejectKeras3Tensors,
-                 common.ConvLayerMixin, common.SpecConfig, tf_keras.layers.Layer):
+                 common.ConvLayerMixin, common.SpecConfig,
+                 tf_keras.layers.Layer):
   """One MSCAN block: attention and MLP residual branches with layer scale.
 
   x = x + DropPath(ls1 * Attn(BN(x))),  Attn(y) = conv(MSCA(GELU(conv(y)))) + y
@@ -98,7 +101,7 @@ class MSCANBlock(common.RejectKeras3Tensors,
 
   @takes(_spec)
   def __init__(self, arguments, **kwargs):
-    """Arguments: `layer_specs.mscan_block` and tf_keras.layers.Layer's."""
+    """Arguments: `layer_specs.mscan_block`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
     layer_specs.store(self, arguments)
 
