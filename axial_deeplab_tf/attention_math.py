@@ -58,6 +58,23 @@ def check_bool(name: str, value: Any) -> bool:
   return value
 
 
+def check_image_shape(layer_name: str, dims: Optional[Sequence[Any]],
+                      shown: Any = None) -> int:
+  """Checks a [batch, height, width, channels] shape; returns channels.
+
+  `dims` are the sizes (None for an unknown rank), `shown` how the error
+  prints the shape (default: `dims` as a tuple).
+  """
+  shown = tuple(dims) if shown is None and dims is not None else shown
+  if dims is None or len(dims) != 4:
+    raise ValueError(f"{layer_name} expects inputs of rank 4 [batch, height, "
+                     f"width, channels], got shape {shown}.")
+  if dims[-1] is None:
+    raise ValueError(f"{layer_name} needs a known channel dimension, got "
+                     f"input shape {shown}.")
+  return int(dims[-1])
+
+
 def check_attention_depths(num_heads: int, key_depth: int,
                            value_depth: int) -> None:
   """Checks head count and depths: positive ints, depths divisible by heads."""

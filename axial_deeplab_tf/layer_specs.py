@@ -107,11 +107,12 @@ def spec(**objects: str):
   return lambda check: LayerSpec(check, objects)
 
 
-def store(layer, arguments: Mapping[str, Any]) -> None:
+def store(layer, arguments: Mapping[str, Any], **derived: Any) -> None:
   """Keeps `arguments` for get_config (`layer._arguments`, read-only, so
-  neither Keras tracks it) and sets `layer._<name>` for every argument."""
+  neither Keras tracks it) and sets `layer._<name>` for every argument and
+  every `derived` value."""
   layer._arguments = types.MappingProxyType(dict(arguments))  # pylint: disable=protected-access
-  for name, value in arguments.items():
+  for name, value in dict(arguments, **derived).items():
     setattr(layer, "_" + name, value)
 
 
@@ -401,6 +402,29 @@ def axial_attention(num_heads: int = 8,
       kernel_regularizer=kernel_regularizer, norm_momentum=norm_momentum,
       norm_epsilon=norm_epsilon, use_sync_bn=use_sync_bn,
       block_length=block_length, recompute_grad=recompute_grad)
+
+
+def axial_attention_sizes(arguments: Mapping[str, Any]) -> Dict[str, int]:
+  """Sizes an AxialAttention derives from its arguments: the span radius
+  and the numbers of similarity and output terms."""
+  return dict(
+      radius=am.axial_span_radius(arguments["span"], arguments["max_length"]),
+      num_similarity_terms=1 + int(arguments["use_query_positional"]) + int(
+          arguments["use_key_positional"]),
+      num_output_terms=1 + int(arguments["use_value_positional"]))
+
+
+class AxialAttentionSizes:
+  """`span` and `table_rows` of an AxialAttention (either family)."""
+
+  @property
+  def span(self):
+    return self._span  # pylint: disable=protected-access
+
+  @property
+  def table_rows(self) -> int:
+    """Rows of each relative table (2 * radius + 1)."""
+    return 2 * self._radius + 1  # pylint: disable=protected-access
 
 
 _AXIAL_SHARED = ("num_heads", "key_depth", "value_depth",

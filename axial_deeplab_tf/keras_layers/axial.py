@@ -35,7 +35,8 @@ def _index_table(length, radius, rows):
 
 
 @base.register
-class AxialAttention(base.SpecConfig, keras.layers.Layer):
+class AxialAttention(base.SpecConfig, layer_specs.AxialAttentionSizes,
+                     keras.layers.Layer):
   """Position-sensitive self-attention along one axis (Keras 3).
 
   Input [batch, length, channels] -> output [batch, length, value_depth].
@@ -50,19 +51,8 @@ class AxialAttention(base.SpecConfig, keras.layers.Layer):
   @base.takes(_spec)
   def __init__(self, arguments, **kwargs):
     super().__init__(**kwargs)
-    layer_specs.store(self, arguments)
-    self._radius = am.axial_span_radius(self._span, self._max_length)
-    self._num_similarity_terms = 1 + int(self._use_query_positional) + int(
-        self._use_key_positional)
-    self._num_output_terms = 1 + int(self._use_value_positional)
-
-  @property
-  def span(self):
-    return self._span
-
-  @property
-  def table_rows(self) -> int:
-    return 2 * self._radius + 1
+    layer_specs.store(self, arguments,
+                      **layer_specs.axial_attention_sizes(arguments))
 
   def build(self, input_shape):
     if len(input_shape) != 3:

@@ -60,14 +60,7 @@ def static_dim(x, axis: int):
 
 def check_image_shape(layer_name: str, input_shape) -> int:
   """Checks a [batch, height, width, channels] shape; returns channels."""
-  shape = tuple(input_shape)
-  if len(shape) != 4:
-    raise ValueError(f"{layer_name} expects inputs of rank 4 [batch, height, "
-                     f"width, channels], got shape {shape}.")
-  if shape[-1] is None:
-    raise ValueError(f"{layer_name} needs a known channel dimension, got "
-                     f"input shape {shape}.")
-  return int(shape[-1])
+  return attention_math.check_image_shape(layer_name, tuple(input_shape))
 
 
 def masked_moments(x, axes: Sequence[int], mask=None):

@@ -203,7 +203,7 @@ def _band_mask(length: int, radius: int) -> tf.Tensor:
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
 class AxialAttention(common.RejectKeras3Tensors, common.SpecConfig,
-                     tf_keras.layers.Layer):
+                     layer_specs.AxialAttentionSizes, tf_keras.layers.Layer):
   """Position-sensitive self-attention along one axis.
 
   Input [batch, length, channels] -> output [batch, length, value_depth].
@@ -215,21 +215,8 @@ class AxialAttention(common.RejectKeras3Tensors, common.SpecConfig,
   def __init__(self, arguments, **kwargs):
     """Arguments: `layer_specs.axial_attention`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
-    layer_specs.store(self, arguments)
-    self._radius = attention_math.axial_span_radius(self._span,
-                                                    self._max_length)
-    self._num_similarity_terms = 1 + int(self._use_query_positional) + int(
-        self._use_key_positional)
-    self._num_output_terms = 1 + int(self._use_value_positional)
-
-  @property
-  def span(self):
-    return self._span
-
-  @property
-  def table_rows(self) -> int:
-    """Rows of each relative table (2 * radius + 1)."""
-    return 2 * self._radius + 1
+    layer_specs.store(self, arguments,
+                      **layer_specs.axial_attention_sizes(arguments))
 
   def build(self, input_shape):
     input_shape = tf.TensorShape(input_shape)

@@ -32,13 +32,8 @@ RejectKeras3Tensors = attention_math.RejectKeras3Tensors
 def check_image_input_shape(layer_name: str, input_shape) -> int:
   """Checks a [batch, height, width, channels] shape; returns channels."""
   shape = tf.TensorShape(input_shape)
-  if shape.rank != 4:
-    raise ValueError(f"{layer_name} expects inputs of rank 4 [batch, height, "
-                     f"width, channels], got shape {shape}.")
-  if shape[-1] is None:
-    raise ValueError(f"{layer_name} needs a known channel dimension, got "
-                     f"input shape {shape}.")
-  return int(shape[-1])
+  return attention_math.check_image_shape(
+      layer_name, None if shape.rank is None else shape.as_list(), shape)
 
 
 def static_or_dynamic_shape(x: tf.Tensor):

@@ -135,15 +135,8 @@ class InterlacedSparseSelfAttention(common.RejectKeras3Tensors,
     super().build(input_shape)
 
   def call(self, inputs, training=None):
-    """Applies ISSA.
-
-    Args:
-      inputs: [batch, height, width, channels].
-      training: bool; BN uses batch statistics in training.
-
-    Returns:
-      [batch, height, width, output_channels].
-    """
+    """ISSA of [batch, height, width, channels] inputs (BN in training
+    mode when `training`): [batch, height, width, output_channels]."""
     p_h, p_w = self._partition_factors
     batch, height, width, _ = common.static_or_dynamic_shape(inputs)
     q_h = (height + p_h - 1) // p_h
