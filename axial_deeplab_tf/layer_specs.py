@@ -789,6 +789,73 @@ def _ceil_div(a, b):
   return None if a is None else -(-a // b)
 
 
+def axial_resnet_backbone(
+    input_size: Optional[Tuple[Optional[int], Optional[int]]] = (224, 224),
+    depth: int = 50, width_multiplier: float = 1.0, stem: str = "conv",
+    span: Optional[int] = None, stem_span: int = 15,
+    stem_channels: Sequence[int] = (64, 64, 128), output_stride: int = 32,
+    attention_type: str = "axial", kernel_size: int = 7,
+    block_filters: Optional[Sequence[int]] = None, expansion: int = 4,
+    num_heads: int = 8, use_query_positional: bool = True,
+    use_key_positional: bool = True, use_value_positional: bool = True,
+    drop_path_rate: float = 0.0, norm_momentum: float = 0.99,
+    norm_epsilon: float = 1e-3, use_sync_bn: bool = False,
+    recompute_grad: bool = False, kernel_regularizer=None,
+    name: str = "axial_resnet") -> Dict[str, Any]:
+  """Arguments of the Axial-ResNet backbone builders (both families).
+
+  Args:
+    input_size: (height, width) the global spans are sized for; entries may
+      be None only with a local span.
+    depth: 26, 50 or 101 (block layout).
+    width_multiplier: S 0.5, M 0.75, L 1.0, XL 2.0.
+    stem: "conv", "inception" or "axial" (see module docstring).
+    span: None for global attention, else an odd local span for all blocks.
+    stem_span: local span of the "axial" stem blocks.
+    stem_channels: channels of the three "inception" stem convolutions.
+    output_stride: 32, or 16 to remove the stride of the last stage.
+    attention_type: "axial", "local" (SASA windows) or "global".
+    kernel_size: window of "local" attention.
+    block_filters: per-stage block widths f (default base widths times the
+      width multiplier).
+    expansion: output channels per block = expansion * f.
+    num_heads: attention heads.
+    use_query_positional, use_key_positional, use_value_positional: the
+      positional terms of the attention.
+    drop_path_rate: final stochastic-depth rate, linear over blocks.
+    norm_momentum, norm_epsilon, use_sync_bn: batch norm settings.
+    recompute_grad: recompute attention maps in the backward pass.
+    kernel_regularizer: for convolutions.
+    name: model name.
+
+  """
+  return dict(locals())
+
+
+def builder(arguments: Callable[..., Dict[str, Any]],
+            without: Sequence[str] = ()):
+  """Decorator of `build(arguments_dict)`: the decorated function takes the
+  parameters of `arguments` (less `without`, which keep their defaults),
+  positional or keyword, and has their signature."""
+  signature = inspect.signature(arguments)
+  signature = signature.replace(
+      parameters=[p for name, p in signature.parameters.items()
+                  if name not in without],
+      return_annotation=inspect.Signature.empty)
+
+  def decorate(build):
+    def wrapper(*args, **kwargs):
+      bound = signature.bind(*args, **kwargs)
+      return build(arguments(**bound.arguments))
+
+    for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
+      setattr(wrapper, attr, getattr(build, attr))
+    wrapper.__signature__ = signature
+    return wrapper
+
+  return decorate
+
+
 def axial_resnet_plan(input_size=(224, 224), depth: int = 50,
                       width_multiplier: float = 1.0, stem: str = "conv",
                       span: Optional[int] = None, stem_span: int = 15,

@@ -8,7 +8,6 @@ the stems pad symmetrically (`base.SymmetricPad` + 'valid'), as the
 tf_keras stems' PaddedConv2D / PaddedMaxPool2D.
 """
 
-from typing import Optional, Sequence, Tuple
 
 import keras
 
@@ -23,51 +22,35 @@ SIZES = {"26s": (26, 0.5), "50s": (50, 0.5), "50m": (50, 0.75),
          "50l": (50, 1.0)}
 
 
-def build_axial_resnet_backbone(
-    input_size: Optional[Tuple[Optional[int], Optional[int]]] = (224, 224),
-    depth: int = 50,
-    width_multiplier: float = 1.0,
-    stem: str = "conv",
-    span: Optional[int] = None,
-    stem_span: int = 15,
-    stem_channels: Sequence[int] = (64, 64, 128),
-    output_stride: int = 32,
-    attention_type: str = "axial",
-    kernel_size: int = 7,
-    block_filters: Optional[Sequence[int]] = None,
-    expansion: int = 4,
-    num_heads: int = 8,
-    use_query_positional: bool = True,
-    use_key_positional: bool = True,
-    use_value_positional: bool = True,
-    drop_path_rate: float = 0.0,
-    norm_momentum: float = 0.99,
-    norm_epsilon: float = 1e-3,
-    kernel_regularizer=None,
-    name: str = "axial_resnet") -> keras.Model:
-  """Builds a Keras 3 Axial-ResNet backbone (arguments as the tf_keras one).
+@layer_specs.builder(layer_specs.axial_resnet_backbone,
+                     without=("use_sync_bn", "recompute_grad"))
+def build_axial_resnet_backbone(arguments) -> keras.Model:
+  """Builds a Keras 3 Axial-ResNet backbone (arguments as the tf_keras one,
+  `layer_specs.axial_resnet_backbone`, without use_sync_bn and
+  recompute_grad).
 
   Returns:
     A keras.Model mapping [batch, h, w, 3] normalised images to a dict of
     endpoints "stem", "res2".."res5".
   """
+  a = arguments
   plan = layer_specs.axial_resnet_plan(
-      **{k: v for k, v in locals().items() if k != "name"})
-  bn = dict(momentum=norm_momentum, epsilon=norm_epsilon)
+      **{k: v for k, v in a.items() if k != "name"})
+  bn = dict(momentum=a["norm_momentum"], epsilon=a["norm_epsilon"])
   conv = dict(use_bias=False, kernel_initializer="he_normal",
-              kernel_regularizer=kernel_regularizer)
+              kernel_regularizer=a["kernel_regularizer"])
 
   inputs = keras.Input(shape=(plan["height"], plan["width"], 3),
                        name="images")
   x = inputs
-  if stem == "conv":
+  if a["stem"] == "conv":
     x = base.SymmetricPad(7, name="stem_pad")(x)
     x = keras.layers.Conv2D(plan["stem_width"], 7, strides=2,
                             name="stem_conv", **conv)(x)
     x = base.batch_norm(name="stem_bn", **bn)(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
-  elif stem == "inception":
-    for i, (filters, strides) in enumerate(zip(stem_channels, (2, 1, 1))):
+  elif a["stem"] == "inception":
+    for i, (filters, strides) in enumerate(zip(a["stem_channels"], (2, 1, 1))):
       x = base.SymmetricPad(3, name=f"stem_pad{i + 1}")(x)
       x = keras.layers.Conv2D(filters, 3, strides=strides,
                               name=f"stem_conv{i + 1}", **conv)(x)
@@ -82,7 +65,7 @@ def build_axial_resnet_backbone(
     for block in blocks:
       x = AxialBlock(**block)(x)
     endpoints[endpoint] = x
-  return keras.Model(inputs, endpoints, name=name)
+  return keras.Model(inputs, endpoints, name=a["name"])
 
 
 def build_axial_resnet_classifier(num_classes: int = 1000,

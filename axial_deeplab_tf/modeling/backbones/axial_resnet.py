@@ -25,7 +25,7 @@ feature size of `input_size` at each block (56/28/14/7 at 224x224);
 `span=k` gives local attention with span k everywhere (any input size).
 """
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
@@ -43,77 +43,35 @@ def _bn(momentum, epsilon, sync, name):
       momentum=momentum, epsilon=epsilon, synchronized=sync, name=name)
 
 
-def build_axial_resnet_backbone(
-    input_size: Optional[Tuple[Optional[int], Optional[int]]] = (224, 224),
-    depth: int = 50,
-    width_multiplier: float = 1.0,
-    stem: str = "conv",
-    span: Optional[int] = None,
-    stem_span: int = 15,
-    stem_channels: Sequence[int] = (64, 64, 128),
-    output_stride: int = 32,
-    attention_type: str = "axial",
-    kernel_size: int = 7,
-    block_filters: Optional[Sequence[int]] = None,
-    expansion: int = 4,
-    num_heads: int = 8,
-    use_query_positional: bool = True,
-    use_key_positional: bool = True,
-    use_value_positional: bool = True,
-    drop_path_rate: float = 0.0,
-    norm_momentum: float = 0.99,
-    norm_epsilon: float = 1e-3,
-    use_sync_bn: bool = False,
-    recompute_grad: bool = False,
-    kernel_regularizer=None,
-    name: str = "axial_resnet") -> tf_keras.Model:
+@layer_specs.builder(layer_specs.axial_resnet_backbone)
+def build_axial_resnet_backbone(arguments) -> tf_keras.Model:
   """Builds an Axial-ResNet backbone.
 
-  Args:
-    input_size: (height, width) the global spans are sized for; entries may
-      be None only with a local span.
-    depth: 26, 50 or 101 (block layout).
-    width_multiplier: S 0.5, M 0.75, L 1.0, XL 2.0.
-    stem: "conv", "inception" or "axial" (see module docstring).
-    span: None for global attention, else an odd local span for all blocks.
-    stem_span: local span of the "axial" stem blocks.
-    stem_channels: channels of the three "inception" stem convolutions.
-    output_stride: 32, or 16 to remove the stride of the last stage.
-    attention_type: "axial", "local" (SASA windows) or "global".
-    kernel_size: window of "local" attention.
-    block_filters: per-stage block widths f (default base widths times the
-      width multiplier).
-    expansion: output channels per block = expansion * f.
-    num_heads: attention heads.
-    use_query_positional, use_key_positional, use_value_positional: the
-      positional terms of the attention.
-    drop_path_rate: final stochastic-depth rate, linear over blocks.
-    norm_momentum, norm_epsilon, use_sync_bn: batch norm settings.
-    recompute_grad: recompute attention maps in the backward pass.
-    kernel_regularizer: for convolutions.
-    name: model name.
+  Arguments: see `layer_specs.axial_resnet_backbone`.
 
   Returns:
     A tf_keras.Model mapping [batch, h, w, 3] float images (already
     normalised) to a dict of endpoints "stem" (stride 4 before stage 2),
     "res2".."res5" ([batch, h/stride, w/stride, 4f]).
   """
+  a = arguments
   plan = layer_specs.axial_resnet_plan(
-      **{k: v for k, v in locals().items() if k != "name"})
-  bn = dict(momentum=norm_momentum, epsilon=norm_epsilon, sync=use_sync_bn)
+      **{k: v for k, v in a.items() if k != "name"})
+  bn = dict(momentum=a["norm_momentum"], epsilon=a["norm_epsilon"],
+            sync=a["use_sync_bn"])
   conv = dict(use_bias=False, kernel_initializer="he_normal",
-              kernel_regularizer=kernel_regularizer)
+              kernel_regularizer=a["kernel_regularizer"])
 
   inputs = tf_keras.Input(shape=(plan["height"], plan["width"], 3),
                           name="images")
   x = inputs
-  if stem == "conv":
+  if a["stem"] == "conv":
     x = common.PaddedConv2D(plan["stem_width"], 7, strides=2,
                             name="stem_conv", **conv)(x)
     x = _bn(name="stem_bn", **bn)(x)
     x = tf_keras.layers.ReLU(name="stem_relu")(x)
-  elif stem == "inception":
-    for i, (filters, strides) in enumerate(zip(stem_channels, (2, 1, 1))):
+  elif a["stem"] == "inception":
+    for i, (filters, strides) in enumerate(zip(a["stem_channels"], (2, 1, 1))):
       x = common.PaddedConv2D(filters, 3, strides=strides,
                               name=f"stem_conv{i + 1}", **conv)(x)
       x = _bn(name=f"stem_bn{i + 1}", **bn)(x)
@@ -126,7 +84,7 @@ def build_axial_resnet_backbone(
     for block in blocks:
       x = AxialBlock(**block)(x)
     endpoints[endpoint] = x
-  return tf_keras.Model(inputs, endpoints, name=name)
+  return tf_keras.Model(inputs, endpoints, name=a["name"])
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
