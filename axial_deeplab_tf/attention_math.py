@@ -22,19 +22,57 @@ KERAS3_MODULE = "axial_deeplab_tf.keras_layers"
 
 
 # --------------------------------------------------------------- arguments
-def check_positive_int(name: str, value: Any) -> int:
+def check_positive_int(name: str, value: Any,
+                       allow_none: bool = False) -> Optional[int]:
   """Returns `value` if it is a positive int, else raises naming `name`.
+
+  With `allow_none`, None is accepted and returned.
 
   Raises:
     TypeError: not an int (bools are refused).
     ValueError: an int <= 0.
   """
+  if value is None and allow_none:
+    return None
+  expected = "a positive int" + (" or None" if allow_none else "")
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise TypeError(f"{name} must be a positive int, got {value!r} "
+    raise TypeError(f"{name} must be {expected}, got {value!r} "
                     f"of type {type(value).__name__}.")
   if value <= 0:
-    raise ValueError(f"{name} must be a positive int, got {value}.")
+    raise ValueError(f"{name} must be {expected}, got {value}.")
   return int(value)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+  """Returns `value` if it is one of `choices`, else a ValueError naming it."""
+  if value not in choices:
+    raise ValueError(f"{name} must be one of {tuple(choices)}, got "
+                     f"{value!r}.")
+  return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+  """Returns `value` if it is a bool, else a TypeError naming it."""
+  if not isinstance(value, bool):
+    raise TypeError(f"{name} must be a bool, got {value!r}.")
+  return value
+
+
+def check_image_shape(layer_name: str, dims: Optional[Sequence[Any]],
+                      shown: Any = None) -> int:
+  """Checks a [batch, height, width, channels] shape; returns channels.
+
+  `dims` are the sizes (None for an unknown rank), `shown` how the error
+  prints the shape (default: `dims` as a tuple).
+  """
+  shown = tuple(dims) if shown is None and dims is not None else shown
+  if dims is None or len(dims) != 4:
+    raise ValueError(f"{layer_name} expects inputs of rank 4 [batch, height, "
+                     f"width, channels], got shape {shown}.")
+  if dims[-1] is None:
+    raise ValueError(f"{layer_name} needs a known channel dimension, got "
+                     f"input shape {shown}.")
+  return int(dims[-1])
 
 
 def check_attention_depths(num_heads: int, key_depth: int,

@@ -18,7 +18,7 @@ PACKAGE = "axial_deeplab_tf"
 # Lowest first. A name is a subpackage or a top-level module of the package.
 LAYERS = [
     # Standard library / TensorFlow helpers with no model knowledge.
-    {"utils", "attention_math"},
+    {"utils", "attention_math", "layer_specs"},
     # Data formats, metrics, losses and optimizers: plain TF on tensors.
     {"data", "evaluation", "losses", "optimizers"},
     # Graph ops: post-processing, test-time augmentation, the fused kernel.

@@ -11,32 +11,22 @@ similarity batch-norm statistics (`attention_math.window_validity`).
 """
 
 import math
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict
 
 import keras
 from keras import ops
 
 from axial_deeplab_tf import attention_math as am
+from axial_deeplab_tf import layer_specs
 from axial_deeplab_tf.keras_layers import base
 
 
-class SelfAttention2DBase(keras.layers.Layer):
+class SelfAttention2DBase(base.SpecConfig, keras.layers.Layer):
   """Shared arguments, q/k/v projection and pooling of the 2D baselines."""
 
-  def __init__(self, key_depth: int, value_depth: int, num_heads: int,
-               strides: int, kernel_regularizer, use_sync_bn: bool,
-               norm_momentum: float, norm_epsilon: float, **kwargs):
+  def __init__(self, arguments: Dict[str, Any], **kwargs):
     super().__init__(**kwargs)
-    am.check_attention_depths(num_heads, key_depth, value_depth)
-    am.check_positive_int("strides", strides)
-    self._key_depth = int(key_depth)
-    self._value_depth = int(value_depth)
-    self._num_heads = int(num_heads)
-    self._strides = int(strides)
-    self._kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-    self._use_sync_bn = use_sync_bn
-    self._norm_momentum = norm_momentum
-    self._norm_epsilon = norm_epsilon
+    layer_specs.store(self, arguments)
     self._key_head_depth = self._key_depth // self._num_heads
     self._value_head_depth = self._value_depth // self._num_heads
 
@@ -71,20 +61,6 @@ class SelfAttention2DBase(keras.layers.Layer):
             for d in input_shape[1:3]]
     return (input_shape[0], *size, self._value_depth)
 
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update({
-        "key_depth": self._key_depth,
-        "value_depth": self._value_depth,
-        "num_heads": self._num_heads,
-        "strides": self._strides,
-        "kernel_regularizer": base.serialize(self._kernel_regularizer),
-        "use_sync_bn": self._use_sync_bn,
-        "norm_momentum": self._norm_momentum,
-        "norm_epsilon": self._norm_epsilon,
-    })
-    return config
-
 
 @base.register
 class LocalSelfAttention2D(SelfAttention2DBase):
@@ -94,42 +70,11 @@ class LocalSelfAttention2D(SelfAttention2DBase):
   interchange and does not change this implementation.
   """
 
-  def __init__(self,
-               key_depth: int,
-               value_depth: int,
-               num_heads: int = 8,
-               kernel_size: int = 7,
-               use_relative_position: bool = True,
-               position_sensitive: bool = False,
-               strides: int = 1,
-               block_size: int = 4,
-               kernel_regularizer=None,
-               use_sync_bn: bool = False,
-               norm_momentum: float = 0.99,
-               norm_epsilon: float = 0.001,
-               **kwargs):
-    super().__init__(key_depth, value_depth, num_heads, strides,
-                     kernel_regularizer, use_sync_bn, norm_momentum,
-                     norm_epsilon, **kwargs)
-    am.check_positive_int("kernel_size", kernel_size)
-    if kernel_size % 2 != 1:
-      raise ValueError(f"kernel_size must be odd so the window is centred on "
-                       f"the query, got {kernel_size}.")
-    am.check_positive_int("block_size", block_size)
-    if position_sensitive and not use_relative_position:
-      raise ValueError("position_sensitive=True adds relative-position terms "
-                       "and needs use_relative_position=True, got "
-                       "use_relative_position=False.")
-    if use_relative_position:
-      am.check_even_head_depth("key_depth", key_depth, num_heads,
-                               "use_relative_position")
-    if position_sensitive:
-      am.check_even_head_depth("value_depth", value_depth, num_heads,
-                               "position_sensitive")
-    self._kernel_size = int(kernel_size)
-    self._use_relative_position = bool(use_relative_position)
-    self._position_sensitive = bool(position_sensitive)
-    self._block_size = int(block_size)
+  _spec = layer_specs.local_self_attention_2d
+
+  @base.takes(_spec)
+  def __init__(self, arguments, **kwargs):
+    super().__init__(arguments, **kwargs)
 
   def build(self, input_shape):
     self._build_qkv_projection(input_shape)
@@ -222,55 +167,16 @@ class LocalSelfAttention2D(SelfAttention2DBase):
              self.output_norms[1](positional, training=training))
     return self._pool_output(out)
 
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update({
-        "kernel_size": self._kernel_size,
-        "use_relative_position": self._use_relative_position,
-        "position_sensitive": self._position_sensitive,
-        "block_size": self._block_size,
-    })
-    return config
-
 
 @base.register
 class GlobalSelfAttention2D(SelfAttention2DBase):
   """Multi-head self-attention of each pixel over the whole image (Keras 3)."""
 
-  def __init__(self,
-               key_depth: int,
-               value_depth: int,
-               num_heads: int = 8,
-               use_relative_position: bool = False,
-               relative_span: Optional[Sequence[int]] = None,
-               strides: int = 1,
-               use_output_projection: bool = False,
-               kernel_regularizer=None,
-               use_sync_bn: bool = False,
-               norm_momentum: float = 0.99,
-               norm_epsilon: float = 0.001,
-               **kwargs):
-    super().__init__(key_depth, value_depth, num_heads, strides,
-                     kernel_regularizer, use_sync_bn, norm_momentum,
-                     norm_epsilon, **kwargs)
-    if use_relative_position:
-      if relative_span is None or len(relative_span) != 2:
-        raise ValueError(f"relative_span must be (max_height, max_width) "
-                         f"with use_relative_position=True, got "
-                         f"{relative_span!r}.")
-      for name, value in zip(("relative_span[0]", "relative_span[1]"),
-                             relative_span):
-        am.check_positive_int(name, value)
-      am.check_even_head_depth("key_depth", key_depth, num_heads,
-                               "use_relative_position")
-      relative_span = [int(s) for s in relative_span]
-    elif relative_span is not None:
-      raise ValueError(f"relative_span is only used with "
-                       f"use_relative_position=True, got relative_span="
-                       f"{relative_span!r} and use_relative_position=False.")
-    self._use_relative_position = bool(use_relative_position)
-    self._relative_span = relative_span
-    self._use_output_projection = bool(use_output_projection)
+  _spec = layer_specs.global_self_attention_2d
+
+  @base.takes(_spec)
+  def __init__(self, arguments, **kwargs):
+    super().__init__(arguments, **kwargs)
 
   def build(self, input_shape):
     self._build_qkv_projection(input_shape)
@@ -332,12 +238,3 @@ class GlobalSelfAttention2D(SelfAttention2DBase):
     if self._use_output_projection:
       out = self.output_projection(out)
     return self._pool_output(out)
-
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update({
-        "use_relative_position": self._use_relative_position,
-        "relative_span": self._relative_span,
-        "use_output_projection": self._use_output_projection,
-    })
-    return config

@@ -12,12 +12,11 @@ are the tf_keras layer's, so `keras_layers.copy_weights` moves weights
 between the two.
 """
 
-from typing import Optional, Sequence, Union
-
 import keras
 from keras import ops
 
 from axial_deeplab_tf import attention_math as am
+from axial_deeplab_tf import layer_specs
 from axial_deeplab_tf.keras_layers import base
 
 
@@ -36,7 +35,8 @@ def _index_table(length, radius, rows):
 
 
 @base.register
-class AxialAttention(keras.layers.Layer):
+class AxialAttention(base.SpecConfig, layer_specs.AxialAttentionSizes,
+                     keras.layers.Layer):
   """Position-sensitive self-attention along one axis (Keras 3).
 
   Input [batch, length, channels] -> output [batch, length, value_depth].
@@ -46,56 +46,13 @@ class AxialAttention(keras.layers.Layer):
   [L, L] logits and keeps them for the backward pass).
   """
 
-  def __init__(self,
-               num_heads: int = 8,
-               key_depth: int = 64,
-               value_depth: int = 128,
-               span: Optional[int] = None,
-               max_length: Optional[int] = None,
-               use_query_positional: bool = True,
-               use_key_positional: bool = True,
-               use_value_positional: bool = True,
-               kernel_initializer=None,
-               positional_initializer=None,
-               kernel_regularizer=None,
-               norm_momentum: float = 0.99,
-               norm_epsilon: float = 1e-3,
-               use_sync_bn: bool = False,
-               block_length: Optional[int] = None,
-               recompute_grad: bool = False,
-               **kwargs):
+  _spec = layer_specs.axial_attention
+
+  @base.takes(_spec)
+  def __init__(self, arguments, **kwargs):
     super().__init__(**kwargs)
-    am.check_attention_depths(num_heads, key_depth, value_depth)
-    self._radius = am.axial_span_radius(span, max_length)
-    if block_length is not None:
-      am.check_positive_int("block_length", block_length)
-    self._num_heads = num_heads
-    self._key_depth = key_depth
-    self._value_depth = value_depth
-    self._span = span
-    self._max_length = max_length if span is None else None
-    self._use_query_positional = bool(use_query_positional)
-    self._use_key_positional = bool(use_key_positional)
-    self._use_value_positional = bool(use_value_positional)
-    self._kernel_initializer = kernel_initializer
-    self._positional_initializer = positional_initializer
-    self._kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-    self._norm_momentum = norm_momentum
-    self._norm_epsilon = norm_epsilon
-    self._use_sync_bn = use_sync_bn
-    self._block_length = block_length
-    self._recompute_grad = recompute_grad
-    self._num_similarity_terms = 1 + int(use_query_positional) + int(
-        use_key_positional)
-    self._num_output_terms = 1 + int(use_value_positional)
-
-  @property
-  def span(self):
-    return self._span
-
-  @property
-  def table_rows(self) -> int:
-    return 2 * self._radius + 1
+    layer_specs.store(self, arguments,
+                      **layer_specs.axial_attention_sizes(arguments))
 
   def build(self, input_shape):
     if len(input_shape) != 3:
@@ -236,85 +193,25 @@ class AxialAttention(keras.layers.Layer):
   def compute_output_shape(self, input_shape):
     return tuple(input_shape[:-1]) + (self._value_depth,)
 
-  def get_config(self):
-    config = super().get_config()
-    config.update({
-        "num_heads": self._num_heads,
-        "key_depth": self._key_depth,
-        "value_depth": self._value_depth,
-        "span": self._span,
-        "max_length": self._max_length,
-        "use_query_positional": self._use_query_positional,
-        "use_key_positional": self._use_key_positional,
-        "use_value_positional": self._use_value_positional,
-        "kernel_initializer": base.serialize(self._kernel_initializer),
-        "positional_initializer": base.serialize(
-            self._positional_initializer),
-        "kernel_regularizer": base.serialize(self._kernel_regularizer),
-        "norm_momentum": self._norm_momentum,
-        "norm_epsilon": self._norm_epsilon,
-        "use_sync_bn": self._use_sync_bn,
-        "block_length": self._block_length,
-        "recompute_grad": self._recompute_grad,
-    })
-    return config
-
 
 @base.register
-class AxialAttention2D(keras.layers.Layer):
+class AxialAttention2D(base.SpecConfig, keras.layers.Layer):
   """Height-axis then width-axis AxialAttention on [batch, h, w, channels].
 
   With strides > 1 the output is average-pooled after the width layer, as
   the tf_keras `AxialAttention2D`.
   """
 
-  def __init__(self,
-               num_heads: int = 8,
-               key_depth: int = 64,
-               value_depth: int = 128,
-               span: Union[None, int, Sequence[Optional[int]]] = None,
-               max_length: Union[None, int, Sequence[Optional[int]]] = None,
-               strides: int = 1,
-               use_query_positional: bool = True,
-               use_key_positional: bool = True,
-               use_value_positional: bool = True,
-               kernel_regularizer=None,
-               norm_momentum: float = 0.99,
-               norm_epsilon: float = 1e-3,
-               use_sync_bn: bool = False,
-               recompute_grad: bool = False,
-               **kwargs):
+  _spec = layer_specs.axial_attention_2d
+
+  @base.takes(_spec)
+  def __init__(self, arguments, **kwargs):
     super().__init__(**kwargs)
-    am.check_positive_int("strides", strides)
-    kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-    self._config = dict(
-        num_heads=num_heads, key_depth=key_depth, value_depth=value_depth,
-        span=list(span) if isinstance(span, tuple) else span,
-        max_length=(list(max_length) if isinstance(max_length, tuple) else
-                    max_length),
-        strides=strides, use_query_positional=use_query_positional,
-        use_key_positional=use_key_positional,
-        use_value_positional=use_value_positional,
-        kernel_regularizer=kernel_regularizer, norm_momentum=norm_momentum,
-        norm_epsilon=norm_epsilon, use_sync_bn=use_sync_bn,
-        recompute_grad=recompute_grad)
-    spans = am.pair(span, "span")
-    lengths = am.pair(max_length, "max_length")
-    common = dict(
-        num_heads=num_heads, key_depth=key_depth, value_depth=value_depth,
-        use_query_positional=use_query_positional,
-        use_key_positional=use_key_positional,
-        use_value_positional=use_value_positional,
-        kernel_regularizer=kernel_regularizer, norm_momentum=norm_momentum,
-        norm_epsilon=norm_epsilon, use_sync_bn=use_sync_bn,
-        recompute_grad=recompute_grad)
-    self.height_attention = AxialAttention(
-        span=spans[0], max_length=lengths[0], name="height_attention",
-        **common)
-    self.width_attention = AxialAttention(
-        span=spans[1], max_length=lengths[1], name="width_attention",
-        **common)
-    self._strides = strides
+    layer_specs.store(self, arguments)
+    height, width = layer_specs.axial_passes(arguments)
+    self.height_attention = AxialAttention(name="height_attention", **height)
+    self.width_attention = AxialAttention(name="width_attention", **width)
+    strides = self._strides
     self._pool = (keras.layers.AveragePooling2D(strides, strides,
                                                 padding="same", name="pool")
                   if strides > 1 else None)
@@ -322,7 +219,7 @@ class AxialAttention2D(keras.layers.Layer):
   def build(self, input_shape):
     channels = base.check_image_shape("AxialAttention2D", input_shape)
     self.height_attention.build((None, None, channels))
-    self.width_attention.build((None, None, self._config["value_depth"]))
+    self.width_attention.build((None, None, self._value_depth))
 
   def call(self, inputs, training=None):
     if len(inputs.shape) != 4:
@@ -330,7 +227,7 @@ class AxialAttention2D(keras.layers.Layer):
                        f"height, width, channels], got shape {inputs.shape}.")
     h, w = base.static_dim(inputs, 1), base.static_dim(inputs, 2)
     channels = inputs.shape[-1]
-    dv = self._config["value_depth"]
+    dv = self._value_depth
     x = ops.reshape(ops.transpose(inputs, (0, 2, 1, 3)), (-1, h, channels))
     x = self.height_attention(x, training=training)
     x = ops.transpose(ops.reshape(x, (-1, w, h, dv)), (0, 2, 1, 3))
@@ -343,18 +240,11 @@ class AxialAttention2D(keras.layers.Layer):
   def compute_output_shape(self, input_shape):
     s = self._strides
     size = [None if d is None else -(-d // s) for d in input_shape[1:3]]
-    return (input_shape[0], *size, self._config["value_depth"])
-
-  def get_config(self):
-    config = super().get_config()
-    config.update(self._config)
-    config["kernel_regularizer"] = base.serialize(
-        config["kernel_regularizer"])
-    return config
+    return (input_shape[0], *size, self._value_depth)
 
 
 @base.register
-class AxialBlock(keras.layers.Layer):
+class AxialBlock(base.SpecConfig, keras.layers.Layer):
   """Bottleneck residual block with 2D attention in place of the 3x3 conv.
 
   The tf_keras `AxialBlock` (same arguments and sub-layer names): 1x1 conv
@@ -363,51 +253,16 @@ class AxialBlock(keras.layers.Layer):
   path, ReLU.
   """
 
-  def __init__(self,
-               filters: int,
-               strides: int = 1,
-               span: Union[None, int, Sequence[Optional[int]]] = None,
-               max_length: Union[None, int, Sequence[Optional[int]]] = None,
-               num_heads: int = 8,
-               attention_type: str = "axial",
-               kernel_size: int = 7,
-               use_query_positional: bool = True,
-               use_key_positional: bool = True,
-               use_value_positional: bool = True,
-               expansion: int = 4,
-               drop_path_rate: float = 0.0,
-               kernel_initializer="he_normal",
-               kernel_regularizer=None,
-               norm_momentum: float = 0.99,
-               norm_epsilon: float = 1e-3,
-               use_sync_bn: bool = False,
-               recompute_grad: bool = False,
-               **kwargs):
+  _spec = layer_specs.axial_block
+
+  @base.takes(_spec)
+  def __init__(self, arguments, **kwargs):
     super().__init__(**kwargs)
-    am.check_positive_int("filters", filters)
-    am.check_positive_int("strides", strides)
-    if attention_type not in ("axial", "local", "global"):
-      raise ValueError(f"attention_type must be 'axial', 'local' or 'global', "
-                       f"got {attention_type!r}.")
-    am.check_rate("drop_path_rate", drop_path_rate)
-    self._config = dict(
-        filters=filters, strides=strides,
-        span=list(span) if isinstance(span, tuple) else span,
-        max_length=(list(max_length) if isinstance(max_length, tuple) else
-                    max_length),
-        num_heads=num_heads, attention_type=attention_type,
-        kernel_size=kernel_size, use_query_positional=use_query_positional,
-        use_key_positional=use_key_positional,
-        use_value_positional=use_value_positional, expansion=expansion,
-        drop_path_rate=drop_path_rate,
-        kernel_initializer=kernel_initializer,
-        kernel_regularizer=keras.regularizers.get(kernel_regularizer),
-        norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
-        use_sync_bn=use_sync_bn, recompute_grad=recompute_grad)
+    layer_specs.store(self, arguments)
 
   def build(self, input_shape):
     channels = base.check_image_shape("AxialBlock", input_shape)
-    c = self._config
+    c = self._arguments
     f = c["filters"]
     bn = dict(momentum=c["norm_momentum"], epsilon=c["norm_epsilon"])
 
@@ -424,28 +279,16 @@ class AxialBlock(keras.layers.Layer):
       self.shortcut_bn = base.batch_norm(name="shortcut_bn", **bn)
     self.conv_down = conv(2 * f, "conv_down")
     self.bn_down = base.batch_norm(name="bn_down", **bn)
-    shared = dict(num_heads=c["num_heads"], key_depth=f, value_depth=2 * f,
-                  kernel_regularizer=c["kernel_regularizer"],
-                  norm_momentum=c["norm_momentum"],
-                  norm_epsilon=c["norm_epsilon"],
-                  use_sync_bn=c["use_sync_bn"], name="attention")
+    attention_type, attention_args = layer_specs.axial_block_attention(c)
     self._attention_pool = None
-    if c["attention_type"] == "axial":
-      self.attention = AxialAttention2D(
-          span=c["span"], max_length=c["max_length"], strides=c["strides"],
-          use_query_positional=c["use_query_positional"],
-          use_key_positional=c["use_key_positional"],
-          use_value_positional=c["use_value_positional"],
-          recompute_grad=c["recompute_grad"], **shared)
-    elif c["attention_type"] == "local":
+    if attention_type == "axial":
+      self.attention = AxialAttention2D(**attention_args)
+    elif attention_type == "local":
       from axial_deeplab_tf.keras_layers.attention2d import LocalSelfAttention2D  # pylint: disable=g-import-not-at-top
-      self.attention = LocalSelfAttention2D(
-          kernel_size=c["kernel_size"], strides=c["strides"],
-          position_sensitive=(c["use_key_positional"] or
-                              c["use_value_positional"]), **shared)
+      self.attention = LocalSelfAttention2D(**attention_args)
     else:
       from axial_deeplab_tf.keras_layers.attention2d import GlobalSelfAttention2D  # pylint: disable=g-import-not-at-top
-      self.attention = GlobalSelfAttention2D(**shared)
+      self.attention = GlobalSelfAttention2D(**attention_args)
       if c["strides"] > 1:
         self._attention_pool = keras.layers.AveragePooling2D(
             c["strides"], c["strides"], padding="same", name="attention_pool")
@@ -482,14 +325,7 @@ class AxialBlock(keras.layers.Layer):
     return ops.relu(x + ops.cast(shortcut, x.dtype))
 
   def compute_output_shape(self, input_shape):
-    s = self._config["strides"]
+    s = self._arguments["strides"]
     size = [None if d is None else -(-d // s) for d in input_shape[1:3]]
     return (input_shape[0], *size,
-            self._config["expansion"] * self._config["filters"])
-
-  def get_config(self):
-    config = super().get_config()
-    config.update(self._config)
-    config["kernel_initializer"] = base.serialize(config["kernel_initializer"])
-    config["kernel_regularizer"] = base.serialize(config["kernel_regularizer"])
-    return config
+            self._arguments["expansion"] * self._arguments["filters"])

@@ -11,6 +11,7 @@ import numpy as np
 from keras import ops
 
 from axial_deeplab_tf import attention_math
+from axial_deeplab_tf import layer_specs
 
 PACKAGE = "AxialDeepLab"
 
@@ -25,6 +26,22 @@ def serialize(obj) -> Optional[Dict[str, Any]]:
   if obj is None:
     return None
   return keras.saving.serialize_keras_object(obj)
+
+
+def _load(kind: str, value):
+  if kind == layer_specs.REGULARIZER:
+    return keras.regularizers.get(value)
+  return keras.initializers.get(value)
+
+
+def takes(spec: layer_specs.LayerSpec, defaults=None):
+  """Constructor decorator of a Keras 3 layer from its shared spec
+  (`defaults`: see `LayerSpec.constructor`)."""
+  return spec.constructor(_load, defaults)
+
+
+# get_config from the layer's spec (`_spec`) and its stored `_arguments`.
+SpecConfig = layer_specs.config_mixin(lambda kind, value: serialize(value))
 
 
 def initializer(value, default=None):
@@ -43,14 +60,7 @@ def static_dim(x, axis: int):
 
 def check_image_shape(layer_name: str, input_shape) -> int:
   """Checks a [batch, height, width, channels] shape; returns channels."""
-  shape = tuple(input_shape)
-  if len(shape) != 4:
-    raise ValueError(f"{layer_name} expects inputs of rank 4 [batch, height, "
-                     f"width, channels], got shape {shape}.")
-  if shape[-1] is None:
-    raise ValueError(f"{layer_name} needs a known channel dimension, got "
-                     f"input shape {shape}.")
-  return int(shape[-1])
+  return attention_math.check_image_shape(layer_name, tuple(input_shape))
 
 
 def masked_moments(x, axes: Sequence[int], mask=None):

@@ -5,16 +5,12 @@ Same arguments, sub-layers and variable names as the tf_keras
 only. The grid and padding come from `attention_math.issa_padding`.
 """
 
-from typing import Any, Optional, Sequence
-
 import keras
 from keras import ops
 
 from axial_deeplab_tf import attention_math as am
+from axial_deeplab_tf import layer_specs
 from axial_deeplab_tf.keras_layers import base
-
-_ACTIVATIONS = ("relu", "leaky_relu")
-
 
 def _activation(name: str, x):
   if name == "relu":
@@ -22,46 +18,16 @@ def _activation(name: str, x):
   return ops.leaky_relu(x, negative_slope=0.01)
 
 
-def _check_channels(name, value, allow_none=False):
-  if value is None and allow_none:
-    return None
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f"{name} must be a positive int"
-                     f"{' or None' if allow_none else ''}, got {value!r}.")
-  return value
-
-
 @base.register
-class ISSASelfAttentionBlock(keras.layers.Layer):
+class ISSASelfAttentionBlock(base.SpecConfig, keras.layers.Layer):
   """Dense self-attention among the positions of each batch element."""
 
-  def __init__(self, key_channels: int = 256,
-               value_channels: Optional[int] = None,
-               output_channels: Optional[int] = None,
-               activation: str = "relu", use_sync_bn: bool = False,
-               norm_momentum: float = 0.9, norm_epsilon: float = 1e-5,
-               kernel_initializer: Any = "he_normal", kernel_regularizer=None,
-               bias_regularizer=None, value_use_bias: bool = True, **kwargs):
+  _spec = layer_specs.issa_block
+
+  @base.takes(_spec)
+  def __init__(self, arguments, **kwargs):
     super().__init__(**kwargs)
-    if not isinstance(value_use_bias, bool):
-      raise TypeError(f"value_use_bias must be a bool, got "
-                      f"{value_use_bias!r}.")
-    self._value_use_bias = value_use_bias
-    self._key_channels = _check_channels("key_channels", key_channels)
-    self._value_channels = _check_channels("value_channels", value_channels,
-                                           allow_none=True)
-    self._output_channels = _check_channels("output_channels",
-                                            output_channels, allow_none=True)
-    if activation not in _ACTIVATIONS:
-      raise ValueError(f"activation must be one of {_ACTIVATIONS}, got "
-                       f"{activation!r}.")
-    self._activation = activation
-    self._use_sync_bn = use_sync_bn
-    self._norm_momentum = norm_momentum
-    self._norm_epsilon = norm_epsilon
-    self._kernel_initializer = keras.initializers.get(kernel_initializer)
-    self._kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-    self._bias_regularizer = keras.regularizers.get(bias_regularizer)
+    layer_specs.store(self, arguments)
 
   def _conv(self, filters, name, use_bias=True):
     return keras.layers.Conv2D(
@@ -126,47 +92,20 @@ class ISSASelfAttentionBlock(keras.layers.Layer):
     return tuple(input_shape[:-1]) + (self._output_channels or
                                       input_shape[-1],)
 
-  def get_config(self):
-    config = super().get_config()
-    config.update({
-        "key_channels": self._key_channels,
-        "value_channels": self._value_channels,
-        "output_channels": self._output_channels,
-        "activation": self._activation, "use_sync_bn": self._use_sync_bn,
-        "value_use_bias": self._value_use_bias,
-        "norm_momentum": self._norm_momentum,
-        "norm_epsilon": self._norm_epsilon,
-        "kernel_initializer": base.serialize(self._kernel_initializer),
-        "kernel_regularizer": base.serialize(self._kernel_regularizer),
-        "bias_regularizer": base.serialize(self._bias_regularizer)})
-    return config
-
 
 @base.register
-class InterlacedSparseSelfAttention(keras.layers.Layer):
+class InterlacedSparseSelfAttention(base.SpecConfig, keras.layers.Layer):
   """Long-range then short-range grouped self-attention (Keras 3)."""
 
-  def __init__(self, key_channels: int = 256,
-               value_channels: Optional[int] = None,
-               output_channels: Optional[int] = None,
-               partition_factors: Sequence[int] = (8, 8),
-               activation: str = "relu", use_sync_bn: bool = False,
-               norm_momentum: float = 0.9, norm_epsilon: float = 1e-5,
-               kernel_initializer: Any = "he_normal", kernel_regularizer=None,
-               bias_regularizer=None, value_use_bias: bool = True, **kwargs):
+  _spec = layer_specs.interlaced_sparse_self_attention
+
+  @base.takes(_spec)
+  def __init__(self, arguments, **kwargs):
     super().__init__(**kwargs)
-    self._partition_factors = am.check_partition_factors(partition_factors)
-    self._block_config = dict(
-        key_channels=key_channels, value_channels=value_channels,
-        output_channels=output_channels, activation=activation,
-        use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
-        norm_epsilon=norm_epsilon, kernel_initializer=kernel_initializer,
-        kernel_regularizer=kernel_regularizer,
-        bias_regularizer=bias_regularizer, value_use_bias=value_use_bias)
-    self.long_range = ISSASelfAttentionBlock(**self._block_config,
-                                             name="long_range")
-    self.short_range = ISSASelfAttentionBlock(**self._block_config,
-                                              name="short_range")
+    layer_specs.store(self, arguments)
+    block = layer_specs.issa_block_arguments(arguments)
+    self.long_range = ISSASelfAttentionBlock(**block, name="long_range")
+    self.short_range = ISSASelfAttentionBlock(**block, name="short_range")
 
   def build(self, input_shape):
     base.check_image_shape("InterlacedSparseSelfAttention", input_shape)
@@ -200,12 +139,3 @@ class InterlacedSparseSelfAttention(keras.layers.Layer):
   def compute_output_shape(self, input_shape):
     mid = self.long_range.compute_output_shape(input_shape)
     return self.short_range.compute_output_shape(mid)
-
-  def get_config(self):
-    config = super().get_config()
-    config.update(self._block_config)
-    for key in ("kernel_initializer", "kernel_regularizer",
-                "bias_regularizer"):
-      config[key] = base.serialize(config[key])
-    config["partition_factors"] = list(self._partition_factors)
-    return config

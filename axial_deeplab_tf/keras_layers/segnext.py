@@ -12,17 +12,11 @@ start from different bases for the same seed. Pass `bases=` to `NMF2D`
 outputs.
 """
 
-from typing import Any, Dict, Optional, Sequence
-
 import keras
 from keras import ops
 
-from axial_deeplab_tf import attention_math as am
+from axial_deeplab_tf import layer_specs
 from axial_deeplab_tf.keras_layers import base
-
-_NMF_ARGUMENTS = ("rank", "num_channel_groups", "train_steps", "eval_steps",
-                  "inv_t", "one_step_gradient", "seed")
-
 
 def he_fan_out_initializer():
   """N(0, sqrt(2 / fan_out)), the SegNeXt conv initialisation."""
@@ -30,15 +24,14 @@ def he_fan_out_initializer():
       scale=2.0, mode="fan_out", distribution="untruncated_normal")
 
 
-class _ConvArguments:
-  """Initializer/regularizer arguments and conv factories of a layer."""
+def _takes(spec):
+  """Constructor decorator of a SegNeXt layer: None kernel initializer
+  means `he_fan_out_initializer()`."""
+  return base.takes(spec, {layer_specs.HE_FAN_OUT: he_fan_out_initializer})
 
-  def _set_conv_arguments(self, kernel_initializer, kernel_regularizer,
-                          bias_regularizer):
-    self._kernel_initializer = keras.initializers.get(
-        kernel_initializer or he_fan_out_initializer())
-    self._kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-    self._bias_regularizer = keras.regularizers.get(bias_regularizer)
+
+class _ConvArguments:
+  """Conv factories of a layer from its initializer/regularizer arguments."""
 
   def _conv(self, filters, kernel_size, name, use_bias=True,
             kernel_initializer=None):
@@ -57,11 +50,6 @@ class _ConvArguments:
         depthwise_regularizer=self._kernel_regularizer,
         bias_regularizer=self._bias_regularizer, name=name)
 
-  def _conv_config(self) -> Dict[str, Any]:
-    return {"kernel_initializer": base.serialize(self._kernel_initializer),
-            "kernel_regularizer": base.serialize(self._kernel_regularizer),
-            "bias_regularizer": base.serialize(self._bias_regularizer)}
-
 
 def _build_chain(layers, shape):
   """Builds layers one after another from `shape`; returns the last shape."""
@@ -72,23 +60,16 @@ def _build_chain(layers, shape):
 
 
 @base.register
-class MultiScaleConvAttention(_ConvArguments, keras.layers.Layer):
+class MultiScaleConvAttention(_ConvArguments, base.SpecConfig,
+                              keras.layers.Layer):
   """`conv1x1(a + sum_k strip_k(a)) * x`, a = depthwise conv of x (Keras 3)."""
 
-  def __init__(self, kernel_sizes: Sequence[int] = (7, 11, 21),
-               base_kernel_size: int = 5, kernel_initializer: Any = None,
-               kernel_regularizer=None, bias_regularizer=None, **kwargs):
+  _spec = layer_specs.multi_scale_conv_attention
+
+  @_takes(_spec)
+  def __init__(self, arguments, **kwargs):
     super().__init__(**kwargs)
-    if isinstance(kernel_sizes, (str, bytes)) or not isinstance(
-        kernel_sizes, Sequence) or not kernel_sizes:
-      raise ValueError("kernel_sizes must be a non-empty sequence of odd "
-                       f"ints, got {kernel_sizes!r}.")
-    self._kernel_sizes = tuple(am.check_odd_positive("kernel_sizes[]", k)
-                               for k in kernel_sizes)
-    self._base_kernel_size = am.check_odd_positive("base_kernel_size",
-                                                   base_kernel_size)
-    self._set_conv_arguments(kernel_initializer, kernel_regularizer,
-                             bias_regularizer)
+    layer_specs.store(self, arguments)
 
   def build(self, input_shape):
     channels = base.check_image_shape("MultiScaleConvAttention", input_shape)
@@ -112,42 +93,17 @@ class MultiScaleConvAttention(_ConvArguments, keras.layers.Layer):
   def compute_output_shape(self, input_shape):
     return input_shape
 
-  def get_config(self):
-    config = super().get_config()
-    config.update(self._conv_config())
-    config.update({"kernel_sizes": list(self._kernel_sizes),
-                   "base_kernel_size": self._base_kernel_size})
-    return config
-
 
 @base.register
-class MSCANBlock(_ConvArguments, keras.layers.Layer):
+class MSCANBlock(_ConvArguments, base.SpecConfig, keras.layers.Layer):
   """One MSCAN block: attention and MLP residual branches with layer scale."""
 
-  def __init__(self, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0,
-               dropout_rate: float = 0.0,
-               layer_scale_init_value: float = 1e-2,
-               kernel_sizes: Sequence[int] = (7, 11, 21),
-               base_kernel_size: int = 5, use_sync_bn: bool = False,
-               norm_momentum: float = 0.9, norm_epsilon: float = 1e-5,
-               kernel_initializer: Any = None, kernel_regularizer=None,
-               bias_regularizer=None, **kwargs):
+  _spec = layer_specs.mscan_block
+
+  @_takes(_spec)
+  def __init__(self, arguments, **kwargs):
     super().__init__(**kwargs)
-    if isinstance(mlp_ratio, bool) or not isinstance(
-        mlp_ratio, (int, float)) or mlp_ratio <= 0:
-      raise ValueError(f"mlp_ratio must be a positive number, got "
-                       f"{mlp_ratio!r}.")
-    self._mlp_ratio = mlp_ratio
-    self._drop_path_rate = am.check_rate("drop_path_rate", drop_path_rate)
-    self._dropout_rate = am.check_rate("dropout_rate", dropout_rate)
-    self._layer_scale_init_value = float(layer_scale_init_value)
-    self._kernel_sizes = tuple(kernel_sizes)
-    self._base_kernel_size = base_kernel_size
-    self._use_sync_bn = use_sync_bn
-    self._norm_momentum = norm_momentum
-    self._norm_epsilon = norm_epsilon
-    self._set_conv_arguments(kernel_initializer, kernel_regularizer,
-                             bias_regularizer)
+    layer_specs.store(self, arguments)
 
   def build(self, input_shape):
     channels = base.check_image_shape("MSCANBlock", input_shape)
@@ -196,62 +152,22 @@ class MSCANBlock(_ConvArguments, keras.layers.Layer):
   def compute_output_shape(self, input_shape):
     return input_shape
 
-  def get_config(self):
-    config = super().get_config()
-    config.update(self._conv_config())
-    config.update({
-        "use_sync_bn": self._use_sync_bn,
-        "norm_momentum": self._norm_momentum,
-        "norm_epsilon": self._norm_epsilon,
-        "mlp_ratio": self._mlp_ratio,
-        "drop_path_rate": self._drop_path_rate,
-        "dropout_rate": self._dropout_rate,
-        "layer_scale_init_value": self._layer_scale_init_value,
-        "kernel_sizes": list(self._kernel_sizes),
-        "base_kernel_size": self._base_kernel_size,
-    })
-    return config
-
-
-def _check_steps(name, value):
-  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-    raise ValueError(f"{name} must be an int >= 0, got {value!r}.")
-  return value
-
 
 @base.register
-class NMF2D(keras.layers.Layer):
+class NMF2D(base.SpecConfig, keras.layers.Layer):
   """Low-rank NMF reconstruction of a non-negative map (Keras 3).
 
   The multiplicative updates of the tf_keras `NMF2D` (see its docstring),
   in float32.
   """
 
-  def __init__(self, rank: int = 64, num_channel_groups: int = 1,
-               train_steps: int = 6, eval_steps: int = 7, inv_t: float = 1.0,
-               one_step_gradient: bool = True, seed: Optional[int] = None,
-               epsilon: float = 1e-6, **kwargs):
+  _spec = layer_specs.nmf_2d
+
+  @_takes(_spec)
+  def __init__(self, arguments, **kwargs):
     super().__init__(**kwargs)
-    self._rank = am.check_positive_int("rank", rank)
-    self._num_channel_groups = am.check_positive_int("num_channel_groups",
-                                                     num_channel_groups)
-    self._train_steps = _check_steps("train_steps", train_steps)
-    self._eval_steps = _check_steps("eval_steps", eval_steps)
-    if isinstance(inv_t, bool) or not isinstance(inv_t, (int, float)):
-      raise TypeError(f"inv_t must be a number, got {inv_t!r}.")
-    self._inv_t = float(inv_t)
-    if not isinstance(one_step_gradient, bool):
-      raise TypeError(f"one_step_gradient must be a bool, got "
-                      f"{one_step_gradient!r}.")
-    self._one_step_gradient = one_step_gradient
-    if seed is not None and (isinstance(seed, bool) or
-                             not isinstance(seed, int)):
-      raise TypeError(f"seed must be None or an int, got {seed!r}.")
-    self._seed = seed
-    if not isinstance(epsilon, (int, float)) or epsilon <= 0:
-      raise ValueError(f"epsilon must be a positive number, got {epsilon!r}.")
-    self._epsilon = float(epsilon)
-    self._seed_generator = keras.random.SeedGenerator(seed)
+    layer_specs.store(self, arguments)
+    self._seed_generator = keras.random.SeedGenerator(self._seed)
 
   def build(self, input_shape):
     channels = base.check_image_shape("NMF2D", input_shape)
@@ -320,15 +236,6 @@ class NMF2D(keras.layers.Layer):
   def compute_output_shape(self, input_shape):
     return input_shape
 
-  def get_config(self):
-    config = super().get_config()
-    config.update({
-        "rank": self._rank, "num_channel_groups": self._num_channel_groups,
-        "train_steps": self._train_steps, "eval_steps": self._eval_steps,
-        "inv_t": self._inv_t, "one_step_gradient": self._one_step_gradient,
-        "seed": self._seed, "epsilon": self._epsilon})
-    return config
-
 
 def _group_norm(groups, epsilon, name):
   return keras.layers.GroupNormalization(groups=groups, epsilon=epsilon,
@@ -336,29 +243,16 @@ def _group_norm(groups, epsilon, name):
 
 
 @base.register
-class Hamburger(_ConvArguments, keras.layers.Layer):
+class Hamburger(_ConvArguments, base.SpecConfig, keras.layers.Layer):
   """ReLU(x + GN(conv(NMF(ReLU(conv(x)))))) (Keras 3)."""
 
-  def __init__(self, rank: int = 64, num_channel_groups: int = 1,
-               train_steps: int = 6, eval_steps: int = 7, inv_t: float = 1.0,
-               one_step_gradient: bool = True, seed: Optional[int] = None,
-               norm_groups: int = 32, norm_epsilon: float = 1e-5,
-               kernel_initializer: Any = None, kernel_regularizer=None,
-               bias_regularizer=None, **kwargs):
-    super().__init__(**kwargs)
-    self.nmf = NMF2D(rank=rank, num_channel_groups=num_channel_groups,
-                     train_steps=train_steps, eval_steps=eval_steps,
-                     inv_t=inv_t, one_step_gradient=one_step_gradient,
-                     seed=seed, name="nmf")
-    self._norm_groups = am.check_positive_int("norm_groups", norm_groups)
-    self._norm_epsilon = norm_epsilon
-    self._set_conv_arguments(kernel_initializer, kernel_regularizer,
-                             bias_regularizer)
+  _spec = layer_specs.hamburger
 
-  @property
-  def nmf_config(self) -> Dict[str, Any]:
-    config = self.nmf.get_config()
-    return {k: config[k] for k in _NMF_ARGUMENTS}
+  @_takes(_spec)
+  def __init__(self, arguments, **kwargs):
+    super().__init__(**kwargs)
+    layer_specs.store(self, arguments)
+    self.nmf = NMF2D(name="nmf", **layer_specs.hamburger_nmf(arguments))
 
   def build(self, input_shape):
     channels = base.check_image_shape("Hamburger", input_shape)
@@ -381,58 +275,34 @@ class Hamburger(_ConvArguments, keras.layers.Layer):
   def compute_output_shape(self, input_shape):
     return input_shape
 
-  def get_config(self):
-    config = super().get_config()
-    config.update(self.nmf_config)
-    config.update(self._conv_config())
-    config.update({"norm_groups": self._norm_groups,
-                   "norm_epsilon": self._norm_epsilon})
-    return config
-
 
 @base.register
-class LightHamHead(_ConvArguments, keras.layers.Layer):
+class LightHamHead(_ConvArguments, base.SpecConfig, keras.layers.Layer):
   """SegNeXt decoder: resize + concat, squeeze, Hamburger, align, classify."""
 
-  def __init__(self, num_classes: int, channels: int = 256,
-               ham_channels: int = 256, rank: int = 64,
-               num_channel_groups: int = 1, train_steps: int = 6,
-               eval_steps: int = 7, inv_t: float = 1.0,
-               one_step_gradient: bool = True, seed: Optional[int] = None,
-               dropout_rate: float = 0.1, norm_groups: int = 32,
-               norm_epsilon: float = 1e-5, kernel_initializer: Any = None,
-               kernel_regularizer=None, bias_regularizer=None, **kwargs):
+  _spec = layer_specs.light_ham_head
+
+  @_takes(_spec)
+  def __init__(self, arguments, **kwargs):
     super().__init__(**kwargs)
-    self._num_classes = am.check_positive_int("num_classes", num_classes)
-    self._channels = am.check_positive_int("channels", channels)
-    self._ham_channels = am.check_positive_int("ham_channels", ham_channels)
-    self._norm_groups = am.check_positive_int("norm_groups", norm_groups)
-    for name, value in (("channels", channels),
-                        ("ham_channels", ham_channels)):
-      if value % norm_groups:
-        raise ValueError(f"{name} ({value}) must be divisible by norm_groups "
-                         f"({norm_groups}).")
-    self._dropout_rate = am.check_rate("dropout_rate", dropout_rate)
-    self._norm_epsilon = norm_epsilon
-    self._set_conv_arguments(kernel_initializer, kernel_regularizer,
-                             bias_regularizer)
-    self.squeeze_conv = self._conv(ham_channels, 1, "squeeze_conv",
+    layer_specs.store(self, arguments)
+    norm_groups, norm_epsilon = self._norm_groups, self._norm_epsilon
+    self.squeeze_conv = self._conv(self._ham_channels, 1, "squeeze_conv",
                                    use_bias=False)
     self.squeeze_norm = _group_norm(norm_groups, norm_epsilon, "squeeze_norm")
     self.hamburger = Hamburger(
-        rank=rank, num_channel_groups=num_channel_groups,
-        train_steps=train_steps, eval_steps=eval_steps, inv_t=inv_t,
-        one_step_gradient=one_step_gradient, seed=seed,
         norm_groups=norm_groups, norm_epsilon=norm_epsilon,
         kernel_initializer=base.initializer(self._kernel_initializer),
         kernel_regularizer=self._kernel_regularizer,
-        bias_regularizer=self._bias_regularizer, name="hamburger")
-    self.align_conv = self._conv(channels, 1, "align_conv", use_bias=False)
+        bias_regularizer=self._bias_regularizer, name="hamburger",
+        **layer_specs.hamburger_nmf(arguments))
+    self.align_conv = self._conv(self._channels, 1, "align_conv",
+                                 use_bias=False)
     self.align_norm = _group_norm(norm_groups, norm_epsilon, "align_norm")
     self.dropout = keras.layers.SpatialDropout2D(self._dropout_rate,
                                                  name="dropout")
     self.classifier = self._conv(
-        num_classes, 1, "classifier",
+        self._num_classes, 1, "classifier",
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))
 
   def build(self, input_shape):
@@ -467,13 +337,4 @@ class LightHamHead(_ConvArguments, keras.layers.Layer):
   def compute_output_shape(self, input_shape):
     return tuple(input_shape[0][:-1]) + (self._num_classes,)
 
-  def get_config(self):
-    config = super().get_config()
-    config.update(self.hamburger.nmf_config)
-    config.update(self._conv_config())
-    config.update({
-        "num_classes": self._num_classes, "channels": self._channels,
-        "ham_channels": self._ham_channels,
-        "dropout_rate": self._dropout_rate, "norm_groups": self._norm_groups,
-        "norm_epsilon": self._norm_epsilon})
-    return config
+

@@ -48,13 +48,12 @@ Span:
     norm takes its statistics over valid (in-span) query/key pairs only.
 """
 
-from typing import Optional, Sequence, Union
-
 import tensorflow as tf
 import tf_keras
 
 from official.vision.modeling.layers import nn_layers
 from axial_deeplab_tf import attention_math
+from axial_deeplab_tf import layer_specs
 from axial_deeplab_tf.layers import common
 from axial_deeplab_tf.ops import fused_attention
 
@@ -202,117 +201,22 @@ def _band_mask(length: int, radius: int) -> tf.Tensor:
   return tf.constant(attention_math.band_mask(length, radius)[None, None])
 
 
-def _check_positive_int(name, value):
-  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-    raise ValueError(f"{name} must be a positive int, got {value!r}.")
-
-
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class AxialAttention(common.RejectKeras3Tensors, tf_keras.layers.Layer):
+class AxialAttention(common.RejectKeras3Tensors, common.SpecConfig,
+                     layer_specs.AxialAttentionSizes, tf_keras.layers.Layer):
   """Position-sensitive self-attention along one axis.
 
   Input [batch, length, channels] -> output [batch, length, value_depth].
   """
 
-  def __init__(self,
-               num_heads: int = 8,
-               key_depth: int = 64,
-               value_depth: int = 128,
-               span: Optional[int] = None,
-               max_length: Optional[int] = None,
-               use_query_positional: bool = True,
-               use_key_positional: bool = True,
-               use_value_positional: bool = True,
-               kernel_initializer=None,
-               positional_initializer=None,
-               kernel_regularizer=None,
-               norm_momentum: float = 0.99,
-               norm_epsilon: float = 1e-3,
-               use_sync_bn: bool = False,
-               block_length: Optional[int] = None,
-               recompute_grad: bool = False,
-               **kwargs):
-    """Creates the layer.
+  _spec = layer_specs.axial_attention
 
-    Args:
-      num_heads: number of attention heads.
-      key_depth: total query/key depth (split over heads).
-      value_depth: total value depth (split over heads) = output channels.
-      span: None for global attention, or an odd positive int: keys within
-        (span - 1) / 2 positions of the query.
-      max_length: for global attention, the longest axis the relative tables
-        cover (the paper's "global span", e.g. 56). Ignored for local span.
-      use_query_positional: add q_l . r^q[m - l] to the similarity.
-      use_key_positional: add k_m . r^k[m - l] to the similarity.
-      use_value_positional: add sum_m a_lm r^v[m - l] to the output.
-      kernel_initializer: for the q/k/v projection; default truncated normal
-        with stddev channels^-0.5.
-      positional_initializer: for the relative tables; default truncated
-        normal with stddev 1.0.
-      kernel_regularizer: for the q/k/v projection.
-      norm_momentum: batch-norm moving-average momentum.
-      norm_epsilon: batch-norm epsilon.
-      use_sync_bn: synchronise batch-norm statistics across replicas.
-      block_length: query block length of the local (span) computation;
-        default (span - 1) / 2, at least 8.
-      recompute_grad: recompute the attention maps in the backward pass
-        instead of keeping them (saves memory, same results).
-      **kwargs: tf_keras.layers.Layer arguments.
-    """
+  @common.takes(_spec)
+  def __init__(self, arguments, **kwargs):
+    """Arguments: `layer_specs.axial_attention`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
-    _check_positive_int("num_heads", num_heads)
-    _check_positive_int("key_depth", key_depth)
-    _check_positive_int("value_depth", value_depth)
-    if key_depth % num_heads:
-      raise ValueError(f"key_depth must be divisible by num_heads={num_heads}, "
-                       f"got key_depth={key_depth}.")
-    if value_depth % num_heads:
-      raise ValueError(f"value_depth must be divisible by "
-                       f"num_heads={num_heads}, got value_depth={value_depth}.")
-    if span is not None:
-      if isinstance(span, bool) or not isinstance(span, int) or span <= 0 or (
-          span % 2 == 0):
-        raise ValueError(f"span must be None (global) or an odd positive int, "
-                         f"got span={span!r}.")
-    else:
-      if max_length is None:
-        raise ValueError("max_length (the longest axis of global attention) "
-                         "is required when span is None.")
-      _check_positive_int("max_length", max_length)
-    if block_length is not None:
-      _check_positive_int("block_length", block_length)
-    self._num_heads = num_heads
-    self._key_depth = key_depth
-    self._value_depth = value_depth
-    self._span = span
-    self._max_length = max_length if span is None else None
-    self._use_query_positional = use_query_positional
-    self._use_key_positional = use_key_positional
-    self._use_value_positional = use_value_positional
-    self._kernel_initializer = kernel_initializer
-    self._positional_initializer = positional_initializer
-    self._kernel_regularizer = kernel_regularizer
-    self._norm_momentum = norm_momentum
-    self._norm_epsilon = norm_epsilon
-    self._use_sync_bn = use_sync_bn
-    self._block_length = block_length
-    self._recompute_grad = recompute_grad
-    if span is None:
-      self._radius = max_length - 1
-    else:
-      self._radius = (span - 1) // 2
-    self._num_similarity_terms = 1 + int(use_query_positional) + int(
-        use_key_positional)
-    self._num_output_terms = 1 + int(use_value_positional)
-
-  @property
-  def span(self):
-    return self._span
-
-  @property
-  def table_rows(self) -> int:
-    """Rows of each relative table (2 * radius + 1)."""
-    return 2 * self._radius + 1
+    layer_specs.store(self, arguments,
+                      **layer_specs.axial_attention_sizes(arguments))
 
   def build(self, input_shape):
     input_shape = tf.TensorShape(input_shape)
@@ -862,40 +766,10 @@ class AxialAttention(common.RejectKeras3Tensors, tf_keras.layers.Layer):
     input_shape = tf.TensorShape(input_shape)
     return input_shape[:-1].concatenate([self._value_depth])
 
-  def get_config(self):
-    config = {
-        "num_heads": self._num_heads,
-        "key_depth": self._key_depth,
-        "value_depth": self._value_depth,
-        "span": self._span,
-        "max_length": self._max_length,
-        "use_query_positional": self._use_query_positional,
-        "use_key_positional": self._use_key_positional,
-        "use_value_positional": self._use_value_positional,
-        "kernel_initializer": tf_keras.initializers.serialize(
-            tf_keras.initializers.get(self._kernel_initializer))
-                              if self._kernel_initializer else None,
-        "positional_initializer": tf_keras.initializers.serialize(
-            tf_keras.initializers.get(self._positional_initializer))
-                                  if self._positional_initializer else None,
-        "kernel_regularizer": tf_keras.regularizers.serialize(
-            self._kernel_regularizer) if self._kernel_regularizer else None,
-        "norm_momentum": self._norm_momentum,
-        "norm_epsilon": self._norm_epsilon,
-        "use_sync_bn": self._use_sync_bn,
-        "block_length": self._block_length,
-        "recompute_grad": self._recompute_grad,
-    }
-    base = super().get_config()
-    base.update(config)
-    return base
-
-
-_pair = attention_math.pair
-
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class AxialAttention2D(common.RejectKeras3Tensors, tf_keras.layers.Layer):
+class AxialAttention2D(common.RejectKeras3Tensors, common.SpecConfig,
+                       tf_keras.layers.Layer):
   """Height-axis then width-axis AxialAttention on [batch, h, w, channels].
 
   The width layer takes the height layer's value_depth channels. With
@@ -904,63 +778,17 @@ class AxialAttention2D(common.RejectKeras3Tensors, tf_keras.layers.Layer):
   the input resolution, which is what the spans of the paper's models assume.
   """
 
-  def __init__(self,
-               num_heads: int = 8,
-               key_depth: int = 64,
-               value_depth: int = 128,
-               span: Union[None, int, Sequence[Optional[int]]] = None,
-               max_length: Union[None, int, Sequence[Optional[int]]] = None,
-               strides: int = 1,
-               use_query_positional: bool = True,
-               use_key_positional: bool = True,
-               use_value_positional: bool = True,
-               kernel_regularizer=None,
-               norm_momentum: float = 0.99,
-               norm_epsilon: float = 1e-3,
-               use_sync_bn: bool = False,
-               recompute_grad: bool = False,
-               **kwargs):
-    """Creates the layer.
+  _spec = layer_specs.axial_attention_2d
 
-    Args:
-      num_heads, key_depth, value_depth: as AxialAttention.
-      span: None (global), an odd int, or a (height, width) pair of those.
-      max_length: for global spans, the (height, width) the relative tables
-        cover; an int means both.
-      strides: output stride (average pooling after the width layer).
-      use_query_positional, use_key_positional, use_value_positional,
-      kernel_regularizer, norm_momentum, norm_epsilon, use_sync_bn,
-      recompute_grad: as AxialAttention.
-      **kwargs: tf_keras.layers.Layer arguments.
-    """
+  @common.takes(_spec)
+  def __init__(self, arguments, **kwargs):
+    """Arguments: `layer_specs.axial_attention_2d`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
-    _check_positive_int("strides", strides)
-    self._config = dict(
-        num_heads=num_heads, key_depth=key_depth, value_depth=value_depth,
-        span=span, max_length=max_length, strides=strides,
-        use_query_positional=use_query_positional,
-        use_key_positional=use_key_positional,
-        use_value_positional=use_value_positional,
-        kernel_regularizer=kernel_regularizer, norm_momentum=norm_momentum,
-        norm_epsilon=norm_epsilon, use_sync_bn=use_sync_bn,
-        recompute_grad=recompute_grad)
-    spans = _pair(span, "span")
-    lengths = _pair(max_length, "max_length")
-    common = dict(
-        num_heads=num_heads, key_depth=key_depth, value_depth=value_depth,
-        use_query_positional=use_query_positional,
-        use_key_positional=use_key_positional,
-        use_value_positional=use_value_positional,
-        kernel_regularizer=kernel_regularizer, norm_momentum=norm_momentum,
-        norm_epsilon=norm_epsilon, use_sync_bn=use_sync_bn,
-        recompute_grad=recompute_grad)
-    self.height_attention = AxialAttention(
-        span=spans[0], max_length=lengths[0], name="height_attention",
-        **common)
-    self.width_attention = AxialAttention(
-        span=spans[1], max_length=lengths[1], name="width_attention",
-        **common)
-    self._strides = strides
+    layer_specs.store(self, arguments)
+    height, width = layer_specs.axial_passes(arguments)
+    self.height_attention = AxialAttention(name="height_attention", **height)
+    self.width_attention = AxialAttention(name="width_attention", **width)
+    strides = self._strides
     self._pool = (
         tf_keras.layers.AveragePooling2D(strides, strides, padding="same")
         if strides > 1 else None)
@@ -973,7 +801,7 @@ class AxialAttention2D(common.RejectKeras3Tensors, tf_keras.layers.Layer):
     channels = input_shape[-1]
     common.build_in_scope(self.height_attention, [None, None, channels])
     common.build_in_scope(self.width_attention,
-                          [None, None, self._config["value_depth"]])
+                          [None, None, self._value_depth])
     super().build(input_shape)
 
   # Only Python-level branches: skipping autograph's conversion of this
@@ -991,7 +819,7 @@ class AxialAttention2D(common.RejectKeras3Tensors, tf_keras.layers.Layer):
     h = static_h if static_h is not None else height
     w = static_w if static_w is not None else width
     channels = inputs.shape[-1]
-    dv = self._config["value_depth"]
+    dv = self._value_depth
     # Height pass: a batch of batch*width columns.
     if self.height_attention._single_block(h):  # pylint: disable=protected-access
       # Height-major [h, batch*w, C] is the input itself for batch 1.
@@ -1018,18 +846,10 @@ class AxialAttention2D(common.RejectKeras3Tensors, tf_keras.layers.Layer):
       x = self._pool(x)
     return x
 
-  def get_config(self):
-    base = super().get_config()
-    config = dict(self._config)
-    if config["kernel_regularizer"] is not None:
-      config["kernel_regularizer"] = tf_keras.regularizers.serialize(
-          config["kernel_regularizer"])
-    base.update(config)
-    return base
-
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class AxialBlock(common.RejectKeras3Tensors, tf_keras.layers.Layer):
+class AxialBlock(common.RejectKeras3Tensors, common.SpecConfig,
+                 tf_keras.layers.Layer):
   """Bottleneck residual block whose 3x3 conv is replaced by 2D attention.
 
   1x1 conv (C -> 2f) + BN + ReLU; attention (axial: AxialAttention2D with
@@ -1039,75 +859,20 @@ class AxialBlock(common.RejectKeras3Tensors, tf_keras.layers.Layer):
   Input [batch, h, w, C] -> [batch, h / strides, w / strides, 4f].
   """
 
-  def __init__(self,
-               filters: int,
-               strides: int = 1,
-               span: Union[None, int, Sequence[Optional[int]]] = None,
-               max_length: Union[None, int, Sequence[Optional[int]]] = None,
-               num_heads: int = 8,
-               attention_type: str = "axial",
-               kernel_size: int = 7,
-               use_query_positional: bool = True,
-               use_key_positional: bool = True,
-               use_value_positional: bool = True,
-               expansion: int = 4,
-               drop_path_rate: float = 0.0,
-               kernel_initializer="he_normal",
-               kernel_regularizer=None,
-               norm_momentum: float = 0.99,
-               norm_epsilon: float = 1e-3,
-               use_sync_bn: bool = False,
-               recompute_grad: bool = False,
-               **kwargs):
-    """Creates the block.
+  _spec = layer_specs.axial_block
 
-    Args:
-      filters: block width f (attention key depth; values 2f; output
-        expansion * f).
-      strides: block stride (applied after attention).
-      span, max_length: axial attention span / global table size.
-      num_heads: attention heads.
-      attention_type: "axial" (position-sensitive axial attention), "local"
-        (LocalSelfAttention2D with kernel_size windows; the SASA baseline) or
-        "global" (GlobalSelfAttention2D).
-      kernel_size: window of "local" attention.
-      use_query_positional, use_key_positional, use_value_positional: the
-        positional terms (for "local", key/value terms make it
-        position-sensitive).
-      expansion: output channels = expansion * filters.
-      drop_path_rate: stochastic depth rate of the residual branch.
-      kernel_initializer, kernel_regularizer: for the 1x1 convolutions.
-      norm_momentum, norm_epsilon, use_sync_bn: batch-norm settings.
-      recompute_grad: recompute attention maps in the backward pass.
-      **kwargs: tf_keras.layers.Layer arguments.
-    """
+  @common.takes(_spec)
+  def __init__(self, arguments, **kwargs):
+    """Arguments: `layer_specs.axial_block`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
-    _check_positive_int("filters", filters)
-    _check_positive_int("strides", strides)
-    if attention_type not in ("axial", "local", "global"):
-      raise ValueError(f"attention_type must be 'axial', 'local' or 'global', "
-                       f"got {attention_type!r}.")
-    if not 0.0 <= drop_path_rate < 1.0:
-      raise ValueError(f"drop_path_rate must be in [0, 1), got "
-                       f"{drop_path_rate!r}.")
-    self._config = dict(
-        filters=filters, strides=strides, span=span, max_length=max_length,
-        num_heads=num_heads, attention_type=attention_type,
-        kernel_size=kernel_size, use_query_positional=use_query_positional,
-        use_key_positional=use_key_positional,
-        use_value_positional=use_value_positional, expansion=expansion,
-        drop_path_rate=drop_path_rate,
-        kernel_initializer=kernel_initializer,
-        kernel_regularizer=kernel_regularizer, norm_momentum=norm_momentum,
-        norm_epsilon=norm_epsilon, use_sync_bn=use_sync_bn,
-        recompute_grad=recompute_grad)
+    layer_specs.store(self, arguments)
 
   def build(self, input_shape):
     input_shape = tf.TensorShape(input_shape)
     if input_shape.rank != 4:
       raise ValueError(f"AxialBlock expects inputs of rank 4, got shape "
                        f"{input_shape}.")
-    c = self._config
+    c = self._arguments
     f = c["filters"]
     bn = dict(momentum=c["norm_momentum"], epsilon=c["norm_epsilon"],
               use_sync_bn=c["use_sync_bn"])
@@ -1123,30 +888,15 @@ class AxialBlock(common.RejectKeras3Tensors, tf_keras.layers.Layer):
     self._conv_down = tf_keras.layers.Conv2D(2 * f, 1, name="conv_down",
                                              **conv)
     self._bn_down = common.batch_norm(name="bn_down", **bn)
-    attention_type = c["attention_type"]
-    # Settings every attention type takes from the block.
-    shared = dict(num_heads=c["num_heads"], key_depth=f, value_depth=2 * f,
-                  kernel_regularizer=c["kernel_regularizer"],
-                  norm_momentum=c["norm_momentum"],
-                  norm_epsilon=c["norm_epsilon"],
-                  use_sync_bn=c["use_sync_bn"], name="attention")
+    attention_type, attention_args = layer_specs.axial_block_attention(c)
     if attention_type == "axial":
-      self._attention = AxialAttention2D(
-          span=c["span"], max_length=c["max_length"], strides=c["strides"],
-          use_query_positional=c["use_query_positional"],
-          use_key_positional=c["use_key_positional"],
-          use_value_positional=c["use_value_positional"],
-          recompute_grad=c["recompute_grad"], **shared)
+      self._attention = AxialAttention2D(**attention_args)
     elif attention_type == "local":
       from axial_deeplab_tf.layers.local_attention import LocalSelfAttention2D  # pylint: disable=g-import-not-at-top
-      self._attention = LocalSelfAttention2D(
-          kernel_size=c["kernel_size"], strides=c["strides"],
-          position_sensitive=(c["use_key_positional"] or
-                              c["use_value_positional"]),
-          **shared)
+      self._attention = LocalSelfAttention2D(**attention_args)
     else:
       from axial_deeplab_tf.layers.global_attention import GlobalSelfAttention2D  # pylint: disable=g-import-not-at-top
-      self._attention = GlobalSelfAttention2D(**shared)
+      self._attention = GlobalSelfAttention2D(**attention_args)
       self._attention_pool = (
           tf_keras.layers.AveragePooling2D(c["strides"], c["strides"],
                                            padding="same")
@@ -1177,12 +927,3 @@ class AxialBlock(common.RejectKeras3Tensors, tf_keras.layers.Layer):
     if self._drop_path is not None:
       x = self._drop_path(x, training=training)
     return tf.nn.relu(x + tf.cast(shortcut, x.dtype))
-
-  def get_config(self):
-    base = super().get_config()
-    config = dict(self._config)
-    if config["kernel_regularizer"] is not None:
-      config["kernel_regularizer"] = tf_keras.regularizers.serialize(
-          config["kernel_regularizer"])
-    base.update(config)
-    return base

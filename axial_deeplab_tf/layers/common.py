@@ -17,6 +17,7 @@ import tf_keras
 from official.modeling import tf_utils
 
 from axial_deeplab_tf import attention_math
+from axial_deeplab_tf import layer_specs
 
 
 # Argument checks shared with the Keras 3 layers (one definition).
@@ -31,13 +32,8 @@ RejectKeras3Tensors = attention_math.RejectKeras3Tensors
 def check_image_input_shape(layer_name: str, input_shape) -> int:
   """Checks a [batch, height, width, channels] shape; returns channels."""
   shape = tf.TensorShape(input_shape)
-  if shape.rank != 4:
-    raise ValueError(f"{layer_name} expects inputs of rank 4 [batch, height, "
-                     f"width, channels], got shape {shape}.")
-  if shape[-1] is None:
-    raise ValueError(f"{layer_name} needs a known channel dimension, got "
-                     f"input shape {shape}.")
-  return int(shape[-1])
+  return attention_math.check_image_shape(
+      layer_name, None if shape.rank is None else shape.as_list(), shape)
 
 
 def static_or_dynamic_shape(x: tf.Tensor):
@@ -243,6 +239,31 @@ def serialize_initializer(initializer) -> Optional[Dict[str, Any]]:
       tf_keras.initializers.get(initializer))
 
 
+def _load(kind: str, value):
+  if kind == layer_specs.REGULARIZER:
+    return tf_keras.regularizers.get(value)
+  return tf_keras.initializers.get(value)
+
+
+def _dump(kind: str, value):
+  if kind == layer_specs.AS_GIVEN and (value is None or
+                                       isinstance(value, (str, dict))):
+    return value
+  if kind != layer_specs.REGULARIZER:
+    return serialize_initializer(value)
+  return serialize_regularizer(value)
+
+
+def takes(spec: layer_specs.LayerSpec, defaults=None):
+  """Constructor decorator of a tf_keras layer from its shared spec
+  (`defaults`: see `LayerSpec.constructor`)."""
+  return spec.constructor(_load, defaults)
+
+
+# get_config from the layer's spec (`_spec`) and its stored `_arguments`.
+SpecConfig = layer_specs.config_mixin(_dump)
+
+
 def weight_config(kernel_initializer, kernel_regularizer,
                   bias_regularizer) -> Dict[str, Any]:
   """get_config entries of the initializer and regularizer arguments."""
@@ -337,7 +358,8 @@ def make_qkv_projection(input_shape, total_depth: int, kernel_regularizer,
   return conv, norm
 
 
-class SelfAttention2DBase(RejectKeras3Tensors, tf_keras.layers.Layer):
+class SelfAttention2DBase(RejectKeras3Tensors, SpecConfig,
+                          tf_keras.layers.Layer):
   """Shared part of the 2D self-attention baselines (local and global).
 
   Holds and checks the arguments both take, builds the batch-normalised
@@ -346,44 +368,16 @@ class SelfAttention2DBase(RejectKeras3Tensors, tf_keras.layers.Layer):
   attention itself.
   """
 
-  def __init__(self,
-               key_depth: int,
-               value_depth: int,
-               num_heads: int,
-               strides: int,
-               kernel_regularizer: Optional[
-                   tf_keras.regularizers.Regularizer],
-               use_sync_bn: bool,
-               norm_momentum: float,
-               norm_epsilon: float,
-               **kwargs):
-    """Checks and stores the shared arguments.
+  def __init__(self, arguments: Dict[str, Any], **kwargs):
+    """Stores the checked arguments of the subclass's spec.
 
     Args:
-      key_depth: total query/key depth over all heads; divisible by
-        num_heads.
-      value_depth: total value (= output) depth over all heads; divisible by
-        num_heads.
-      num_heads: number of attention heads.
-      strides: output stride; > 1 average-pools (pool = stride, 'same'
-        padding, so the output is ceil(H / s) x ceil(W / s)) after attention.
-      kernel_regularizer: regulariser of the projection kernels.
-      use_sync_bn: use synchronised batch norm across replicas.
-      norm_momentum: batch-norm moving-average momentum.
-      norm_epsilon: batch-norm epsilon.
+      arguments: what the subclass's `layer_specs` spec returned (see there
+        for their meaning), with the regularizer loaded.
       **kwargs: tf_keras.layers.Layer arguments.
     """
     super().__init__(**kwargs)
-    check_attention_depths(num_heads, key_depth, value_depth)
-    check_positive_int("strides", strides)
-    self._key_depth = int(key_depth)
-    self._value_depth = int(value_depth)
-    self._num_heads = int(num_heads)
-    self._strides = int(strides)
-    self._kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
-    self._use_sync_bn = use_sync_bn
-    self._norm_momentum = norm_momentum
-    self._norm_epsilon = norm_epsilon
+    layer_specs.store(self, arguments)
     self._key_head_depth = self._key_depth // self._num_heads
     self._value_head_depth = self._value_depth // self._num_heads
 
@@ -418,17 +412,3 @@ class SelfAttention2DBase(RejectKeras3Tensors, tf_keras.layers.Layer):
     size = [None if d is None else int(math.ceil(d / self._strides))
             for d in shape[1:3]]
     return tf.TensorShape([shape[0]] + size + [self._value_depth])
-
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update({
-        "key_depth": self._key_depth,
-        "value_depth": self._value_depth,
-        "num_heads": self._num_heads,
-        "strides": self._strides,
-        "kernel_regularizer": serialize_regularizer(self._kernel_regularizer),
-        "use_sync_bn": self._use_sync_bn,
-        "norm_momentum": self._norm_momentum,
-        "norm_epsilon": self._norm_epsilon,
-    })
-    return config

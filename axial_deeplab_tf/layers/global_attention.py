@@ -6,11 +6,10 @@ memory grow as (H * W)^2. Used as the global 2D baseline against axial
 attention (O(HW (H + W))) in benchmarks and ablations.
 """
 
-from typing import Any, Dict, Optional, Sequence
-
 import tensorflow as tf
 import tf_keras
 
+from axial_deeplab_tf import layer_specs
 from axial_deeplab_tf.layers import common
 
 
@@ -18,67 +17,13 @@ from axial_deeplab_tf.layers import common
 class GlobalSelfAttention2D(common.SelfAttention2DBase):
   """Multi-head self-attention of each pixel over the whole image."""
 
-  def __init__(self,
-               key_depth: int,
-               value_depth: int,
-               num_heads: int = 8,
-               use_relative_position: bool = False,
-               relative_span: Optional[Sequence[int]] = None,
-               strides: int = 1,
-               use_output_projection: bool = False,
-               kernel_regularizer: Optional[
-                   tf_keras.regularizers.Regularizer] = None,
-               use_sync_bn: bool = False,
-               norm_momentum: float = 0.99,
-               norm_epsilon: float = 0.001,
-               **kwargs):
-    """Initialises the layer.
+  _spec = layer_specs.global_self_attention_2d
 
-    Args:
-      key_depth: total query/key depth over all heads; divisible by
-        num_heads (per-head depth even when use_relative_position).
-      value_depth: total value (= output) depth over all heads; divisible by
-        num_heads.
-      num_heads: number of attention heads.
-      use_relative_position: add a query-dependent relative-position logit:
-        half of each head's query channels meet an embedding of the row
-        offset, half one of the column offset (tables shared by all heads).
-      relative_span: (max_height, max_width), needed iff
-        use_relative_position: the tables have 2 * max - 1 rows, and inputs
-        larger than this are rejected (by a runtime assertion when the size
-        is only known at run time; XLA drops such assertions).
-      strides: output stride; > 1 average-pools (pool = stride, 'same'
-        padding) after attention.
-      use_output_projection: apply a 1x1 convolution (value_depth ->
-        value_depth, with bias) to the attention output, like the output
-        transform of a non-local block.
-      kernel_regularizer: regulariser of the projection kernels.
-      use_sync_bn: use synchronised batch norm across replicas.
-      norm_momentum: batch-norm moving-average momentum.
-      norm_epsilon: batch-norm epsilon.
-      **kwargs: tf_keras.layers.Layer arguments.
-    """
-    super().__init__(key_depth, value_depth, num_heads, strides,
-                     kernel_regularizer, use_sync_bn, norm_momentum,
-                     norm_epsilon, **kwargs)
-    if use_relative_position:
-      if relative_span is None or len(relative_span) != 2:
-        raise ValueError(f"relative_span must be (max_height, max_width) "
-                         f"with use_relative_position=True, got "
-                         f"{relative_span!r}.")
-      for name, value in zip(("relative_span[0]", "relative_span[1]"),
-                             relative_span):
-        common.check_positive_int(name, value)
-      common.check_even_head_depth("key_depth", key_depth, num_heads,
-                                   "use_relative_position")
-      relative_span = [int(v) for v in relative_span]
-    elif relative_span is not None:
-      raise ValueError(f"relative_span is only used with "
-                       f"use_relative_position=True, got relative_span="
-                       f"{relative_span!r} and use_relative_position=False.")
-    self._use_relative_position = bool(use_relative_position)
-    self._relative_span = relative_span
-    self._use_output_projection = bool(use_output_projection)
+  @common.takes(_spec)
+  def __init__(self, arguments, **kwargs):
+    """Arguments: `layer_specs.global_self_attention_2d`; kwargs: tf_keras
+    Layer's."""
+    super().__init__(arguments, **kwargs)
 
   def build(self, input_shape):
     self._build_qkv_projection(input_shape)
@@ -169,12 +114,3 @@ class GlobalSelfAttention2D(common.SelfAttention2DBase):
     if self._use_output_projection:
       out = self._output_conv(out)
     return self._pool_output(out)
-
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update({
-        "use_relative_position": self._use_relative_position,
-        "relative_span": self._relative_span,
-        "use_output_projection": self._use_output_projection,
-    })
-    return config

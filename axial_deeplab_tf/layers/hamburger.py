@@ -5,28 +5,20 @@ and its use as the light decoder of SegNeXt (LightHamHead, now in
 `modeling/heads/light_ham_head.py`; still importable from here).
 """
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Tuple
 
 import tensorflow as tf
 import tf_keras
 
+
+from axial_deeplab_tf import layer_specs
 from axial_deeplab_tf.layers import common
 from axial_deeplab_tf.layers import msca
 
 
-# NMF2D arguments that Hamburger and LightHamHead pass through.
-_NMF_ARGUMENTS = ("rank", "num_channel_groups", "train_steps", "eval_steps",
-                  "inv_t", "one_step_gradient", "seed")
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f"{name} must be a positive int, got {value!r}.")
-  return value
-
-
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class NMF2D(common.RejectKeras3Tensors, tf_keras.layers.Layer):
+class NMF2D(common.RejectKeras3Tensors, common.SpecConfig,
+            tf_keras.layers.Layer):
   """Low-rank reconstruction of a non-negative feature map by NMF.
 
   The map is viewed as x [N = H*W, D] (per batch element and channel group)
@@ -47,63 +39,13 @@ class NMF2D(common.RejectKeras3Tensors, tf_keras.layers.Layer):
   output has the input dtype.
   """
 
-  def __init__(self,
-               rank: int = 64,
-               num_channel_groups: int = 1,
-               train_steps: int = 6,
-               eval_steps: int = 7,
-               inv_t: float = 1.0,
-               one_step_gradient: bool = True,
-               seed: Optional[int] = None,
-               epsilon: float = 1e-6,
-               **kwargs):
-    """Initializes the layer.
+  _spec = layer_specs.nmf_2d
 
-    Args:
-      rank: R, the number of bases.
-      num_channel_groups: S; channels are split into S groups of D = C / S
-        channels, each factorised on its own (SegNeXt uses S = 1).
-      train_steps: update iterations in training.
-      eval_steps: update iterations at inference.
-      inv_t: inverse temperature of the softmax initialising coef.
-      one_step_gradient: if True, gradients flow only through the last coef
-        update and the reconstruction (the iterations are treated as
-        constants, O(1) memory in the number of steps), as in the original
-        Hamburger; if False, through every iteration.
-      seed: None draws new random bases in every call. An int makes the bases
-        a fixed function of the seed (one draw of [S, D, R] shared by all
-        batch elements), so outputs are reproducible and each image's output
-        does not depend on the rest of the batch.
-      epsilon: added to the denominators of the updates.
-      **kwargs: keyword arguments of `tf_keras.layers.Layer`.
-    """
+  @common.takes(_spec)
+  def __init__(self, arguments, **kwargs):
+    """Arguments: `layer_specs.nmf_2d`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
-    self._rank = _check_positive_int("rank", rank)
-    self._num_channel_groups = _check_positive_int("num_channel_groups",
-                                                   num_channel_groups)
-    if isinstance(train_steps, bool) or not isinstance(
-        train_steps, int) or train_steps < 0:
-      raise ValueError(f"train_steps must be an int >= 0, got "
-                       f"{train_steps!r}.")
-    if isinstance(eval_steps, bool) or not isinstance(
-        eval_steps, int) or eval_steps < 0:
-      raise ValueError(f"eval_steps must be an int >= 0, got {eval_steps!r}.")
-    self._train_steps = train_steps
-    self._eval_steps = eval_steps
-    if isinstance(inv_t, bool) or not isinstance(inv_t, (int, float)):
-      raise TypeError(f"inv_t must be a number, got {inv_t!r}.")
-    self._inv_t = float(inv_t)
-    if not isinstance(one_step_gradient, bool):
-      raise TypeError(f"one_step_gradient must be a bool, got "
-                      f"{one_step_gradient!r}.")
-    self._one_step_gradient = one_step_gradient
-    if seed is not None and (isinstance(seed, bool) or
-                             not isinstance(seed, int)):
-      raise TypeError(f"seed must be None or an int, got {seed!r}.")
-    self._seed = seed
-    if not isinstance(epsilon, (int, float)) or epsilon <= 0:
-      raise ValueError(f"epsilon must be a positive number, got {epsilon!r}.")
-    self._epsilon = float(epsilon)
+    layer_specs.store(self, arguments)
 
   def build(self, input_shape):
     channels = common.check_image_input_shape("NMF2D", input_shape)
@@ -216,20 +158,6 @@ class NMF2D(common.RejectKeras3Tensors, tf_keras.layers.Layer):
     y = tf.reshape(y, [batch, height, width, groups * depth])
     return tf.cast(y, inputs.dtype)
 
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update({
-        "rank": self._rank,
-        "num_channel_groups": self._num_channel_groups,
-        "train_steps": self._train_steps,
-        "eval_steps": self._eval_steps,
-        "inv_t": self._inv_t,
-        "one_step_gradient": self._one_step_gradient,
-        "seed": self._seed,
-        "epsilon": self._epsilon,
-    })
-    return config
-
 
 def _group_norm(groups, epsilon, name):
   # Group statistics of fp16/bf16 activations lose precision; GN layers run
@@ -240,64 +168,22 @@ def _group_norm(groups, epsilon, name):
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
 class Hamburger(common.RejectKeras3Tensors,
-                common.ConvLayerMixin, tf_keras.layers.Layer):
+                common.ConvLayerMixin, common.SpecConfig,
+                tf_keras.layers.Layer):
   """Hamburger module: ReLU(x + GN(conv(NMF(ReLU(conv(x)))))).
 
   Lower bread: 1x1 conv with bias, ReLU (makes the NMF input non-negative);
   ham: NMF2D; upper bread: 1x1 conv without bias, GroupNorm.
   """
 
-  def __init__(self,
-               rank: int = 64,
-               num_channel_groups: int = 1,
-               train_steps: int = 6,
-               eval_steps: int = 7,
-               inv_t: float = 1.0,
-               one_step_gradient: bool = True,
-               seed: Optional[int] = None,
-               norm_groups: int = 32,
-               norm_epsilon: float = 1e-5,
-               kernel_initializer: Any = None,
-               kernel_regularizer: Optional[
-                   tf_keras.regularizers.Regularizer] = None,
-               bias_regularizer: Optional[
-                   tf_keras.regularizers.Regularizer] = None,
-               **kwargs):
-    """Initializes the layer.
+  _spec = layer_specs.hamburger
 
-    Args:
-      rank: NMF rank R (SegNeXt's MD_R).
-      num_channel_groups: NMF channel groups S.
-      train_steps: NMF iterations in training.
-      eval_steps: NMF iterations at inference.
-      inv_t: NMF softmax inverse temperature.
-      one_step_gradient: NMF gradient mode, see `NMF2D`.
-      seed: NMF bases seed, see `NMF2D`.
-      norm_groups: GroupNorm groups; must divide the channels.
-      norm_epsilon: GroupNorm epsilon.
-      kernel_initializer: conv kernel initializer; default
-        N(0, sqrt(2 / fan_out)).
-      kernel_regularizer: optional regularizer of the conv kernels.
-      bias_regularizer: optional regularizer of the conv biases.
-      **kwargs: keyword arguments of `tf_keras.layers.Layer`.
-    """
+  @msca.takes(_spec)
+  def __init__(self, arguments, **kwargs):
+    """Arguments: `layer_specs.hamburger`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
-    # Validates the NMF arguments now rather than at first call.
-    self.nmf = NMF2D(rank=rank, num_channel_groups=num_channel_groups,
-                     train_steps=train_steps, eval_steps=eval_steps,
-                     inv_t=inv_t, one_step_gradient=one_step_gradient,
-                     seed=seed, name="nmf")
-    self._norm_groups = _check_positive_int("norm_groups", norm_groups)
-    self._norm_epsilon = norm_epsilon
-    self._set_conv_arguments(
-        kernel_initializer or msca.he_fan_out_initializer(),
-        kernel_regularizer, bias_regularizer)
-
-  @property
-  def nmf_config(self) -> Dict[str, Any]:
-    """The NMF2D arguments (rank ... seed) this Hamburger was made with."""
-    config = self.nmf.get_config()
-    return {k: config[k] for k in _NMF_ARGUMENTS}
+    layer_specs.store(self, arguments)
+    self.nmf = NMF2D(name="nmf", **layer_specs.hamburger_nmf(arguments))
 
   def build(self, input_shape):
     channels = common.check_image_input_shape("Hamburger", input_shape)
@@ -324,14 +210,6 @@ class Hamburger(common.RejectKeras3Tensors,
     y = self.nmf(y, training=training)
     y = self.upper_norm(self.upper_bread(y))
     return tf.nn.relu(inputs + tf.cast(y, inputs.dtype))
-
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update(self.nmf_config)
-    config.update(self._conv_config())
-    config.update({"norm_groups": self._norm_groups,
-                   "norm_epsilon": self._norm_epsilon})
-    return config
 
 
 def __getattr__(name):

@@ -8,15 +8,11 @@ output position depends on every input position. Grouping is done with
 reshapes and transposes only, so each pass is one batched dense attention.
 """
 
-from typing import Any, Dict, Optional, Sequence
-
 import tensorflow as tf
 import tf_keras
 
+from axial_deeplab_tf import layer_specs
 from axial_deeplab_tf.layers import common
-
-
-_ACTIVATIONS = ("relu", "leaky_relu")
 
 
 def _activation_fn(name: str):
@@ -26,17 +22,8 @@ def _activation_fn(name: str):
   return lambda x: tf.nn.leaky_relu(x, alpha=0.01)
 
 
-def _check_channels(name: str, value: Any, allow_none: bool = False):
-  if value is None and allow_none:
-    return None
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f"{name} must be a positive int"
-                     f"{' or None' if allow_none else ''}, got {value!r}.")
-  return value
-
-
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
-class ISSASelfAttentionBlock(common.RejectKeras3Tensors,
+class ISSASelfAttentionBlock(common.RejectKeras3Tensors, common.SpecConfig,
                              common.ConvLayerMixin, tf_keras.layers.Layer):
   """Dense self-attention among all positions of each batch element.
 
@@ -48,57 +35,14 @@ class ISSASelfAttentionBlock(common.RejectKeras3Tensors,
   groups; on a whole image it is dense (non-local style) attention.
   """
 
-  def __init__(self,
-               key_channels: int = 256,
-               value_channels: Optional[int] = None,
-               output_channels: Optional[int] = None,
-               activation: str = "relu",
-               use_sync_bn: bool = False,
-               norm_momentum: float = 0.9,
-               norm_epsilon: float = 1e-5,
-               kernel_initializer: Any = "he_normal",
-               kernel_regularizer: Optional[
-                   tf_keras.regularizers.Regularizer] = None,
-               bias_regularizer: Optional[
-                   tf_keras.regularizers.Regularizer] = None,
-               value_use_bias: bool = True,
-               **kwargs):
-    """Initializes the block.
+  _spec = layer_specs.issa_block
 
-    Args:
-      key_channels: channels of queries and keys.
-      value_channels: channels of values; None = input channels.
-      output_channels: channels of the output; None = input channels.
-      activation: "relu" (mmsegmentation) or "leaky_relu" (slope 0.01, the
-        official ISSA code's in-place ABN).
-      use_sync_bn: synchronise BN statistics across replicas.
-      norm_momentum: BN moving-average momentum (Keras convention).
-      norm_epsilon: BN epsilon.
-      kernel_initializer: conv kernel initializer.
-      kernel_regularizer: optional regularizer of the conv kernels.
-      bias_regularizer: optional regularizer of the value conv bias.
-      value_use_bias: give the value conv a bias (True, mmsegmentation) or
-        not (False, the official ISSA code).
-      **kwargs: keyword arguments of `tf_keras.layers.Layer`.
-    """
+  @common.takes(_spec)
+  def __init__(self, arguments, **kwargs):
+    """Arguments: `layer_specs.issa_block`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
-    if not isinstance(value_use_bias, bool):
-      raise TypeError(f"value_use_bias must be a bool, got "
-                      f"{value_use_bias!r}.")
-    self._value_use_bias = value_use_bias
-    self._key_channels = _check_channels("key_channels", key_channels)
-    self._value_channels = _check_channels("value_channels", value_channels,
-                                           allow_none=True)
-    self._output_channels = _check_channels("output_channels",
-                                            output_channels, allow_none=True)
-    if activation not in _ACTIVATIONS:
-      raise ValueError(f"activation must be one of {_ACTIVATIONS}, got "
-                       f"{activation!r}.")
-    self._activation = activation
-    self._act = _activation_fn(activation)
-    self._set_norm_arguments(use_sync_bn, norm_momentum, norm_epsilon)
-    self._set_conv_arguments(kernel_initializer, kernel_regularizer,
-                             bias_regularizer)
+    layer_specs.store(self, arguments)
+    self._act = _activation_fn(self._activation)
 
   def _projection(self, prefix: str):
     """[1x1 conv, BN, 1x1 conv, BN] of the query or key branch."""
@@ -155,22 +99,10 @@ class ISSASelfAttentionBlock(common.RejectKeras3Tensors,
     return self._act(self.output_norm(self.output_conv(context),
                                       training=training))
 
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update(self._norm_config())
-    config.update(self._conv_config())
-    config.update({
-        "key_channels": self._key_channels,
-        "value_channels": self._value_channels,
-        "output_channels": self._output_channels,
-        "activation": self._activation,
-        "value_use_bias": self._value_use_bias,
-    })
-    return config
-
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
 class InterlacedSparseSelfAttention(common.RejectKeras3Tensors,
+                                    common.SpecConfig,
                                     tf_keras.layers.Layer):
   """Long-range then short-range grouped self-attention over a 2D map.
 
@@ -185,63 +117,17 @@ class InterlacedSparseSelfAttention(common.RejectKeras3Tensors,
   O(N^2 C / (P_h P_w) + N C P_h P_w) instead of O(N^2 C).
   """
 
-  def __init__(self,
-               key_channels: int = 256,
-               value_channels: Optional[int] = None,
-               output_channels: Optional[int] = None,
-               partition_factors: Sequence[int] = (8, 8),
-               activation: str = "relu",
-               use_sync_bn: bool = False,
-               norm_momentum: float = 0.9,
-               norm_epsilon: float = 1e-5,
-               kernel_initializer: Any = "he_normal",
-               kernel_regularizer: Optional[
-                   tf_keras.regularizers.Regularizer] = None,
-               bias_regularizer: Optional[
-                   tf_keras.regularizers.Regularizer] = None,
-               value_use_bias: bool = True,
-               **kwargs):
-    """Initializes the layer.
+  _spec = layer_specs.interlaced_sparse_self_attention
 
-    Args:
-      key_channels: query/key channels of both passes (256 in ISANet).
-      value_channels: value channels of both passes; None = the pass's input
-        channels (512 in ISANet).
-      output_channels: output channels of both passes; None = input channels.
-      partition_factors: (P_h, P_w), the cell size of the short-range pass
-        (equivalently the stride of the long-range grids).
-      activation: "relu" (default, as mmsegmentation; ISANet head counts do
-        not depend on it) or "leaky_relu" (slope 0.01, the official code).
-      use_sync_bn: synchronise BN statistics across replicas.
-      norm_momentum: BN moving-average momentum (Keras convention).
-      norm_epsilon: BN epsilon.
-      kernel_initializer: conv kernel initializer.
-      kernel_regularizer: optional regularizer of the conv kernels.
-      bias_regularizer: optional regularizer of the value conv biases.
-      value_use_bias: value convs with a bias (True, mmsegmentation) or
-        without (False, the official ISSA code).
-      **kwargs: keyword arguments of `tf_keras.layers.Layer`.
-    """
+  @common.takes(_spec)
+  def __init__(self, arguments, **kwargs):
+    """Arguments: `layer_specs.interlaced_sparse_self_attention` and
+    tf_keras.layers.Layer's."""
     super().__init__(**kwargs)
-    if isinstance(partition_factors, (str, bytes)) or not isinstance(
-        partition_factors, Sequence) or len(partition_factors) != 2 or any(
-            isinstance(p, bool) or not isinstance(p, int) or p < 1
-            for p in partition_factors):
-      raise ValueError("partition_factors must be two positive ints "
-                       f"(P_h, P_w), got {partition_factors!r}.")
-    self._partition_factors = tuple(partition_factors)
-    block_config = dict(
-        key_channels=key_channels, value_channels=value_channels,
-        output_channels=output_channels, activation=activation,
-        use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
-        norm_epsilon=norm_epsilon, kernel_initializer=kernel_initializer,
-        kernel_regularizer=kernel_regularizer,
-        bias_regularizer=bias_regularizer, value_use_bias=value_use_bias)
-    self.long_range = ISSASelfAttentionBlock(**block_config,
-                                             name="long_range")
-    self.short_range = ISSASelfAttentionBlock(**block_config,
-                                              name="short_range")
-    self._block_config = block_config
+    layer_specs.store(self, arguments)
+    block = layer_specs.issa_block_arguments(arguments)
+    self.long_range = ISSASelfAttentionBlock(**block, name="long_range")
+    self.short_range = ISSASelfAttentionBlock(**block, name="short_range")
 
   def build(self, input_shape):
     common.check_image_input_shape("InterlacedSparseSelfAttention",
@@ -249,15 +135,8 @@ class InterlacedSparseSelfAttention(common.RejectKeras3Tensors,
     super().build(input_shape)
 
   def call(self, inputs, training=None):
-    """Applies ISSA.
-
-    Args:
-      inputs: [batch, height, width, channels].
-      training: bool; BN uses batch statistics in training.
-
-    Returns:
-      [batch, height, width, output_channels].
-    """
+    """ISSA of [batch, height, width, channels] inputs (BN in training
+    mode when `training`): [batch, height, width, output_channels]."""
     p_h, p_w = self._partition_factors
     batch, height, width, _ = common.static_or_dynamic_shape(inputs)
     q_h = (height + p_h - 1) // p_h
@@ -284,13 +163,3 @@ class InterlacedSparseSelfAttention(common.RejectKeras3Tensors,
     x = tf.transpose(x, [0, 1, 3, 2, 4, 5])
     x = tf.reshape(x, [batch, q_h * p_h, q_w * p_w, channels])
     return x[:, top:top + height, left:left + width, :]
-
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update(self._block_config)
-    config.update(common.weight_config(
-        self._block_config["kernel_initializer"],
-        self._block_config["kernel_regularizer"],
-        self._block_config["bias_regularizer"]))
-    config["partition_factors"] = list(self._partition_factors)
-    return config

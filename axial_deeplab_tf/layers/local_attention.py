@@ -16,12 +16,11 @@ padding and are masked out of the softmax (and out of the batch-norm
 statistics of the logits), so padding never receives attention.
 """
 
-from typing import Any, Dict, Optional
-
 import tensorflow as tf
 import tf_keras
 
 from axial_deeplab_tf import attention_math
+from axial_deeplab_tf import layer_specs
 from axial_deeplab_tf.layers import common
 
 # Added to masked logits before the float32 softmax; exp() of it is exactly 0
@@ -47,73 +46,21 @@ class LocalSelfAttention2D(common.SelfAttention2DBase):
   one-hot offset tables instead of gathers.
   """
 
-  def __init__(self,
-               key_depth: int,
-               value_depth: int,
-               num_heads: int = 8,
-               kernel_size: int = 7,
-               use_relative_position: bool = True,
-               position_sensitive: bool = False,
-               strides: int = 1,
-               block_size: int = 4,
-               kernel_regularizer: Optional[
-                   tf_keras.regularizers.Regularizer] = None,
-               use_sync_bn: bool = False,
-               norm_momentum: float = 0.99,
-               norm_epsilon: float = 0.001,
-               **kwargs):
-    """Initialises the layer.
+  _spec = layer_specs.local_self_attention_2d
 
-    Args:
-      key_depth: total query/key depth over all heads; divisible by
-        num_heads (and the per-head depth even when use_relative_position).
-      value_depth: total value (= output) depth over all heads; divisible by
-        num_heads (per-head depth even when position_sensitive).
-      num_heads: number of attention heads.
-      kernel_size: odd window size k; each pixel attends to k x k pixels.
-      use_relative_position: add the query-dependent relative position logit
-        (SASA). Positional embeddings are shared by all heads.
-      position_sensitive: also add the key-dependent logit and the
-        value-dependent output term, with a batch norm per logit term and
-        per output term (Axial-DeepLab's position-sensitive attention).
-        Requires use_relative_position.
-      strides: output stride; > 1 average-pools (pool = stride, 'same'
-        padding, so the output is ceil(H / s) x ceil(W / s)) after attention.
-      block_size: query block side used by the implementation; changes speed,
-        memory and executed multiply-adds, never the result. Each query block
-        computes logits for its (block_size + kernel_size - 1)^2 halo, so
-        small blocks waste less; 4 measured fastest for kernel_size 7 at
-        28x28 and 56x56 on CPU (fewer wasted logits than 7 or 8, larger
-        matmuls than 3), with XLA on and off.
-      kernel_regularizer: regulariser of the q/k/v projection kernel.
-      use_sync_bn: use synchronised batch norm across replicas.
-      norm_momentum: batch-norm moving-average momentum.
-      norm_epsilon: batch-norm epsilon.
-      **kwargs: tf_keras.layers.Layer arguments.
+  @common.takes(_spec)
+  def __init__(self, arguments, **kwargs):
+    """Arguments: `layer_specs.local_self_attention_2d`; kwargs: tf_keras
+    Layer's.
+
+    `block_size` is the query block side: it changes speed, memory and
+    executed multiply-adds, never the result. Each query block computes
+    logits for its (block_size + kernel_size - 1)^2 halo, so small blocks
+    waste less; 4 measured fastest for kernel_size 7 at 28x28 and 56x56 on
+    CPU (fewer wasted logits than 7 or 8, larger matmuls than 3), with XLA
+    on and off.
     """
-    super().__init__(key_depth, value_depth, num_heads, strides,
-                     kernel_regularizer, use_sync_bn, norm_momentum,
-                     norm_epsilon, **kwargs)
-    common.check_positive_int("kernel_size", kernel_size)
-    if kernel_size % 2 != 1:
-      raise ValueError(f"kernel_size must be odd so the window is centred on "
-                       f"the query, got {kernel_size}.")
-    common.check_positive_int("block_size", block_size)
-    if position_sensitive and not use_relative_position:
-      raise ValueError("position_sensitive=True adds relative-position terms "
-                       "and needs use_relative_position=True, got "
-                       "use_relative_position=False.")
-    if use_relative_position:
-      common.check_even_head_depth("key_depth", key_depth, num_heads,
-                                   "use_relative_position")
-    if position_sensitive:
-      common.check_even_head_depth("value_depth", value_depth, num_heads,
-                                   "position_sensitive")
-    self._kernel_size = int(kernel_size)
-    self._use_relative_position = bool(use_relative_position)
-    self._position_sensitive = bool(position_sensitive)
-    self._block_size = int(block_size)
-
+    super().__init__(arguments, **kwargs)
     self._radius = (self._kernel_size - 1) // 2
     self._block = self._block_size
     self._halo = self._block + 2 * self._radius
@@ -343,13 +290,3 @@ class LocalSelfAttention2D(common.SelfAttention2DBase):
       out = (self._output_norms[0](out, training=training) +
              self._output_norms[1](positional, training=training))
     return self._pool_output(out)
-
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update({
-        "kernel_size": self._kernel_size,
-        "use_relative_position": self._use_relative_position,
-        "position_sensitive": self._position_sensitive,
-        "block_size": self._block_size,
-    })
-    return config

@@ -4,7 +4,6 @@ SegNeXt (Guo et al., NeurIPS 2022) replaces self-attention by a product of the
 input with a map built from depthwise strip convolutions at several scales.
 """
 
-from typing import Any, Dict, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
@@ -12,6 +11,7 @@ import tf_keras
 from official.modeling import tf_utils
 from official.vision.modeling.layers import nn_layers
 
+from axial_deeplab_tf import layer_specs
 from axial_deeplab_tf.layers import common
 
 
@@ -21,18 +21,10 @@ def he_fan_out_initializer() -> tf_keras.initializers.Initializer:
       scale=2.0, mode="fan_out", distribution="untruncated_normal")
 
 
-def _check_positive_odd(name: str, value: Any) -> int:
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (
-      value % 2 == 0):
-    raise ValueError(f"{name} must be a positive odd int, got {value!r}.")
-  return value
-
-
-def _check_rate(name: str, value: Any) -> float:
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-      0.0 <= value < 1.0):
-    raise ValueError(f"{name} must be a float in [0, 1), got {value!r}.")
-  return float(value)
+def takes(spec):
+  """Constructor decorator of a SegNeXt layer: None kernel initializer
+  means `he_fan_out_initializer()`."""
+  return common.takes(spec, {layer_specs.HE_FAN_OUT: he_fan_out_initializer})
 
 
 def _exact_gelu(x: tf.Tensor) -> tf.Tensor:
@@ -42,44 +34,22 @@ def _exact_gelu(x: tf.Tensor) -> tf.Tensor:
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
 class MultiScaleConvAttention(common.RejectKeras3Tensors,
-                              common.ConvLayerMixin, tf_keras.layers.Layer):
+                              common.ConvLayerMixin, common.SpecConfig,
+                              tf_keras.layers.Layer):
   """Multi-scale convolutional attention: `conv1x1(a + sum_k strip_k(a)) * x`.
 
   a = depthwise `base_kernel_size` conv of x; each branch k is a depthwise 1xk
   conv followed by a depthwise kx1 conv of a. All convolutions have a bias.
   """
 
-  def __init__(self,
-               kernel_sizes: Sequence[int] = (7, 11, 21),
-               base_kernel_size: int = 5,
-               kernel_initializer: Any = None,
-               kernel_regularizer: Optional[
-                   tf_keras.regularizers.Regularizer] = None,
-               bias_regularizer: Optional[
-                   tf_keras.regularizers.Regularizer] = None,
-               **kwargs):
-    """Initializes the layer.
+  _spec = layer_specs.multi_scale_conv_attention
 
-    Args:
-      kernel_sizes: odd lengths k of the strip-convolution branches.
-      base_kernel_size: odd size of the square depthwise conv applied first.
-      kernel_initializer: initializer of all kernels; default
-        N(0, sqrt(2 / fan_out)).
-      kernel_regularizer: optional regularizer of the kernels.
-      bias_regularizer: optional regularizer of the biases.
-      **kwargs: keyword arguments of `tf_keras.layers.Layer`.
-    """
+  @takes(_spec)
+  def __init__(self, arguments, **kwargs):
+    """Arguments: `layer_specs.multi_scale_conv_attention`; kwargs: tf_keras
+    Layer's."""
     super().__init__(**kwargs)
-    if isinstance(kernel_sizes, (str, bytes)) or not isinstance(
-        kernel_sizes, Sequence) or not kernel_sizes:
-      raise ValueError("kernel_sizes must be a non-empty sequence of odd "
-                       f"ints, got {kernel_sizes!r}.")
-    self._kernel_sizes = tuple(
-        _check_positive_odd("kernel_sizes[]", k) for k in kernel_sizes)
-    self._base_kernel_size = _check_positive_odd("base_kernel_size",
-                                                 base_kernel_size)
-    self._set_conv_arguments(kernel_initializer or he_fan_out_initializer(),
-                             kernel_regularizer, bias_regularizer)
+    layer_specs.store(self, arguments)
 
   def build(self, input_shape):
     channels = common.check_image_input_shape("MultiScaleConvAttention",
@@ -115,19 +85,11 @@ class MultiScaleConvAttention(common.RejectKeras3Tensors,
       total = total + conv_col(conv_row(base))
     return self.mix_conv(total) * inputs
 
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update(self._conv_config())
-    config.update({
-        "kernel_sizes": list(self._kernel_sizes),
-        "base_kernel_size": self._base_kernel_size,
-    })
-    return config
-
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
 class MSCANBlock(common.RejectKeras3Tensors,
-                 common.ConvLayerMixin, tf_keras.layers.Layer):
+                 common.ConvLayerMixin, common.SpecConfig,
+                 tf_keras.layers.Layer):
   """One MSCAN block: attention and MLP residual branches with layer scale.
 
   x = x + DropPath(ls1 * Attn(BN(x))),  Attn(y) = conv(MSCA(GELU(conv(y)))) + y
@@ -135,56 +97,13 @@ class MSCANBlock(common.RejectKeras3Tensors,
                                               conv, drop
   """
 
-  def __init__(self,
-               mlp_ratio: float = 4.0,
-               drop_path_rate: float = 0.0,
-               dropout_rate: float = 0.0,
-               layer_scale_init_value: float = 1e-2,
-               kernel_sizes: Sequence[int] = (7, 11, 21),
-               base_kernel_size: int = 5,
-               use_sync_bn: bool = False,
-               norm_momentum: float = 0.9,
-               norm_epsilon: float = 1e-5,
-               kernel_initializer: Any = None,
-               kernel_regularizer: Optional[
-                   tf_keras.regularizers.Regularizer] = None,
-               bias_regularizer: Optional[
-                   tf_keras.regularizers.Regularizer] = None,
-               **kwargs):
-    """Initializes the block.
+  _spec = layer_specs.mscan_block
 
-    Args:
-      mlp_ratio: hidden width of the MLP as a multiple of the channels.
-      drop_path_rate: probability of dropping each residual branch per sample
-        in training (stochastic depth).
-      dropout_rate: dropout rate inside the MLP.
-      layer_scale_init_value: initial value of the per-channel layer scales.
-      kernel_sizes: strip lengths of MSCA.
-      base_kernel_size: square depthwise kernel size of MSCA.
-      use_sync_bn: synchronise BN statistics across replicas.
-      norm_momentum: BN moving-average momentum (Keras convention; PyTorch
-        momentum 0.1 is 0.9 here).
-      norm_epsilon: BN epsilon.
-      kernel_initializer: conv kernel initializer; default
-        N(0, sqrt(2 / fan_out)).
-      kernel_regularizer: optional regularizer of the conv kernels.
-      bias_regularizer: optional regularizer of the conv biases.
-      **kwargs: keyword arguments of `tf_keras.layers.Layer`.
-    """
+  @takes(_spec)
+  def __init__(self, arguments, **kwargs):
+    """Arguments: `layer_specs.mscan_block`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
-    if isinstance(mlp_ratio, bool) or not isinstance(
-        mlp_ratio, (int, float)) or mlp_ratio <= 0:
-      raise ValueError(f"mlp_ratio must be a positive number, got "
-                       f"{mlp_ratio!r}.")
-    self._mlp_ratio = mlp_ratio
-    self._drop_path_rate = _check_rate("drop_path_rate", drop_path_rate)
-    self._dropout_rate = _check_rate("dropout_rate", dropout_rate)
-    self._layer_scale_init_value = float(layer_scale_init_value)
-    self._kernel_sizes = tuple(kernel_sizes)
-    self._base_kernel_size = base_kernel_size
-    self._set_norm_arguments(use_sync_bn, norm_momentum, norm_epsilon)
-    self._set_conv_arguments(kernel_initializer or he_fan_out_initializer(),
-                             kernel_regularizer, bias_regularizer)
+    layer_specs.store(self, arguments)
 
   def build(self, input_shape):
     channels = common.check_image_input_shape("MSCANBlock", input_shape)
@@ -239,16 +158,4 @@ class MSCANBlock(common.RejectKeras3Tensors,
     return x + self.drop_path(
         tf.cast(self.mlp_layer_scale, y.dtype) * y, training=training)
 
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update(self._norm_config())
-    config.update(self._conv_config())
-    config.update({
-        "mlp_ratio": self._mlp_ratio,
-        "drop_path_rate": self._drop_path_rate,
-        "dropout_rate": self._dropout_rate,
-        "layer_scale_init_value": self._layer_scale_init_value,
-        "kernel_sizes": list(self._kernel_sizes),
-        "base_kernel_size": self._base_kernel_size,
-    })
-    return config
+

@@ -25,164 +25,62 @@ feature size of `input_size` at each block (56/28/14/7 at 224x224);
 `span=k` gives local attention with span k everywhere (any input size).
 """
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
 
+from axial_deeplab_tf import layer_specs
 from axial_deeplab_tf.layers import common
 from axial_deeplab_tf.layers.axial_attention import AxialBlock
 from axial_deeplab_tf.modeling.registry import register_model
 
-BASE_WIDTHS = (64, 128, 256, 512)
-LAYOUTS = {26: (1, 2, 4, 1), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+BASE_WIDTHS = layer_specs.AXIAL_RESNET_BASE_WIDTHS
+LAYOUTS = layer_specs.AXIAL_RESNET_LAYOUTS
 
 
-def _ceil_div(a, b):
-  return None if a is None else -(-a // b)
-
-
-def build_axial_resnet_backbone(
-    input_size: Optional[Tuple[Optional[int], Optional[int]]] = (224, 224),
-    depth: int = 50,
-    width_multiplier: float = 1.0,
-    stem: str = "conv",
-    span: Optional[int] = None,
-    stem_span: int = 15,
-    stem_channels: Sequence[int] = (64, 64, 128),
-    output_stride: int = 32,
-    attention_type: str = "axial",
-    kernel_size: int = 7,
-    block_filters: Optional[Sequence[int]] = None,
-    expansion: int = 4,
-    num_heads: int = 8,
-    use_query_positional: bool = True,
-    use_key_positional: bool = True,
-    use_value_positional: bool = True,
-    drop_path_rate: float = 0.0,
-    norm_momentum: float = 0.99,
-    norm_epsilon: float = 1e-3,
-    use_sync_bn: bool = False,
-    recompute_grad: bool = False,
-    kernel_regularizer=None,
-    name: str = "axial_resnet") -> tf_keras.Model:
+@layer_specs.builder(layer_specs.axial_resnet_backbone)
+def build_axial_resnet_backbone(arguments) -> tf_keras.Model:
   """Builds an Axial-ResNet backbone.
 
-  Args:
-    input_size: (height, width) the global spans are sized for; entries may
-      be None only with a local span.
-    depth: 26, 50 or 101 (block layout).
-    width_multiplier: S 0.5, M 0.75, L 1.0, XL 2.0.
-    stem: "conv", "inception" or "axial" (see module docstring).
-    span: None for global attention, else an odd local span for all blocks.
-    stem_span: local span of the "axial" stem blocks.
-    stem_channels: channels of the three "inception" stem convolutions.
-    output_stride: 32, or 16 to remove the stride of the last stage.
-    attention_type: "axial", "local" (SASA windows) or "global".
-    kernel_size: window of "local" attention.
-    block_filters: per-stage block widths f (default base widths times the
-      width multiplier).
-    expansion: output channels per block = expansion * f.
-    num_heads: attention heads.
-    use_query_positional, use_key_positional, use_value_positional: the
-      positional terms of the attention.
-    drop_path_rate: final stochastic-depth rate, linear over blocks.
-    norm_momentum, norm_epsilon, use_sync_bn: batch norm settings.
-    recompute_grad: recompute attention maps in the backward pass.
-    kernel_regularizer: for convolutions.
-    name: model name.
+  Arguments: see `layer_specs.axial_resnet_backbone`.
 
   Returns:
     A tf_keras.Model mapping [batch, h, w, 3] float images (already
     normalised) to a dict of endpoints "stem" (stride 4 before stage 2),
     "res2".."res5" ([batch, h/stride, w/stride, 4f]).
   """
-  if depth not in LAYOUTS:
-    raise ValueError(f"depth must be one of {sorted(LAYOUTS)}, got {depth!r}.")
-  if stem not in ("conv", "inception", "axial"):
-    raise ValueError(f"stem must be 'conv', 'inception' or 'axial', got "
-                     f"{stem!r}.")
-  if output_stride not in (16, 32):
-    raise ValueError(f"output_stride must be 16 or 32, got {output_stride!r}.")
-  if width_multiplier <= 0:
-    raise ValueError(f"width_multiplier must be positive, got "
-                     f"{width_multiplier!r}.")
-  if input_size is None:
-    input_size = (None, None)
-  height, width = input_size
-  if span is None and attention_type == "axial" and (height is None or
-                                                     width is None):
-    raise ValueError("Global attention (span=None) needs a known input_size "
-                     f"(height, width); got {input_size!r}. Use a local span "
-                     "for inputs of any size.")
-  layout = LAYOUTS[depth]
-  if block_filters is None:
-    block_filters = [int(round(w * width_multiplier)) for w in BASE_WIDTHS]
-  total_blocks = sum(layout)
-  bn = dict(momentum=norm_momentum, epsilon=norm_epsilon,
-            use_sync_bn=use_sync_bn)
+  a = arguments
+  plan = layer_specs.axial_resnet_plan(
+      **{k: v for k, v in a.items() if k != "name"})
+  bn = dict(momentum=a["norm_momentum"], epsilon=a["norm_epsilon"],
+            use_sync_bn=a["use_sync_bn"])
   conv = dict(use_bias=False, kernel_initializer="he_normal",
-              kernel_regularizer=kernel_regularizer)
-  block_common = dict(
-      num_heads=num_heads, attention_type=attention_type,
-      kernel_size=kernel_size, use_query_positional=use_query_positional,
-      use_key_positional=use_key_positional,
-      use_value_positional=use_value_positional, expansion=expansion,
-      kernel_regularizer=kernel_regularizer, norm_momentum=norm_momentum,
-      norm_epsilon=norm_epsilon, use_sync_bn=use_sync_bn,
-      recompute_grad=recompute_grad)
+              kernel_regularizer=a["kernel_regularizer"])
 
-  inputs = tf_keras.Input(shape=(height, width, 3), name="images")
+  inputs = tf_keras.Input(shape=(plan["height"], plan["width"], 3),
+                          name="images")
   x = inputs
-  stem_width = int(round(64 * width_multiplier))
-  if stem == "conv":
-    x = common.PaddedConv2D(stem_width, 7, strides=2, name="stem_conv",
-                            **conv)(x)
+  if a["stem"] == "conv":
+    x = common.PaddedConv2D(plan["stem_width"], 7, strides=2,
+                            name="stem_conv", **conv)(x)
     x = common.batch_norm(name="stem_bn", **bn)(x)
     x = tf_keras.layers.ReLU(name="stem_relu")(x)
-  elif stem == "inception":
-    if len(stem_channels) != 3:
-      raise ValueError(f"stem_channels must have 3 entries, got "
-                       f"{stem_channels!r}.")
-    for i, (filters, strides) in enumerate(zip(stem_channels, (2, 1, 1))):
+  elif a["stem"] == "inception":
+    for i, (filters, strides) in enumerate(zip(a["stem_channels"], (2, 1, 1))):
       x = common.PaddedConv2D(filters, 3, strides=strides,
                               name=f"stem_conv{i + 1}", **conv)(x)
       x = common.batch_norm(name=f"stem_bn{i + 1}", **bn)(x)
       x = tf_keras.layers.ReLU(name=f"stem_relu{i + 1}")(x)
-  else:
-    # Attention depths split over the heads: round up to a multiple of them
-    # (the 0.75-width stem would otherwise have 12 channels for 8 heads).
-    stem_filters = -(-max(stem_width // expansion, 1) // num_heads) * num_heads
-    for i in range(3):
-      x = AxialBlock(
-          filters=stem_filters, strides=2 if i == 0 else 1, span=stem_span,
-          name=f"stem_block{i + 1}",
-          **dict(block_common, attention_type="axial"))(x)
+  for block in plan["stem_blocks"]:
+    x = AxialBlock(**block)(x)
   x = common.PaddedMaxPool2D(3, strides=2, name="stem_pool")(x)
   endpoints = {"stem": x}
-  current_h, current_w = _ceil_div(height, 4), _ceil_div(width, 4)
-  block_index = 0
-  for stage, (num_blocks, filters) in enumerate(zip(layout, block_filters)):
-    stage_stride = 1 if stage == 0 else 2
-    if stage == 3 and output_stride == 16:
-      stage_stride = 1
-    for i in range(num_blocks):
-      strides = stage_stride if i == 0 else 1
-      rate = drop_path_rate * block_index / max(total_blocks - 1, 1)
-      block_span = span
-      max_length = None
-      if span is None and attention_type == "axial":
-        max_length = (current_h, current_w)
-      x = AxialBlock(
-          filters=filters, strides=strides, span=block_span,
-          max_length=max_length, drop_path_rate=rate,
-          name=f"res{stage + 2}_block{i + 1}", **block_common)(x)
-      if strides > 1:
-        current_h = _ceil_div(current_h, strides)
-        current_w = _ceil_div(current_w, strides)
-      block_index += 1
-    endpoints[f"res{stage + 2}"] = x
-  return tf_keras.Model(inputs, endpoints, name=name)
+  for endpoint, blocks in plan["stages"]:
+    for block in blocks:
+      x = AxialBlock(**block)(x)
+    endpoints[endpoint] = x
+  return tf_keras.Model(inputs, endpoints, name=a["name"])
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")

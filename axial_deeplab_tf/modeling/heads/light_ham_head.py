@@ -5,24 +5,25 @@ Segmentation", NeurIPS 2022. The Hamburger (NMF) itself is a layer,
 `layers/hamburger.py`.
 """
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Sequence
 
 import tensorflow as tf
 import tf_keras
 
 from official.modeling import tf_utils
 
+from axial_deeplab_tf import layer_specs
 from axial_deeplab_tf.layers import common
 from axial_deeplab_tf.layers import msca
 from axial_deeplab_tf.layers.common import resize_bilinear
-from axial_deeplab_tf.layers.hamburger import _check_positive_int  # pylint: disable=protected-access
 from axial_deeplab_tf.layers.hamburger import _group_norm  # pylint: disable=protected-access
 from axial_deeplab_tf.layers.hamburger import Hamburger
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
 class LightHamHead(common.RejectKeras3Tensors,
-                   common.ConvLayerMixin, tf_keras.layers.Layer):
+                   common.ConvLayerMixin, common.SpecConfig,
+                   tf_keras.layers.Layer):
   """SegNeXt decoder: concat multi-level features, squeeze, Hamburger, align.
 
   Inputs are resized to the first input's size (bilinear, half-pixel) and
@@ -32,85 +33,30 @@ class LightHamHead(common.RejectKeras3Tensors,
   resolution (stride 8 in SegNeXt).
   """
 
-  def __init__(self,
-               num_classes: int,
-               channels: int = 256,
-               ham_channels: int = 256,
-               rank: int = 64,
-               num_channel_groups: int = 1,
-               train_steps: int = 6,
-               eval_steps: int = 7,
-               inv_t: float = 1.0,
-               one_step_gradient: bool = True,
-               seed: Optional[int] = None,
-               dropout_rate: float = 0.1,
-               norm_groups: int = 32,
-               norm_epsilon: float = 1e-5,
-               kernel_initializer: Any = None,
-               kernel_regularizer: Optional[
-                   tf_keras.regularizers.Regularizer] = None,
-               bias_regularizer: Optional[
-                   tf_keras.regularizers.Regularizer] = None,
-               **kwargs):
-    """Initializes the head.
+  _spec = layer_specs.light_ham_head
 
-    Args:
-      num_classes: number of output classes.
-      channels: width of the align conv (input of the classifier).
-      ham_channels: width of the squeeze conv and of the Hamburger.
-      rank: NMF rank R (MD_R).
-      num_channel_groups: NMF channel groups S.
-      train_steps: NMF iterations in training.
-      eval_steps: NMF iterations at inference.
-      inv_t: NMF softmax inverse temperature.
-      one_step_gradient: NMF gradient mode, see `NMF2D`.
-      seed: NMF bases seed, see `NMF2D`.
-      dropout_rate: spatial (channel-wise) dropout before the classifier.
-      norm_groups: GroupNorm groups.
-      norm_epsilon: GroupNorm epsilon.
-      kernel_initializer: initializer of the non-classifier convs; default
-        N(0, sqrt(2 / fan_out)).
-      kernel_regularizer: optional regularizer of the conv kernels.
-      bias_regularizer: optional regularizer of the conv biases.
-      **kwargs: keyword arguments of `tf_keras.layers.Layer`.
-    """
+  @msca.takes(_spec)
+  def __init__(self, arguments, **kwargs):
+    """Arguments: `layer_specs.light_ham_head`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
-    self._num_classes = _check_positive_int("num_classes", num_classes)
-    self._channels = _check_positive_int("channels", channels)
-    self._ham_channels = _check_positive_int("ham_channels", ham_channels)
-    self._norm_groups = _check_positive_int("norm_groups", norm_groups)
-    for name, value in (("channels", channels),
-                        ("ham_channels", ham_channels)):
-      if value % norm_groups:
-        raise ValueError(f"{name} ({value}) must be divisible by norm_groups "
-                         f"({norm_groups}).")
-    if isinstance(dropout_rate, bool) or not isinstance(
-        dropout_rate, (int, float)) or not 0.0 <= dropout_rate < 1.0:
-      raise ValueError(f"dropout_rate must be a float in [0, 1), got "
-                       f"{dropout_rate!r}.")
-    self._dropout_rate = float(dropout_rate)
-    self._norm_epsilon = norm_epsilon
-    self._set_conv_arguments(
-        kernel_initializer or msca.he_fan_out_initializer(),
-        kernel_regularizer, bias_regularizer)
-
-    self.squeeze_conv = self._conv(ham_channels, 1, "squeeze_conv",
+    layer_specs.store(self, arguments)
+    norm_groups, norm_epsilon = self._norm_groups, self._norm_epsilon
+    self.squeeze_conv = self._conv(self._ham_channels, 1, "squeeze_conv",
                                    use_bias=False)
     self.squeeze_norm = _group_norm(norm_groups, norm_epsilon, "squeeze_norm")
     self.hamburger = Hamburger(
-        rank=rank, num_channel_groups=num_channel_groups,
-        train_steps=train_steps, eval_steps=eval_steps, inv_t=inv_t,
-        one_step_gradient=one_step_gradient, seed=seed,
         norm_groups=norm_groups, norm_epsilon=norm_epsilon,
         kernel_initializer=tf_utils.clone_initializer(
             self._kernel_initializer),
         kernel_regularizer=self._kernel_regularizer,
-        bias_regularizer=self._bias_regularizer, name="hamburger")
-    self.align_conv = self._conv(channels, 1, "align_conv", use_bias=False)
+        bias_regularizer=self._bias_regularizer, name="hamburger",
+        **layer_specs.hamburger_nmf(arguments))
+    self.align_conv = self._conv(self._channels, 1, "align_conv",
+                                 use_bias=False)
     self.align_norm = _group_norm(norm_groups, norm_epsilon, "align_norm")
     self.dropout = tf_keras.layers.SpatialDropout2D(self._dropout_rate)
     self.classifier = common.conv2d(
-        num_classes, 1, "classifier",
+        self._num_classes, 1, "classifier",
         tf_keras.initializers.RandomNormal(stddev=0.01),
         self._kernel_regularizer, self._bias_regularizer)
 
@@ -140,17 +86,3 @@ class LightHamHead(common.RejectKeras3Tensors,
     x = tf.nn.relu(self.align_norm(self.align_conv(x)))
     x = self.dropout(tf.cast(x, dtype), training=training)
     return self.classifier(x)
-
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update(self.hamburger.nmf_config)
-    config.update(self._conv_config())
-    config.update({
-        "num_classes": self._num_classes,
-        "channels": self._channels,
-        "ham_channels": self._ham_channels,
-        "dropout_rate": self._dropout_rate,
-        "norm_groups": self._norm_groups,
-        "norm_epsilon": self._norm_epsilon,
-    })
-    return config
