@@ -227,8 +227,8 @@ def read_model_gin(path: str):
 def load_imported(output_dir: str):
   """Builds the model of an import folder and restores its checkpoint."""
   from axial_deeplab_tf import models  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.tasks import checkpoint_utils  # pylint: disable=g-import-not-at-top
   name, overrides = read_model_gin(os.path.join(output_dir, "model.gin"))
   model = models.build(name, **overrides)
-  tf.train.Checkpoint(model=model).read(
-      os.path.join(output_dir, "ckpt")).assert_existing_objects_matched()
+  checkpoint_utils.restore_whole_model(model, os.path.join(output_dir, "ckpt"))
   return model

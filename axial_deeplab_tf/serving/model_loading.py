@@ -160,9 +160,9 @@ def restore_checkpoint(model: tf_keras.Model, checkpoint_path: str) -> str:
     FileNotFoundError: no checkpoint there.
     AssertionError: the checkpoint does not cover every model variable.
   """
+  from axial_deeplab_tf.tasks import checkpoint_utils  # pylint: disable=g-import-not-at-top
   path = resolve_checkpoint(checkpoint_path)
-  status = tf.train.Checkpoint(model=model).read(path)
-  status.expect_partial().assert_existing_objects_matched()
+  checkpoint_utils.restore_whole_model(model, path)
   return path
 
 

@@ -87,6 +87,19 @@ class RestoreReport:
     return "; ".join(parts) + "."
 
 
+def restore_whole_model(model: tf_keras.Model, path: str) -> None:
+  """Restores every variable of `model` from `model=` of checkpoint `path`.
+
+  The layout of Model Garden's trainer and of the importers; optimizer
+  slots and the step counter in the checkpoint are left unread.
+
+  Raises:
+    AssertionError: the checkpoint does not cover every model variable.
+  """
+  status = tf.train.Checkpoint(model=model).read(path)
+  status.expect_partial().assert_existing_objects_matched()
+
+
 def _object_graph(reader) -> trackable_object_graph_pb2.TrackableObjectGraph:
   graph = trackable_object_graph_pb2.TrackableObjectGraph()
   graph.ParseFromString(reader.get_tensor(_OBJECT_GRAPH_KEY))
