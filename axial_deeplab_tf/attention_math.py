@@ -117,6 +117,14 @@ def check_rate(name: str, value: Any) -> float:
   return float(value)
 
 
+def check_keys(name: str, mapping: Any, keys: Sequence[str]) -> None:
+  """Raises ValueError naming `name` unless `mapping` holds every key."""
+  for key in keys:
+    if key not in mapping:
+      raise ValueError(f"{name} lacks key {key!r}; got keys "
+                       f"{sorted(mapping)}.")
+
+
 def pair(value, name: str) -> Tuple[Any, Any]:
   """An int/None or a 2-sequence as a (height, width) pair."""
   if isinstance(value, (list, tuple)):

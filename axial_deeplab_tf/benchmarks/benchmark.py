@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from axial_deeplab_tf.attention_math import check_positive_int
 from axial_deeplab_tf.ops import fused_attention
 
 # Suites implemented in suites.py (which imports this module).
@@ -126,8 +127,7 @@ def machine_info() -> Dict[str, Any]:
 
 # ------------------------------------------------------------------ timing
 def _check_counts(runs: int, warmup: int) -> None:
-  if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-    raise ValueError(f"runs must be a positive int, got {runs!r}.")
+  check_positive_int("runs", runs)
   if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
     raise ValueError(f"warmup must be a non-negative int, got {warmup!r}.")
 
@@ -195,8 +195,7 @@ def summarize(times: Dict[str, List[float]]) -> Dict[str, float]:
 
 def matmul_function(size: int = 2048, jit_compile: bool = False):
   """A zero-argument tf.function: one [size, size] float32 matmul."""
-  if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-    raise ValueError(f"matmul size must be a positive int, got {size!r}.")
+  check_positive_int("size", size)
   a = tf.random.stateless_normal([size, size], seed=[1, 2])
   b = tf.random.stateless_normal([size, size], seed=[3, 4])
   fn = tf.function(lambda: tf.matmul(a, b), jit_compile=jit_compile)

@@ -32,6 +32,14 @@ def write_plots(result: Dict[str, Any], output_dir: str,
   suite = result["suite"]
   prefix = prefix or suite
   paths = []
+
+  def save(fig, name):
+    fig.tight_layout()
+    path = os.path.join(output_dir, f"{name}.png")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    paths.append(path)
+
   if suite in benchmark.MORE_SUITES:
     return suites.write_plots(result, plt, output_dir, prefix)
   if suite == "layers":
@@ -56,11 +64,7 @@ def write_plots(result: Dict[str, Any], output_dir: str,
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
           ax.legend(fontsize=7)
-      fig.tight_layout()
-      path = os.path.join(output_dir, f"{prefix}_{quantity}.png")
-      fig.savefig(path, dpi=90)
-      plt.close(fig)
-      paths.append(path)
+      save(fig, f"{prefix}_{quantity}")
   elif suite == "resnet_ratio":
     fig, ax = plt.subplots(figsize=(6.5, 4))
     labels, values = [], []
@@ -79,11 +83,7 @@ def write_plots(result: Dict[str, Any], output_dir: str,
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylabel(f"{result['model']} time / ResNet-50 time")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(output_dir, f"{prefix}.png")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    paths.append(path)
+    save(fig, prefix)
   elif suite == "models":
     rows = []
     for m in result["models"]:
@@ -96,11 +96,7 @@ def write_plots(result: Dict[str, Any], output_dir: str,
       ax.set_xscale("log")
       ax.set_xlabel(f"latency, ms (batch 1, {result['input_size']}^2, "
                     "float32, XLA off)")
-      fig.tight_layout()
-      path = os.path.join(output_dir, f"{prefix}_latency.png")
-      fig.savefig(path, dpi=90)
-      plt.close(fig)
-      paths.append(path)
+      save(fig, f"{prefix}_latency")
   return paths
 
 

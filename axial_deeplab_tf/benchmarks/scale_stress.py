@@ -16,7 +16,6 @@ The report is a plain dict (JSON-serialisable after `to_json_compatible`);
 section, which `benchmarks.report.update_markdown_section` writes.
 """
 
-import dataclasses
 import datetime
 import math
 import os
@@ -27,8 +26,10 @@ from typing import (Any, Callable, Dict, List, Optional, Sequence, Tuple,
 import numpy as np
 import tensorflow as tf
 
+from axial_deeplab_tf.attention_math import check_positive_int
 from axial_deeplab_tf.benchmarks import benchmark
 from axial_deeplab_tf.evaluation import panoptic_quality
+from axial_deeplab_tf.serving import model_loading
 
 Resolution = Union[int, Tuple[int, int]]
 PQ_KEYS = ("pq", "pq_th", "pq_st")
@@ -257,9 +258,7 @@ def evaluate_resolutions(predict: Callable[[np.ndarray], np.ndarray],
   if len(images) != len(labels) or not images:
     raise ValueError(f"images and labels must be non-empty and of equal "
                      f"length, got {len(images)} and {len(labels)}.")
-  if not isinstance(batch_size, int) or batch_size <= 0:
-    raise ValueError(f"batch_size must be a positive int, got "
-                     f"{batch_size!r}.")
+  check_positive_int("batch_size", batch_size)
   for image, label in zip(images, labels):
     if tuple(np.shape(image)[:2]) != tuple(np.shape(label)):
       raise ValueError(f"image {np.shape(image)} and label {np.shape(label)} "
@@ -327,31 +326,12 @@ def relative_change(results: Sequence[Dict[str, Any]],
   return changes
 
 
-@dataclasses.dataclass
-class LoadedModel:
-  """A trained panoptic model as an experiment defines it."""
-  name: str
-  model: Any
-  post_processor: Any
-  metadata: Any
-  checkpoint: str
-  config: Any
-  gin_files: List[str]
-
-  @property
-  def num_params(self) -> int:
-    return int(self.model.count_params())
-
-  @property
-  def train_crop_size(self) -> List[int]:
-    return list(self.config.task.train_data.crop_size)
-
-
 def load_trained_model(gin_files: Sequence[str],
                        gin_params: Sequence[str] = (),
                        model_dir: Optional[str] = None,
                        checkpoint: Optional[str] = None,
-                       name: Optional[str] = None) -> LoadedModel:
+                       name: Optional[str] = None
+                      ) -> model_loading.LoadedModel:
   """Builds an experiment's model and restores its trained weights.
 
   Args:
@@ -362,14 +342,12 @@ def load_trained_model(gin_files: Sequence[str],
     name: label in reports; default the zoo model name.
 
   Returns:
-    A LoadedModel.
+    A model_loading.LoadedModel (`experiment` holds the parsed config).
 
   Raises:
     ValueError: neither or both of model_dir and checkpoint.
     FileNotFoundError: no checkpoint found.
   """
-  # The experiment layer sits above evaluation/; only this loader needs it.
-  from axial_deeplab_tf import tasks  # pylint: disable=g-import-not-at-top
   if (model_dir is None) == (checkpoint is None):
     raise ValueError(f"Give exactly one of model_dir and checkpoint; got "
                      f"model_dir={model_dir!r}, checkpoint={checkpoint!r}.")
@@ -378,22 +356,10 @@ def load_trained_model(gin_files: Sequence[str],
     if checkpoint is None:
       raise FileNotFoundError(f"model_dir {model_dir!r} holds no "
                               f"checkpoint.")
-  elif not tf.io.gfile.glob(checkpoint + ".index"):
-    raise FileNotFoundError(f"checkpoint {checkpoint!r} does not exist (no "
-                            f"{checkpoint}.index).")
-  config = tasks.experiment.parse_experiment(list(gin_files),
-                                             list(gin_params))
-  if config.task.model.name is None:
-    raise ValueError("The experiment names no model.")
-  task = tasks.build_task(config)
-  model = task.build_model()
-  status = tf.train.Checkpoint(model=model).read(checkpoint)
-  # Optimizer slots and the step counter are in the checkpoint too.
-  status.expect_partial().assert_existing_objects_matched()
-  return LoadedModel(name=name or config.task.model.name, model=model,
-                     post_processor=task.build_post_processor(),
-                     metadata=task.metadata, checkpoint=checkpoint,
-                     config=config, gin_files=list(gin_files))
+  # Optimizer slots and the step counter in the checkpoint are left unread.
+  return model_loading.load_model(gin_files=list(gin_files),
+                                  gin_params=list(gin_params),
+                                  checkpoint_path=checkpoint, label=name)
 
 
 def check_same_labels(a, b) -> None:
@@ -407,10 +373,10 @@ def check_same_labels(a, b) -> None:
                        f"{vb!r}; they must be trained on the same labels.")
 
 
-def run_scale_stress_test(model: LoadedModel,
+def run_scale_stress_test(model: model_loading.LoadedModel,
                           data_pattern: str,
                           resolutions: Sequence[Resolution],
-                          baseline: Optional[LoadedModel] = None,
+                          baseline: Optional[model_loading.LoadedModel] = None,
                           max_images: Optional[int] = None,
                           batch_size: int = 8,
                           antialias: bool = True,

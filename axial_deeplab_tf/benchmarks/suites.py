@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from axial_deeplab_tf.attention_math import check_positive_int
 from axial_deeplab_tf.ops import fused_attention
 from axial_deeplab_tf.benchmarks import benchmark as bench
 
@@ -43,19 +44,12 @@ _MIB = 2.0**20
 
 
 # ------------------------------------------------------------------ checks
-def _check_positive_int(name: str, value: Any) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
-      value < 1):
-    raise ValueError(f"{name} must be a positive int, got {value!r}.")
-  return int(value)
-
-
 def _check_hw(name: str, value: Any) -> List[int]:
   """Validates a (height, width) pair of positive ints."""
   if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or (
       len(value) != 2):
     raise ValueError(f"{name} must be (height, width), got {value!r}.")
-  return [_check_positive_int(f"{name}[{i}]", v) for i, v in enumerate(value)]
+  return [check_positive_int(f"{name}[{i}]", v) for i, v in enumerate(value)]
 
 
 def _mib(value: Optional[float]) -> str:
@@ -137,7 +131,7 @@ def _model_kwargs(runs: int, warmup: int, num_classes: int,
   if "num_classes" in overrides:
     raise ValueError("model_overrides must not set num_classes; use the "
                      "num_classes argument.")
-  overrides["num_classes"] = _check_positive_int("num_classes", num_classes)
+  overrides["num_classes"] = check_positive_int("num_classes", num_classes)
   return overrides
 
 
@@ -198,7 +192,7 @@ def write_synthetic_records(directory: str, num_images: int,
     (file pattern, DatasetMetadata).
   """
   from axial_deeplab_tf.data import tfrecord_schema as schema  # pylint: disable=g-import-not-at-top
-  num_images = _check_positive_int("num_images", num_images)
+  num_images = check_positive_int("num_images", num_images)
   height, width = _check_hw("image_size", image_size)
   if image_format not in ("png", "jpeg"):
     raise ValueError(f"image_format must be 'png' or 'jpeg', got "
@@ -312,8 +306,8 @@ def run_issa_dense(sizes: Sequence[Sequence[int]] = ((64, 64), (128, 256)),
   if not sizes:
     raise ValueError("sizes must name at least one (height, width).")
   sizes = [_check_hw(f"sizes[{i}]", s) for i, s in enumerate(sizes)]
-  channels = _check_positive_int("channels", channels)
-  key_channels = _check_positive_int("key_channels", key_channels)
+  channels = check_positive_int("channels", channels)
+  key_channels = check_positive_int("key_channels", key_channels)
   partition = _check_hw("partition", partition)
   result = {
       "suite": "issa_dense", "sizes": sizes, "channels": channels,
@@ -548,7 +542,7 @@ def run_input_pipeline(crop: Sequence[int] = (1025, 1025),
   from axial_deeplab_tf.data import input_pipeline  # pylint: disable=g-import-not-at-top
   overrides = _model_kwargs(runs, warmup, num_classes, model_overrides)
   crop = _check_hw("crop", crop)
-  batches = _check_positive_int("batches", batches)
+  batches = check_positive_int("batches", batches)
   if isinstance(warmup_batches, bool) or not isinstance(
       warmup_batches, int) or warmup_batches < 0:
     raise ValueError(f"warmup_batches must be a non-negative int, got "

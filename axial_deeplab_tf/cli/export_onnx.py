@@ -3,10 +3,9 @@
   axial-deeplab export-onnx --model=axial_deeplab_s --set=num_classes=19 \
       --checkpoint_path=/tmp/run --input_size=513,513 --output=/tmp/model.onnx
 
-(or --gin_file=... for an experiment). Writes the file and a .json
-description beside it; `axial-deeplab predict --saved_model=/tmp/model.onnx`
-runs it with the post-processing step. See
-axial_deeplab_tf/serving/portable_export.py.
+The flags, the .json description written beside the file and running it with
+`axial-deeplab predict --saved_model=/tmp/model.onnx` are those of
+`axial-deeplab export-tflite` (ONNX files are float32: no --quantization).
 """
 
 from typing import Sequence

@@ -105,7 +105,7 @@ def _run():
       raise ValueError(f"Both models are named {model.name!r}; set --name "
                        f"or --baseline_name.")
   data_pattern = (FLAGS.data_pattern or
-                  model.config.task.validation_data.input_path)
+                  model.experiment.task.validation_data.input_path)
   report = scale_stress.run_scale_stress_test(
       model, data_pattern, resolutions, baseline=baseline,
       max_images=FLAGS.max_images, batch_size=FLAGS.batch_size,

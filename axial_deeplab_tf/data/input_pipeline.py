@@ -30,6 +30,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
+from axial_deeplab_tf.attention_math import check_positive_int
 from axial_deeplab_tf.data import metadata as metadata_lib
 from axial_deeplab_tf.data import shard_check
 from axial_deeplab_tf.data import tfrecord_schema
@@ -716,9 +717,7 @@ def build_dataset(file_pattern: Union[str, Sequence[str]],
     errors.UserError: a shard is missing, empty, truncated, corrupt or of
       another schema (shard_check.check_shards), named in the message.
   """
-  if not isinstance(batch_size, int) or batch_size <= 0:
-    raise ValueError(f"batch_size must be a positive int, got "
-                     f"{batch_size!r}.")
+  check_positive_int("batch_size", batch_size)
   if deterministic and seed is None:
     raise ValueError("deterministic=True needs a seed.")
   if seed is not None and not 0 <= int(seed) <= _INT31_MAX:

@@ -21,6 +21,8 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from axial_deeplab_tf.utils import io as io_lib
+
 METADATA_FILENAME = "metadata.json"
 
 _TASKS = ("panoptic", "semantic", "classification")
@@ -170,10 +172,7 @@ class DatasetMetadata:
             f"{path} already holds metadata of dataset {existing.name!r} "
             f"that differs from {self.name!r}; use another output_dir.")
       return path
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-      f.write(self.to_json())
-    os.replace(tmp, path)
+    io_lib.write_text_atomically(path, self.to_json())
     return path
 
   @classmethod

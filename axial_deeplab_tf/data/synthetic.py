@@ -23,6 +23,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from axial_deeplab_tf.utils import io as io_lib
+
 CATEGORIES = (
     {"id": 1, "name": "circle", "isthing": 1, "color": [220, 40, 40],
      "supercategory": "shape"},
@@ -346,10 +348,7 @@ def write_panoptic_split(output_dir: str, split: str, num_images: int,
       "annotations": annotations,
       "categories": [dict(c) for c in categories],
   }
-  tmp = f"{json_path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(data, f)
-  os.replace(tmp, json_path)
+  io_lib.write_text_atomically(json_path, json.dumps(data))
   return {"image_dir": image_dir, "panoptic_dir": panoptic_dir,
           "panoptic_json": json_path}
 

@@ -21,6 +21,8 @@ from typing import Dict, Sequence
 
 import tensorflow as tf
 
+from axial_deeplab_tf.attention_math import check_positive_int
+
 # Centers handled per step when building the heatmap: the work of one step is
 # a [chunk, height, width] distance tensor, so memory stays bounded however
 # many instances an image has.
@@ -117,9 +119,7 @@ class PanopticTargetGenerator:
     Raises:
       ValueError: on an invalid argument.
     """
-    if not isinstance(label_divisor, int) or label_divisor <= 0:
-      raise ValueError(f"label_divisor must be a positive int, got "
-                       f"{label_divisor!r}.")
+    check_positive_int("label_divisor", label_divisor)
     if not isinstance(ignore_label, int) or ignore_label < 0:
       raise ValueError(f"ignore_label must be a non-negative int, got "
                        f"{ignore_label!r}.")

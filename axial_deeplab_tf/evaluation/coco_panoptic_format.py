@@ -271,11 +271,8 @@ def write_annotation(png_dir: str,
     png_dir: folder of the PNG files.
     file_name: PNG file name inside `png_dir` (must end with .png).
     image_id: the image id (int or str) shared with the images list.
-    panoptic: integer `[height, width]` panoptic ids.
-    categories: sequence (position = train id) of category dicts.
-    label_divisor: panoptic id = semantic * label_divisor + instance.
-    ignored_label: semantic id of void pixels.
-    is_groundtruth: mark thing segments with instance 0 as crowd.
+    panoptic, categories, label_divisor, ignored_label, is_groundtruth: as
+      for `panoptic_to_coco`.
 
   Returns:
     annotation dict `{"image_id", "file_name", "segments_info"}`.

@@ -22,6 +22,7 @@ from pycocotools import coco as coco_api
 from pycocotools import cocoeval
 from pycocotools import mask as mask_api
 
+from axial_deeplab_tf.evaluation import metric_states
 from axial_deeplab_tf.evaluation import panoptic_quality
 
 # Names of COCOeval.stats entries, in order; "ar_max" is AR at max_detections.
@@ -223,24 +224,21 @@ class InstanceAP:
       ValueError: an `InstanceAP` configured for other classes.
       TypeError: an object that is neither an InstanceAP nor a state dict.
     """
-    if isinstance(others, (InstanceAP, Mapping)):
-      others = [others]
+
+    def mismatch(other):
+      if (other.num_classes != self.num_classes or
+          other.label_divisor != self.label_divisor or
+          not np.array_equal(other.thing_classes, self.thing_classes)):
+        return (f"has num_classes={other.num_classes}, label_divisor="
+                f"{other.label_divisor}, thing_classes="
+                f"{other.thing_classes.tolist()}; expected "
+                f"{self.num_classes}, {self.label_divisor}, "
+                f"{self.thing_classes.tolist()}")
+      return None
+
     merged = []
-    for i, other in enumerate(others):
-      if isinstance(other, InstanceAP):
-        if (other.num_classes != self.num_classes or
-            other.label_divisor != self.label_divisor or
-            not np.array_equal(other.thing_classes, self.thing_classes)):
-          raise ValueError(
-              f"others[{i}] has num_classes={other.num_classes}, "
-              f"label_divisor={other.label_divisor}, thing_classes="
-              f"{other.thing_classes.tolist()}; expected {self.num_classes}, "
-              f"{self.label_divisor}, {self.thing_classes.tolist()}.")
-        other = other.get_state()
-      if not isinstance(other, Mapping) or "images" not in other:
-        raise TypeError(
-            f"others[{i}] must be an InstanceAP or a dict with 'images'; got "
-            f"{type(other).__name__}.")
+    for other in metric_states.states_to_merge(others, InstanceAP, mismatch,
+                                               required_key="images"):
       merged.extend(other["images"])
     self._images.extend(merged)
 

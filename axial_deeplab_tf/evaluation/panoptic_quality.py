@@ -47,6 +47,8 @@ import numpy as np
 
 from official.vision.evaluation import panoptic_quality as mg_panoptic_quality
 
+from axial_deeplab_tf.evaluation import metric_states
+
 _STATE_KEYS = ("tp", "fp", "fn", "iou_sum")
 
 
@@ -364,22 +366,18 @@ class PanopticQuality(mg_panoptic_quality.PanopticQuality):
       ValueError: a state of the wrong size, a missing key, or negative counts.
       TypeError: an object that is neither a metric nor a state dict.
     """
-    if isinstance(others, (PanopticQuality, Mapping)):
-      others = [others]
+
+    def mismatch(other):
+      if (other.num_classes != self.num_classes or
+          not np.array_equal(other.thing_classes, self.thing_classes)):
+        return (f"has num_classes={other.num_classes}, thing_classes="
+                f"{other.thing_classes.tolist()}; expected "
+                f"{self.num_classes}, {self.thing_classes.tolist()}")
+      return None
+
     states = []
-    for i, other in enumerate(others):
-      if isinstance(other, PanopticQuality):
-        if (other.num_classes != self.num_classes or
-            not np.array_equal(other.thing_classes, self.thing_classes)):
-          raise ValueError(
-              f"others[{i}] has num_classes={other.num_classes}, "
-              f"thing_classes={other.thing_classes.tolist()}; expected "
-              f"{self.num_classes}, {self.thing_classes.tolist()}.")
-        other = other.get_state()
-      if not isinstance(other, Mapping):
-        raise TypeError(
-            f"others[{i}] must be a PanopticQuality or a state dict; got "
-            f"{type(other).__name__}.")
+    for i, other in enumerate(metric_states.states_to_merge(
+        others, PanopticQuality, mismatch)):
       missing = [k for k in _STATE_KEYS if k not in other]
       if missing:
         raise ValueError(f"others[{i}] lacks state keys {missing}.")

@@ -18,6 +18,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from axial_deeplab_tf.evaluation import metric_states
 from axial_deeplab_tf.evaluation import panoptic_quality
 
 
@@ -104,16 +105,9 @@ class MeanIoU:
       ValueError: wrong shape or negative counts.
       TypeError: an object that is neither a metric nor a state dict.
     """
-    if isinstance(others, (MeanIoU, Mapping)):
-      others = [others]
     matrices = []
-    for i, other in enumerate(others):
-      if isinstance(other, MeanIoU):
-        other = other.get_state()
-      if not isinstance(other, Mapping) or "confusion_matrix" not in other:
-        raise TypeError(
-            f"others[{i}] must be a MeanIoU or a dict with "
-            f"'confusion_matrix'; got {type(other).__name__}.")
+    for i, other in enumerate(metric_states.states_to_merge(
+        others, MeanIoU, required_key="confusion_matrix")):
       matrix = np.asarray(other["confusion_matrix"])
       if matrix.shape != self.confusion_matrix.shape:
         raise ValueError(

@@ -14,13 +14,13 @@ torch is needed only here and is imported lazily (the `importers` extra).
 import argparse
 import collections
 import os
-import shutil
 import sys
-import tempfile
 from typing import (Any, Callable, Dict, Iterable, List, Optional, Sequence,
                     TextIO)
 
 import numpy as np
+
+from axial_deeplab_tf.utils import io as io_lib
 
 
 class CheckpointImportError(ValueError):
@@ -252,18 +252,8 @@ def write_output_dir(output_dir: str,
   On any error the temporary folder is removed and output_dir is untouched.
   """
   path = check_output_dir(output_dir)
-  parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(dir=parent,
-                         prefix=f".tmp_{os.path.basename(path)}_")
-  try:
-    write_fn(tmp)
-    if os.path.isdir(path):
-      os.rmdir(path)  # Empty, checked above.
-    os.rename(tmp, path)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+  # An existing folder at path is empty (checked above).
+  io_lib.write_atomically(path, write_fn, folder=True)
 
 
 def progress(message: str, stream: Optional[TextIO] = None) -> None:

@@ -10,13 +10,13 @@ official PyTorch codes publish.
 """
 
 import os
-import shutil
 import sys
-import tempfile
 from typing import Callable, Dict, Iterable, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
+
+from axial_deeplab_tf.utils import io as io_lib
 
 
 class ImportFailure(ValueError):
@@ -176,22 +176,17 @@ def write_import(output_dir: str, objects: Mapping[str, tf.Module],
                                      os.listdir(output_dir)):
     raise ImportFailure(f"output_dir {output_dir!r} exists and is not an "
                         "empty folder; choose a new one.")
-  parent = os.path.dirname(output_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp_import_")
-  try:
+
+  def write(tmp):
     tf.train.Checkpoint(**objects).write(os.path.join(tmp, "ckpt"))
     for name, text in files.items():
       with open(os.path.join(tmp, name), "w") as f:
         f.write(text)
     if before_rename is not None:
       before_rename(tmp)
-    if os.path.isdir(output_dir):
-      os.rmdir(output_dir)  # Empty (checked above).
-    os.rename(tmp, output_dir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+
+  # An existing output_dir is empty (checked above).
+  io_lib.write_atomically(output_dir, write, folder=True)
   return os.path.join(output_dir, "ckpt")
 
 
@@ -232,8 +227,8 @@ def read_model_gin(path: str):
 def load_imported(output_dir: str):
   """Builds the model of an import folder and restores its checkpoint."""
   from axial_deeplab_tf import models  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.tasks import checkpoint_utils  # pylint: disable=g-import-not-at-top
   name, overrides = read_model_gin(os.path.join(output_dir, "model.gin"))
   model = models.build(name, **overrides)
-  tf.train.Checkpoint(model=model).read(
-      os.path.join(output_dir, "ckpt")).assert_existing_objects_matched()
+  checkpoint_utils.restore_whole_model(model, os.path.join(output_dir, "ckpt"))
   return model

@@ -38,6 +38,8 @@ from typing import Dict, List, Optional, Sequence, TextIO, Tuple
 from absl import flags
 import tensorflow as tf
 
+from axial_deeplab_tf.utils import io as io_lib
+
 _IGNORED_ROOTS = ("optimizer", "backbone_optimizer", "global_step",
                   "save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH")
 _SLOT = ".OPTIMIZER_SLOT"
@@ -241,9 +243,10 @@ def _export(model_name: str, settings: Dict[str, object],
   """Writes a SavedModel of a panoptic import (deeplab2's evaluation)."""
   from axial_deeplab_tf.data import metadata  # pylint: disable=g-import-not-at-top
   from axial_deeplab_tf.serving import export_module  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.serving import model_loading  # pylint: disable=g-import-not-at-top
   meta = (metadata.coco_panoptic() if settings["dataset"] == "coco"
           else metadata.cityscapes())
-  loaded = export_module.load_model(
+  loaded = model_loading.load_model(
       model_name=model_name, overrides=overrides, dataset_metadata=meta,
       checkpoint_path=checkpoint_dir)
   export_module.export_loaded_model(
@@ -349,9 +352,8 @@ def import_checkpoint(model_name: str, checkpoint: str, output_dir: str,
       summary["saved_model"] = os.path.join(output_dir, "saved_model")
     with open(os.path.join(staging, "import_summary.json"), "w") as f:
       json.dump(summary, f, indent=1, sort_keys=True)
-    if os.path.isdir(output_dir):
-      os.rmdir(output_dir)
-    os.replace(staging, output_dir)
+    # An existing output_dir is empty (checked above).
+    io_lib.move_into_place(staging, output_dir)
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
   print(f"imported {summary['variables_set']} variables "

@@ -15,6 +15,8 @@ from typing import Dict, Mapping
 
 import tensorflow as tf
 
+from axial_deeplab_tf.attention_math import check_keys
+
 
 def _check_rank(name: str, tensor: tf.Tensor, ranks) -> None:
   rank = tensor.shape.rank
@@ -268,14 +270,8 @@ class PanopticDeepLabLoss:
     Raises:
       ValueError: if a key is missing.
     """
-    for key in _OUTPUT_KEYS:
-      if key not in outputs:
-        raise ValueError(f"outputs lacks key {key!r}; got keys "
-                         f"{sorted(outputs)}.")
-    for key in _TARGET_KEYS:
-      if key not in targets:
-        raise ValueError(f"targets lacks key {key!r}; got keys "
-                         f"{sorted(targets)}.")
+    check_keys("outputs", outputs, _OUTPUT_KEYS)
+    check_keys("targets", targets, _TARGET_KEYS)
     semantic = self.semantic_loss_weight * self._semantic_loss(
         targets["semantic"], outputs["semantic_logits"],
         targets["semantic_weights"])

@@ -50,13 +50,14 @@ import platform
 import shutil
 import stat
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 from typing import Optional
 
 from absl import logging
 import tensorflow as tf
+
+from axial_deeplab_tf.utils import io as io_lib
 
 _SOURCE = Path(__file__).parent / "kernels" / "axial_span_attention.cc"
 _ENV_SWITCH = "AXIAL_DEEPLAB_FUSED_ATTENTION"
@@ -195,26 +196,25 @@ def _compile(output: str) -> None:
 def _build(path: Path) -> None:
   """Compiles the kernel into `path` and records its hash beside it.
 
-  Both files are written under temporary names (mode 0600 from mkstemp,
-  then 0700/0600) and renamed into place; the hash goes last, so a reader
-  never sees a library with a hash that is not its own for long.
+  Both files are written under temporary names (modes 0700 and 0600) and
+  renamed into place; the hash goes last, so a reader never sees a library
+  with a hash that is not its own for long.
   """
-  fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-  os.close(fd)
-  fd, tmp_hash = tempfile.mkstemp(suffix=_HASH_SUFFIX, dir=path.parent)
-  os.close(fd)
-  try:
+  digest = []
+
+  def write_library(tmp):
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     _compile(tmp)
     os.chmod(tmp, 0o700)
-    with open(tmp_hash, "w") as f:
-      f.write(_sha256(Path(tmp)) + "\n")
-    os.chmod(tmp_hash, 0o600)
-    os.replace(tmp, path)
-    os.replace(tmp_hash, _hash_path(path))
-  finally:
-    for name in (tmp, tmp_hash):
-      if os.path.exists(name):
-        os.remove(name)
+    digest.append(_sha256(Path(tmp)))
+
+  def write_hash(tmp):
+    with open(tmp, "w") as f:
+      f.write(digest[0] + "\n")
+    os.chmod(tmp, 0o600)
+
+  io_lib.write_atomically(str(path), write_library)
+  io_lib.write_atomically(str(_hash_path(path)), write_hash)
 
 
 def trusted_library(path: Optional[Path] = None) -> Path:

@@ -36,6 +36,9 @@ from typing import Dict, Mapping, Sequence
 
 import tensorflow as tf
 
+from axial_deeplab_tf.attention_math import check_keys
+from axial_deeplab_tf.attention_math import check_odd_positive
+from axial_deeplab_tf.attention_math import check_positive_int
 from axial_deeplab_tf.data.targets import check_thing_class_ids
 from axial_deeplab_tf.data.targets import is_thing_class
 
@@ -77,9 +80,7 @@ class PanopticDeepLabPostProcessor:
     Raises:
       ValueError: on an invalid argument.
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
-      raise ValueError(f"num_classes must be a positive int, got "
-                       f"{num_classes!r}.")
+    check_positive_int("num_classes", num_classes)
     self.thing_class_ids = check_thing_class_ids(thing_class_ids, ignore_label)
     if max(self.thing_class_ids) >= num_classes:
       raise ValueError(f"thing_class_ids must be < num_classes={num_classes}, "
@@ -87,12 +88,8 @@ class PanopticDeepLabPostProcessor:
     if not isinstance(label_divisor, int) or label_divisor < 2:
       raise ValueError(f"label_divisor must be an int >= 2, got "
                        f"{label_divisor!r}.")
-    if not isinstance(nms_kernel, int) or nms_kernel < 1 or nms_kernel % 2 == 0:
-      raise ValueError(f"nms_kernel must be a positive odd int, got "
-                       f"{nms_kernel!r}.")
-    if not isinstance(keep_k_centers, int) or keep_k_centers < 1:
-      raise ValueError(f"keep_k_centers must be a positive int, got "
-                       f"{keep_k_centers!r}.")
+    check_odd_positive("nms_kernel", nms_kernel)
+    check_positive_int("keep_k_centers", keep_k_centers)
     if keep_k_centers >= label_divisor:
       # A class could then get an instance number that spills into the next
       # class id.
@@ -146,10 +143,7 @@ class PanopticDeepLabPostProcessor:
     else:
       raise ValueError(f"outputs needs 'semantic_probs' or 'semantic_logits', "
                        f"got keys {sorted(outputs)}.")
-    for key in ("center_heatmap", "offset_map"):
-      if key not in outputs:
-        raise ValueError(f"outputs lacks key {key!r}; got keys "
-                         f"{sorted(outputs)}.")
+    check_keys("outputs", outputs, ("center_heatmap", "offset_map"))
     expected = {semantic_key: self.num_classes, "center_heatmap": 1,
                 "offset_map": 2}
     tensors = {}

@@ -12,6 +12,8 @@ from typing import Callable, Dict, Mapping, Sequence
 
 import tensorflow as tf
 
+from axial_deeplab_tf.attention_math import check_keys
+
 _REQUIRED_KEYS = ("center_heatmap", "offset_map")
 
 
@@ -44,10 +46,7 @@ def _run(model_fn, images, scale: float, flip: bool, height, width):
   if not isinstance(outputs, Mapping):
     raise ValueError(f"model_fn must return a dict of tensors, got "
                      f"{type(outputs).__name__}.")
-  for key in _REQUIRED_KEYS:
-    if key not in outputs:
-      raise ValueError(f"model_fn outputs lack key {key!r}; got keys "
-                       f"{sorted(outputs)}.")
+  check_keys("model_fn's result", outputs, _REQUIRED_KEYS)
   logits = _semantic_logits(outputs)
   heatmap = tf.cast(outputs["center_heatmap"], tf.float32)
   offsets = tf.cast(outputs["offset_map"], tf.float32)

@@ -1,6 +1,8 @@
 """Serving: SavedModel export modules, prediction files, attention maps.
 
-Submodules: export_module (export), predictor (running an export on image
+Submodules: model_loading (building a zoo model or an experiment's model
+and restoring its checkpoint, for export, evaluation and the scale-stress
+experiment), export_module (export), predictor (running an export on image
 files), attention_maps (paper Appendix C), cli (shared tool flags).
 
 The names below load their module (and TensorFlow) on first use, so that
@@ -12,11 +14,12 @@ import importlib
 _EXPORTS = {
     "build_export_module": "export_module",
     "ClassificationExportModule": "export_module",
-    "compute_dtype_scope": "export_module",
+    "compute_dtype_scope": "model_loading",
     "export_loaded_model": "export_module",
     "export_saved_model": "export_module",
     "ImageExportModule": "export_module",
-    "load_model": "export_module",
+    "LoadedModel": "model_loading",
+    "load_model": "model_loading",
     "PanopticExportModule": "export_module",
     "read_serving_config": "export_module",
     "SemanticExportModule": "export_module",

@@ -11,13 +11,14 @@ status 2 for usage and setup errors. Only absl is imported here, so a tool's
 import glob
 import os
 import sys
-import time
 from typing import Callable, Dict, List, Optional, Sequence, TextIO
 from typing import TypeVar
 
 from absl import flags
 
 from axial_deeplab_tf.utils import errors
+# The prediction tool's progress bar (cli.ProgressBar).
+from axial_deeplab_tf.utils.progress import ProgressBar  # pylint: disable=unused-import
 
 T = TypeVar("T")
 
@@ -92,19 +93,19 @@ def check_usage(argv: Sequence[str],
 
 
 def load_model_from_flags(flag_values: flags.FlagValues, **kwargs):
-  """`export_module.load_model` with the model flags of `define_model_flags`.
+  """`model_loading.load_model` with the model flags of `define_model_flags`.
 
   Args:
     flag_values: parsed flags.
     **kwargs: more `load_model` arguments (dataset_metadata, dtype).
 
   Returns:
-    An export_module.LoadedModel.
+    A model_loading.LoadedModel.
   """
-  from axial_deeplab_tf.serving import export_module  # pylint: disable=g-import-not-at-top
-  return export_module.load_model(
+  from axial_deeplab_tf.serving import model_loading  # pylint: disable=g-import-not-at-top
+  return model_loading.load_model(
       model_name=flag_values.model,
-      overrides=export_module.parse_overrides(flag_values.set),
+      overrides=model_loading.parse_overrides(flag_values.set),
       gin_files=flag_values.gin_file, gin_params=flag_values.gin_param,
       checkpoint_path=flag_values.checkpoint_path, **kwargs)
 
@@ -176,48 +177,3 @@ def find_files(name: str, patterns: Sequence[str]) -> Dict[str, str]:
         key = f"{stem}-{digest[:8]}"
       result[key] = path
   return dict(sorted(result.items(), key=lambda item: item[1]))
-
-
-class ProgressBar:
-  """A text progress bar on stderr: done/total, rate and time left.
-
-  On a terminal the bar is redrawn in place; elsewhere (a log file, a pipe)
-  each update is its own line, so that per-item messages stay readable.
-  """
-
-  def __init__(self, total: int, stream: Optional[TextIO] = None,
-               width: int = 30, clock: Callable[[], float] = time.monotonic):
-    if total < 0:
-      raise ValueError(f"total must be >= 0, got {total}.")
-    self.total = total
-    self.stream = stream or sys.stderr
-    self.width = width
-    self._clock = clock
-    self._start = clock()
-    self._in_place = bool(getattr(self.stream, "isatty", lambda: False)())
-
-  def line(self, done: int, text: str = "") -> str:
-    """The bar after `done` items, e.g. `[#####.....] 3/6 0.5/s 6s left`."""
-    filled = self.width * done // max(self.total, 1)
-    bar = "#" * filled + "." * (self.width - filled)
-    elapsed = max(self._clock() - self._start, 1e-9)
-    rate = done / elapsed
-    left = ""
-    if 0 < done < self.total:
-      left = f" {(self.total - done) / rate:.0f}s left"
-    return (f"[{bar}] {done}/{self.total} {rate:.2f}/s{left}"
-            + (f" {text}" if text else ""))
-
-  def update(self, done: int, text: str = "", message: str = "") -> None:
-    """Draws the bar; `message` (e.g. a failure) goes on its own line."""
-    if message:
-      if self._in_place:
-        self.stream.write("\r\033[K")
-      self.stream.write(message + "\n")
-    line = self.line(done, text)
-    if self._in_place:
-      end = "\n" if done >= self.total else ""
-      self.stream.write("\r\033[K" + line + end)
-    else:
-      self.stream.write(line + "\n")
-    self.stream.flush()

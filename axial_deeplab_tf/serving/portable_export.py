@@ -37,6 +37,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 from absl import flags
 
 from axial_deeplab_tf.serving import cli
+from axial_deeplab_tf.utils import io as io_lib
 
 FORMATS = ("tflite", "onnx")
 QUANTIZATIONS = ("float32", "float16", "int8")
@@ -164,16 +165,6 @@ def _resize_to_sizes(ctx, node, name, args):  # pylint: disable=unused-argument
   sizes.set_tensor_value(value)
 
 
-def _write_atomically(path: str, data: bytes) -> None:
-  from axial_deeplab_tf.utils import io as io_lib  # pylint: disable=g-import-not-at-top
-
-  def write(tmp):
-    with open(tmp, "wb") as f:
-      f.write(data)
-
-  io_lib.write_atomically(path, write)
-
-
 def export_portable(loaded, output: str, *, fmt: str,
                     input_size: Sequence[int],
                     quantization: str = "float32",
@@ -182,7 +173,7 @@ def export_portable(loaded, output: str, *, fmt: str,
   """Writes a LiteRT or ONNX file of a LoadedModel and its description.
 
   Args:
-    loaded: from `export_module.load_model`.
+    loaded: from `model_loading.load_model`.
     output: the .tflite or .onnx file to write.
     fmt: "tflite" or "onnx".
     input_size: (height, width) of the exported network.
@@ -195,6 +186,7 @@ def export_portable(loaded, output: str, *, fmt: str,
     output.
   """
   from axial_deeplab_tf.serving import export_module as em  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.serving import model_loading  # pylint: disable=g-import-not-at-top
   if fmt not in FORMATS:
     raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}.")
   if fmt == "onnx" and quantization != "float32":
@@ -215,7 +207,8 @@ def export_portable(loaded, output: str, *, fmt: str,
   # The description of the SavedModel export of the same model.
   module_params = em.ServingParams(task=loaded.task, dtype=loaded.dtype,
                                    input_size=loaded.input_size)
-  post_processor = em.resolve_post_processor(loaded, post_processor_args)
+  post_processor = model_loading.resolve_post_processor(loaded,
+                                                        post_processor_args)
   module = em.build_export_module(module_params, loaded.model,
                                   post_processor)
   config = module.serving_config()
@@ -231,9 +224,9 @@ def export_portable(loaded, output: str, *, fmt: str,
     data = convert_tflite(loaded.model, loaded.task, size, quantization)
   else:
     data = convert_onnx(loaded.model, loaded.task, size)
-  _write_atomically(output, data)
-  _write_atomically(config_path, json.dumps(config, indent=1,
-                                            sort_keys=True).encode())
+  io_lib.write_text_atomically(output, data)
+  io_lib.write_text_atomically(
+      config_path, json.dumps(config, indent=1, sort_keys=True).encode())
   return output
 
 

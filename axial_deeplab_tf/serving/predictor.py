@@ -42,8 +42,10 @@ from typing import Tuple, Union
 import numpy as np
 from PIL import Image
 
+from axial_deeplab_tf.attention_math import check_positive_int
 from axial_deeplab_tf.evaluation import coco_panoptic_format
 from axial_deeplab_tf.serving import export_module
+from axial_deeplab_tf.utils import io as io_lib
 from axial_deeplab_tf.utils import visualization
 
 
@@ -102,10 +104,8 @@ def read_image(path: str, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS
     ImageError: empty, not an image, too large, truncated or corrupt, or a
       mode without an RGB conversion; the message names the file.
   """
-  if max_pixels is not None and (not isinstance(max_pixels, int) or
-                                 max_pixels < 1):
-    raise ValueError(f"max_pixels must be a positive int or None, got "
-                     f"{max_pixels!r}.")
+  if max_pixels is not None:
+    check_positive_int("max_pixels", max_pixels)
   from PIL import ImageOps  # pylint: disable=g-import-not-at-top
   from PIL import UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   try:
@@ -168,12 +168,7 @@ def read_image(path: str, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS
 
 
 def _write_json(content: Any, path: str) -> None:
-
-  def write(tmp):
-    with open(tmp, "w") as f:
-      json.dump(content, f, indent=1)
-
-  visualization.write_atomically(path, write)
+  io_lib.write_text_atomically(path, json.dumps(content, indent=1))
 
 
 class SavedModelPredictor:

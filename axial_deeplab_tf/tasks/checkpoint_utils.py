@@ -77,19 +77,27 @@ class RestoreReport:
 
     parts = [f"restored {len(self.restored)} variables from "
              f"'{self.checkpoint_scope}'"]
-    if self.cropped:
-      parts.append(f"cropped {len(self.cropped)} positional tables to the "
-                   f"model's span ({names(self.cropped)})")
-    if self.shape_mismatch:
-      parts.append(f"kept {len(self.shape_mismatch)} initialised for a shape "
-                   f"mismatch ({names(self.shape_mismatch)})")
-    if self.missing:
-      parts.append(f"kept {len(self.missing)} initialised, absent from the "
-                   f"checkpoint ({names(self.missing)})")
-    if self.unused:
-      parts.append(f"{len(self.unused)} checkpoint variables unused "
-                   f"({names(self.unused)})")
+    for found, what in (
+        (self.cropped, "cropped {} positional tables to the model's span"),
+        (self.shape_mismatch, "kept {} initialised for a shape mismatch"),
+        (self.missing, "kept {} initialised, absent from the checkpoint"),
+        (self.unused, "{} checkpoint variables unused")):
+      if found:
+        parts.append(f"{what.format(len(found))} ({names(found)})")
     return "; ".join(parts) + "."
+
+
+def restore_whole_model(model: tf_keras.Model, path: str) -> None:
+  """Restores every variable of `model` from `model=` of checkpoint `path`.
+
+  The layout of Model Garden's trainer and of the importers; optimizer
+  slots and the step counter in the checkpoint are left unread.
+
+  Raises:
+    AssertionError: the checkpoint does not cover every model variable.
+  """
+  status = tf.train.Checkpoint(model=model).read(path)
+  status.expect_partial().assert_existing_objects_matched()
 
 
 def _object_graph(reader) -> trackable_object_graph_pb2.TrackableObjectGraph:

@@ -364,8 +364,7 @@ class _BaseTask(base_task.Task):
           f"checkpoint.")
     modules = self.task_config.init_checkpoint_modules
     if modules == "all":
-      status = tf.train.Checkpoint(model=model).read(path)
-      status.expect_partial().assert_existing_objects_matched()
+      checkpoint_utils.restore_whole_model(model, path)
       logging.info("Initialised the whole model from %s.", path)
     elif modules == "backbone":
       if not isinstance(getattr(model, "backbone", None), tf_keras.Model):

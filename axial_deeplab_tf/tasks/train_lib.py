@@ -43,6 +43,7 @@ from official.modeling import performance
 
 from axial_deeplab_tf.tasks import experiment as experiment_lib
 from axial_deeplab_tf.tasks import segmentation
+from axial_deeplab_tf.utils import io as io_lib
 
 MODES = ("train", "eval", "train_and_eval", "continuous_eval")
 _GLOBAL_STEP_KEY = "global_step/.ATTRIBUTES/VARIABLE_VALUE"
@@ -325,13 +326,6 @@ def build_strategy(runtime) -> tf.distribute.Strategy:
       tpu_address=runtime.tpu)
 
 
-def _atomic_write(path: str, text: str) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    f.write(text)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 def prepare(gin_files: Sequence[str], gin_params: Sequence[str],
             model_dir: str, mode: str = "train_and_eval",
             train_actions: Sequence[Callable] = ()) -> PreparedExperiment:
@@ -380,8 +374,9 @@ def prepare(gin_files: Sequence[str], gin_params: Sequence[str],
     _print(f"Resuming from checkpoint {resumed_from} (step {start_step}).")
     task.resume_input_at_step(start_step)
   if strategy.extended.should_checkpoint:
-    _atomic_write(os.path.join(model_dir, "operative_config.gin"),
-                  experiment_lib.operative_config())
+    io_lib.write_text_atomically(
+        os.path.join(model_dir, "operative_config.gin"),
+        experiment_lib.operative_config())
     train_utils.serialize_config(params, model_dir)
   _print(f"building the model{', optimizer' if 'train' in mode else ''} "
          f"and input pipelines ({params.task.model.name})")
@@ -416,8 +411,9 @@ def execute(prepared: PreparedExperiment) -> Dict[str, float]:
   results = {k: float(v) for k, v in (eval_logs or {}).items()
              if tf.rank(v) == 0}
   if results and prepared.strategy.extended.should_checkpoint:
-    _atomic_write(os.path.join(prepared.model_dir, "eval_results.json"),
-                  json.dumps(results, indent=2, sort_keys=True))
+    io_lib.write_text_atomically(
+        os.path.join(prepared.model_dir, "eval_results.json"),
+        json.dumps(results, indent=2, sort_keys=True))
   return results
 
 

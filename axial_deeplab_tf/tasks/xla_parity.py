@@ -251,21 +251,27 @@ def compare(model: str, data: Dict[str, str], dtype: str = "float32",
     net = task.build_model()
   initial = net.get_weights()
 
+  def set_compiled(compiled: bool):
+    """XLA on or off: by auto-clustering, or the task's jit_compile."""
+    if autocluster:
+      tf.config.optimizer.set_jit("autoclustering" if compiled else False)
+    else:
+      task.set_jit_compile(compiled)
+
+  def distribute(data_config):
+    return strategy.distribute_datasets_from_function(
+        lambda ctx: task.build_inputs(data_config, ctx))
+
   def train(compiled: bool):
     net.set_weights(initial)
     with strategy.scope():
-      if autocluster:
-        tf.config.optimizer.set_jit("autoclustering" if compiled else False)
-      else:
-        task.set_jit_compile(compiled)
+      set_compiled(compiled)
       optimizer = task.create_optimizer(params.trainer.optimizer_config,
                                         params.runtime)
       if hasattr(optimizer, "shadow_copy"):
         optimizer.shadow_copy(net)
       metrics = task.build_metrics(training=True)
-    dataset = strategy.distribute_datasets_from_function(
-        lambda ctx: task.build_inputs(params.task.train_data, ctx))
-    iterator = iter(dataset)
+    iterator = iter(distribute(params.task.train_data))
 
     @tf.function
     def step(iterator):
@@ -289,13 +295,9 @@ def compare(model: str, data: Dict[str, str], dtype: str = "float32",
   def evaluate_weights(compiled: bool, weights):
     net.set_weights(weights)
     with strategy.scope():
-      if autocluster:
-        tf.config.optimizer.set_jit("autoclustering" if compiled else False)
-      else:
-        task.set_jit_compile(compiled)
+      set_compiled(compiled)
       metrics = task.build_metrics(training=False)
-    dataset = strategy.distribute_datasets_from_function(
-        lambda ctx: task.build_inputs(params.task.validation_data, ctx))
+    dataset = distribute(params.task.validation_data)
 
     @tf.function
     def step(inputs):

@@ -1,27 +1,109 @@
 """File writes that a reader never sees half done."""
 
 import os
-import tempfile
-from typing import Callable
+import shutil
+import uuid
+from typing import Callable, Optional, Union
 
 
-def write_atomically(path: str, write_fn: Callable[[str], None]) -> None:
-  """Writes a file via write_fn(temporary path) in its folder, then renames.
+def is_remote(path: str) -> bool:
+  """Whether `path` names a tf.io.gfile file system (gs://, s3://, ...)."""
+  return "://" in path
 
-  A reader never sees a half-written file; the folder is created.
+
+def _gfile():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.io.gfile
+
+
+def _exists(path: str) -> bool:
+  return _gfile().exists(path) if is_remote(path) else os.path.lexists(path)
+
+
+def _remove(path: str) -> None:
+  """Removes a file or a whole folder, local or remote."""
+  if is_remote(path):
+    gfile = _gfile()
+    (gfile.rmtree if gfile.isdir(path) else gfile.remove)(path)
+  elif os.path.isdir(path) and not os.path.islink(path):
+    shutil.rmtree(path)
+  else:
+    os.remove(path)
+
+
+def move_into_place(tmp: str, path: str) -> None:
+  """Renames a finished temporary file or folder `tmp` to `path`.
+
+  An existing file at `path` is replaced in one rename; an existing folder
+  is removed first (the caller has checked that it may go). Remote paths go
+  through tf.io.gfile.
   """
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_",
-                                 suffix=os.path.splitext(path)[1])
-  os.close(handle)
-  try:
-    write_fn(tmp)
+  if os.path.isdir(tmp) if not is_remote(tmp) else _gfile().isdir(tmp):
+    if _exists(path):
+      _remove(path)
+  if is_remote(path):
+    _gfile().rename(tmp, path, overwrite=True)
+  else:
     os.replace(tmp, path)
+
+
+def write_atomically(path: str,
+                     write_fn: Callable[[str], None],
+                     *,
+                     folder: bool = False,
+                     temporary: Optional[str] = None) -> None:
+  """Writes `path` via write_fn(temporary path) beside it, then renames.
+
+  A reader never sees a half-written file or folder: on any error (or
+  KeyboardInterrupt) the temporary is removed and `path` is untouched. The
+  parent folder is created. Local paths use os; remote model_dirs (gs://
+  and other tf.io.gfile file systems) go through tf.io.gfile.
+
+  Args:
+    path: the file or folder to write.
+    write_fn: called with the temporary path; writes the file there (or, with
+      folder=True, fills the empty temporary folder).
+    folder: `path` is a folder; an existing one is replaced (the caller
+      checks what may be replaced).
+    temporary: the temporary name to use (e.g. one a cleanup of killed runs
+      recognises); default a fresh hidden name in path's folder, with
+      path's extension (some writers choose the format by it).
+  """
+  remote = is_remote(path)
+  parent = os.path.dirname(path if remote else os.path.abspath(path))
+  if temporary is None:
+    suffix = "" if folder else os.path.splitext(path)[1]
+    temporary = os.path.join(
+        parent, f".tmp_{os.path.basename(path)}_{uuid.uuid4().hex}{suffix}")
+  if remote:
+    _gfile().makedirs(parent)
+  else:
+    os.makedirs(parent, exist_ok=True)
+  if folder:
+    if remote:
+      _gfile().makedirs(temporary)
+    else:
+      os.mkdir(temporary)
+  try:
+    write_fn(temporary)
+    move_into_place(temporary, path)
   except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    if _exists(temporary):
+      _remove(temporary)
     raise
+
+
+def write_text_atomically(path: str, data: Union[str, bytes],
+                          temporary: Optional[str] = None) -> None:
+  """Writes text or bytes to `path` (local or remote) atomically.
+
+  `temporary` as for `write_atomically`.
+  """
+  def write(tmp):
+    opener = _gfile().GFile if is_remote(tmp) else open
+    with opener(tmp, "wb" if isinstance(data, bytes) else "w") as f:
+      f.write(data)
+  write_atomically(path, write, temporary=temporary)
 
 
 # Images above this many pixels are refused before decoding (8192 x 8192).

@@ -16,6 +16,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from axial_deeplab_tf.attention_math import check_positive_int
 from axial_deeplab_tf.utils.io import write_atomically
 
 Color = Tuple[int, int, int]
@@ -74,9 +75,7 @@ def palette(num_colors: int) -> np.ndarray:
   Returns:
     uint8 [num_colors, 3].
   """
-  if not isinstance(num_colors, int) or num_colors <= 0:
-    raise ValueError(f"num_colors must be a positive int, got "
-                     f"{num_colors!r}.")
+  check_positive_int("num_colors", num_colors)
   hue = (np.arange(num_colors) * 0.618033988749895) % 1.0
   # Alternate two value levels so that consecutive classes also differ in
   # brightness.
@@ -165,9 +164,7 @@ def colorize_panoptic(panoptic: np.ndarray,
     uint8 [height, width, 3].
   """
   panoptic = _check_label_map(panoptic, "panoptic")
-  if not isinstance(label_divisor, int) or label_divisor < 1:
-    raise ValueError(f"label_divisor must be a positive int, got "
-                     f"{label_divisor!r}.")
+  check_positive_int("label_divisor", label_divisor)
   semantic = panoptic // label_divisor
   instance = panoptic % label_divisor
   out = colorize_semantic(semantic, colors, ignore_label,

@@ -21,6 +21,7 @@ from axial_deeplab_tf.data.converters import cityscapes
 from axial_deeplab_tf.data.converters import common
 from axial_deeplab_tf.data.converters import mapillary
 from axial_deeplab_tf.data.converters import writer
+from axial_deeplab_tf.utils import progress
 
 
 def _save(array, path, fmt, mode=None):
@@ -218,7 +219,7 @@ def test_writer_round_robin_summary_and_atomicity(tmp_path):
 
 def test_progress_bar_prints_to_a_stream():
   stream = io.StringIO()
-  bar = writer.ProgressBar(20, "demo", stream=stream)
+  bar = progress.ProgressBar(20, "demo", stream=stream, steps=10)
   for _ in range(20):
     bar.update()
   bar.close()

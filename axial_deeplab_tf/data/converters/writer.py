@@ -19,15 +19,17 @@ import multiprocessing
 import os
 import re
 import signal
-import sys
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from axial_deeplab_tf.attention_math import check_positive_int
 from axial_deeplab_tf.data import metadata as metadata_lib
 from axial_deeplab_tf.data import tfrecord_schema
 from axial_deeplab_tf.data.converters import common
 from axial_deeplab_tf.utils import errors
+from axial_deeplab_tf.utils import io as io_lib
+from axial_deeplab_tf.utils import progress as progress_lib
 
 # A worker's result: (features, notes) for a good example.
 ProcessFn = Callable[[Any], Tuple[Dict[str, Any], List[Tuple[str, str]]]]
@@ -101,54 +103,6 @@ def _count_by(items: Sequence[str]) -> List[Tuple[str, int]]:
   return sorted(counts.items())
 
 
-class ProgressBar:
-  """A minimal stderr progress bar (redraws on a TTY, else prints lines)."""
-
-  def __init__(self, total: int, description: str, stream=None,
-               min_interval: float = 0.5):
-    self._total = max(total, 1)
-    self._description = description
-    self._stream = stream if stream is not None else sys.stderr
-    self._tty = hasattr(self._stream, "isatty") and self._stream.isatty()
-    self._min_interval = min_interval
-    self._count = 0
-    self._start = time.monotonic()
-    self._last_draw = 0.0
-    self._last_decile = -1
-
-  def update(self, n: int = 1) -> None:
-    self._count += n
-    now = time.monotonic()
-    if self._tty:
-      if now - self._last_draw >= self._min_interval or self._done():
-        self._draw(now, end="\r")
-        self._last_draw = now
-    else:
-      decile = int(10 * self._count / self._total)
-      if decile != self._last_decile:
-        self._last_decile = decile
-        self._draw(now, end="\n")
-
-  def _done(self) -> bool:
-    return self._count >= self._total
-
-  def _draw(self, now: float, end: str) -> None:
-    fraction = min(self._count / self._total, 1.0)
-    width = 30
-    filled = int(width * fraction)
-    elapsed = max(now - self._start, 1e-9)
-    rate = self._count / elapsed
-    eta = (self._total - self._count) / rate if rate > 0 else 0.0
-    self._stream.write(
-        f"{self._description} [{'#' * filled}{'.' * (width - filled)}] "
-        f"{self._count}/{self._total} {rate:.1f}/s ETA {eta:.0f}s{end}")
-    self._stream.flush()
-
-  def close(self) -> None:
-    if self._tty:
-      self._draw(time.monotonic(), end="\n")
-
-
 def _run_one(process_fn: ProcessFn, task: Any):
   # Runs in a worker: a bad example is a value to report, not a crash.
   try:
@@ -169,12 +123,8 @@ def _check_arguments(split: str, num_shards: int, num_workers: int) -> None:
   if not split or os.sep in split or split.startswith("."):
     raise ValueError(f"split must be a plain name like 'train', got "
                      f"{split!r}.")
-  if not isinstance(num_shards, int) or num_shards < 1:
-    raise ValueError(f"num_shards must be a positive int, got "
-                     f"{num_shards!r}.")
-  if not isinstance(num_workers, int) or num_workers < 1:
-    raise ValueError(f"num_workers must be a positive int, got "
-                     f"{num_workers!r}.")
+  check_positive_int("num_shards", num_shards)
+  check_positive_int("num_workers", num_workers)
 
 
 def _check_output_dir(output_dir: str, split: str, final_paths: List[str],
@@ -199,16 +149,9 @@ def _write_json_atomic(path: str, obj: Any) -> None:
 
 
 def _write_text_atomic(path: str, text: str) -> None:
-  folder, name = os.path.split(path)
-  tmp = os.path.join(folder, f"{TMP_PREFIX}{name}.{os.getpid()}")
-  try:
-    with open(tmp, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  # The temporary's name is one `remove_stale_temporaries` recognises.
+  io_lib.write_text_atomically(path, text,
+                               temporary=temporary_paths([path])[0])
 
 
 # Temporary shards: ".tmp-{split}-00000-of-00008.tfrecord.{pid}". The
@@ -394,8 +337,10 @@ def _write_records(*, dataset, tasks, process_fn, output_dir, split,
   num_records = 0
   writers = []
   pool = None
-  progress = ProgressBar(len(tasks), f"{dataset} [{split}]",
-                         stream=progress_stream)
+  # On a terminal at most two redraws a second; in a log about 11 lines.
+  progress = progress_lib.ProgressBar(len(tasks), f"{dataset} [{split}]",
+                                      stream=progress_stream,
+                                      min_interval=0.5, steps=10)
   run = functools.partial(_run_one, process_fn)
   try:
     if num_workers > 1 and len(tasks) > 1:
@@ -439,7 +384,7 @@ def _write_records(*, dataset, tasks, process_fn, output_dir, split,
               f"{p}: {k}: {d}" for p, k, d in skipped[:5]) +
           (f"; ... {len(skipped) - 5} more" if len(skipped) > 5 else ""))
     for tmp, final in zip(tmp_paths, final_paths):
-      os.replace(tmp, final)
+      io_lib.move_into_place(tmp, final)
   except BaseException:
     for w in writers:
       try:
