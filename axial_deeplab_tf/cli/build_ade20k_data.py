@@ -18,6 +18,8 @@ flags.DEFINE_string("output_split", None,
                     "Shard name prefix (default: --split).")
 flags.DEFINE_integer("ignore_label", 255, "Ignore label (for label value 0).")
 flags.mark_flag_as_required("ade20k_root")
+# FLAGS stays a module attribute: harnesses parse flags via tool.FLAGS.
+FLAGS = flags.FLAGS
 
 main = cli.converter_tool(
     ade20k.convert_ade20k,

@@ -25,6 +25,8 @@ flags.DEFINE_string("panoptic_dir", None,
 flags.DEFINE_string("output_split", None,
                     "Shard name prefix (default: --split).")
 cli.define_label_flags(default_label_divisor=256)
+# FLAGS stays a module attribute: harnesses parse flags via tool.FLAGS.
+FLAGS = flags.FLAGS
 
 main = cli.converter_tool(
     coco_panoptic.convert_coco_panoptic,

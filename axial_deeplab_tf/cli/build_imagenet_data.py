@@ -17,6 +17,8 @@ flags.DEFINE_string("synsets_file", None,
                     "its name. Default: sorted folder names.")
 flags.DEFINE_string("split", "train", "Shard name prefix.")
 flags.mark_flag_as_required("image_dir")
+# FLAGS stays a module attribute: harnesses parse flags via tool.FLAGS.
+FLAGS = flags.FLAGS
 
 main = cli.converter_tool(
     imagenet.convert_imagenet,

@@ -31,6 +31,8 @@ flags.DEFINE_string("dataset_name", "custom_panoptic",
 cli.define_label_flags(default_label_divisor=1000)
 for _name in ("image_dir", "panoptic_json", "panoptic_dir"):
   flags.mark_flag_as_required(_name)
+# FLAGS stays a module attribute: harnesses parse flags via tool.FLAGS.
+FLAGS = flags.FLAGS
 
 main = cli.converter_tool(
     coco_panoptic.convert_own_panoptic,
