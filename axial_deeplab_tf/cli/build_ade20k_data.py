@@ -12,14 +12,15 @@ from absl import flags
 from axial_deeplab_tf.data.converters import ade20k
 from axial_deeplab_tf.data.converters import cli
 
+# FLAGS stays a module attribute: harnesses parse flags via tool.FLAGS.
+FLAGS = flags.FLAGS
+
 flags.DEFINE_string("ade20k_root", None, "The ADEChallengeData2016 directory.")
 flags.DEFINE_enum("split", "training", list(ade20k.SPLITS), "Split.")
 flags.DEFINE_string("output_split", None,
                     "Shard name prefix (default: --split).")
 flags.DEFINE_integer("ignore_label", 255, "Ignore label (for label value 0).")
 flags.mark_flag_as_required("ade20k_root")
-# FLAGS stays a module attribute: harnesses parse flags via tool.FLAGS.
-FLAGS = flags.FLAGS
 
 main = cli.converter_tool(
     ade20k.convert_ade20k,

@@ -13,6 +13,9 @@ from absl import flags
 from axial_deeplab_tf.data.converters import cli
 from axial_deeplab_tf.data.converters import coco_panoptic
 
+# FLAGS stays a module attribute: harnesses parse flags via tool.FLAGS.
+FLAGS = flags.FLAGS
+
 flags.DEFINE_string("coco_root", None, "COCO root directory.")
 flags.DEFINE_string("split", "train2017",
                     "COCO split, e.g. train2017, val2017.")
@@ -25,8 +28,6 @@ flags.DEFINE_string("panoptic_dir", None,
 flags.DEFINE_string("output_split", None,
                     "Shard name prefix (default: --split).")
 cli.define_label_flags(default_label_divisor=256)
-# FLAGS stays a module attribute: harnesses parse flags via tool.FLAGS.
-FLAGS = flags.FLAGS
 
 main = cli.converter_tool(
     coco_panoptic.convert_coco_panoptic,

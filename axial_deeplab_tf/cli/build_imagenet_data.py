@@ -11,14 +11,15 @@ from absl import flags
 from axial_deeplab_tf.data.converters import cli
 from axial_deeplab_tf.data.converters import imagenet
 
+# FLAGS stays a module attribute: harnesses parse flags via tool.FLAGS.
+FLAGS = flags.FLAGS
+
 flags.DEFINE_string("image_dir", None, "Directory with one folder per class.")
 flags.DEFINE_string("synsets_file", None,
                     "Label order: one synset a line, optionally followed by "
                     "its name. Default: sorted folder names.")
 flags.DEFINE_string("split", "train", "Shard name prefix.")
 flags.mark_flag_as_required("image_dir")
-# FLAGS stays a module attribute: harnesses parse flags via tool.FLAGS.
-FLAGS = flags.FLAGS
 
 main = cli.converter_tool(
     imagenet.convert_imagenet,

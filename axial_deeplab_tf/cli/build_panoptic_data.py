@@ -19,6 +19,9 @@ from absl import flags
 from axial_deeplab_tf.data.converters import cli
 from axial_deeplab_tf.data.converters import coco_panoptic
 
+# FLAGS stays a module attribute: harnesses parse flags via tool.FLAGS.
+FLAGS = flags.FLAGS
+
 flags.DEFINE_string("image_dir", None, "Directory of the images.")
 flags.DEFINE_string("panoptic_json", None, "The COCO-format panoptic JSON.")
 flags.DEFINE_string("panoptic_dir", None, "Directory of the panoptic PNGs.")
@@ -31,8 +34,6 @@ flags.DEFINE_string("dataset_name", "custom_panoptic",
 cli.define_label_flags(default_label_divisor=1000)
 for _name in ("image_dir", "panoptic_json", "panoptic_dir"):
   flags.mark_flag_as_required(_name)
-# FLAGS stays a module attribute: harnesses parse flags via tool.FLAGS.
-FLAGS = flags.FLAGS
 
 main = cli.converter_tool(
     coco_panoptic.convert_own_panoptic,
