@@ -7,11 +7,13 @@ Label 0 becomes the ignore label, 1..150 become train ids 0..149.
 """
 
 
-from absl import app
 from absl import flags
 
 from axial_deeplab_tf.data.converters import ade20k
 from axial_deeplab_tf.data.converters import cli
+
+# FLAGS stays a module attribute: harnesses parse flags via tool.FLAGS.
+FLAGS = flags.FLAGS
 
 flags.DEFINE_string("ade20k_root", None, "The ADEChallengeData2016 directory.")
 flags.DEFINE_enum("split", "training", list(ade20k.SPLITS), "Split.")
@@ -19,15 +21,8 @@ flags.DEFINE_string("output_split", None,
                     "Shard name prefix (default: --split).")
 flags.DEFINE_integer("ignore_label", 255, "Ignore label (for label value 0).")
 flags.mark_flag_as_required("ade20k_root")
-cli.define_shared_flags(default_num_shards=8)
-FLAGS = flags.FLAGS
 
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.run_conversion(lambda: ade20k.convert_ade20k(
-      ade20k_root=FLAGS.ade20k_root, split=FLAGS.split,
-      output_dir=FLAGS.output_dir, output_split=FLAGS.output_split,
-      num_shards=FLAGS.num_shards, num_workers=FLAGS.num_workers,
-      strict=FLAGS.strict, ignore_label=FLAGS.ignore_label))
+main = cli.converter_tool(
+    ade20k.convert_ade20k,
+    ("ade20k_root", "split", "output_split", "ignore_label"),
+    default_num_shards=8)

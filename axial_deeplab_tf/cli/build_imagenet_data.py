@@ -6,11 +6,13 @@ r"""Converts a class-folder image tree (ImageNet layout) to TFRecords.
 """
 
 
-from absl import app
 from absl import flags
 
 from axial_deeplab_tf.data.converters import cli
 from axial_deeplab_tf.data.converters import imagenet
+
+# FLAGS stays a module attribute: harnesses parse flags via tool.FLAGS.
+FLAGS = flags.FLAGS
 
 flags.DEFINE_string("image_dir", None, "Directory with one folder per class.")
 flags.DEFINE_string("synsets_file", None,
@@ -18,15 +20,8 @@ flags.DEFINE_string("synsets_file", None,
                     "its name. Default: sorted folder names.")
 flags.DEFINE_string("split", "train", "Shard name prefix.")
 flags.mark_flag_as_required("image_dir")
-cli.define_shared_flags(default_num_shards=128)
-FLAGS = flags.FLAGS
 
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.run_conversion(lambda: imagenet.convert_imagenet(
-      image_dir=FLAGS.image_dir, split=FLAGS.split,
-      output_dir=FLAGS.output_dir, synsets_file=FLAGS.synsets_file,
-      num_shards=FLAGS.num_shards, num_workers=FLAGS.num_workers,
-      strict=FLAGS.strict))
+main = cli.converter_tool(
+    imagenet.convert_imagenet,
+    ("image_dir", "split", "synsets_file"),
+    default_num_shards=128)

@@ -14,11 +14,13 @@ Your data: images, one RGB PNG per image encoding segment ids
 """
 
 
-from absl import app
 from absl import flags
 
 from axial_deeplab_tf.data.converters import cli
 from axial_deeplab_tf.data.converters import coco_panoptic
+
+# FLAGS stays a module attribute: harnesses parse flags via tool.FLAGS.
+FLAGS = flags.FLAGS
 
 flags.DEFINE_string("image_dir", None, "Directory of the images.")
 flags.DEFINE_string("panoptic_json", None, "The COCO-format panoptic JSON.")
@@ -29,22 +31,12 @@ flags.DEFINE_string("categories_json", None,
 flags.DEFINE_string("split", "train", "Shard name prefix.")
 flags.DEFINE_string("dataset_name", "custom_panoptic",
                     "Name stored in metadata.json.")
-flags.DEFINE_integer("label_divisor", 1000, "Panoptic label divisor.")
-flags.DEFINE_integer("ignore_label", 255, "Ignore label.")
+cli.define_label_flags(default_label_divisor=1000)
 for _name in ("image_dir", "panoptic_json", "panoptic_dir"):
   flags.mark_flag_as_required(_name)
-cli.define_shared_flags(default_num_shards=4, outside_root_flag=True)
-FLAGS = flags.FLAGS
 
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.run_conversion(lambda: coco_panoptic.convert_own_panoptic(
-      image_dir=FLAGS.image_dir, panoptic_json=FLAGS.panoptic_json,
-      panoptic_dir=FLAGS.panoptic_dir, output_dir=FLAGS.output_dir,
-      split=FLAGS.split, categories_json=FLAGS.categories_json,
-      dataset_name=FLAGS.dataset_name, label_divisor=FLAGS.label_divisor,
-      ignore_label=FLAGS.ignore_label, num_shards=FLAGS.num_shards,
-      num_workers=FLAGS.num_workers, strict=FLAGS.strict,
-      allow_outside_root=FLAGS.allow_outside_root))
+main = cli.converter_tool(
+    coco_panoptic.convert_own_panoptic,
+    ("image_dir", "panoptic_json", "panoptic_dir", "split", "categories_json",
+     "dataset_name", "label_divisor", "ignore_label"),
+    default_num_shards=4, outside_root_flag=True)

@@ -30,16 +30,11 @@ import numpy as np
 
 from axial_deeplab_tf.data import synthetic
 
-CATEGORIES = (
-    {"id": 1, "name": "warm_token", "isthing": 1, "color": [235, 130, 50],
-     "supercategory": "token"},
-    {"id": 2, "name": "cool_token", "isthing": 1, "color": [60, 130, 235],
-     "supercategory": "token"},
-    {"id": 11, "name": "banner", "isthing": 0, "color": [250, 230, 120],
-     "supercategory": "background"},
-    {"id": 12, "name": "ground", "isthing": 0, "color": [110, 120, 100],
-     "supercategory": "background"},
-)
+CATEGORIES = synthetic.make_categories([
+    (1, "warm_token", 1, (235, 130, 50), "token"),
+    (2, "cool_token", 1, (60, 130, 235), "token"),
+    (11, "banner", 0, (250, 230, 120), "background"),
+    (12, "ground", 0, (110, 120, 100), "background")])
 WARM_TOKEN, COOL_TOKEN, BANNER, GROUND = 1, 2, 11, 12
 SIDES = ("top", "bottom", "left", "right")
 # Banner colors of the two scenes; tokens never use them.
@@ -104,12 +99,7 @@ def render_context_example(
   Raises:
     ValueError: on a bad size, count or fraction.
   """
-  if height < 32 or width < 32:
-    raise ValueError(f"image size must be at least 32x32, got "
-                     f"{height}x{width}.")
-  if not 0 <= min_instances <= max_instances:
-    raise ValueError(f"need 0 <= min_instances <= max_instances, got "
-                     f"{min_instances}, {max_instances}.")
+  synthetic.check_scene_args(height, width, 32, min_instances, max_instances)
   for name, value in (("banner_fraction", banner_fraction),
                       ("gap_fraction", gap_fraction)):
     if not 0 < value < 0.5:

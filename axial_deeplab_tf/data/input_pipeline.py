@@ -68,6 +68,21 @@ def _check_probability(name: str, value: float) -> None:
     raise ValueError(f"{name} must lie in [0, 1], got {value}.")
 
 
+def _check_crop_settings(config) -> None:
+  """Checks (and normalises) the crop, scale, flip and padding settings the
+  panoptic and semantic configs share."""
+  object.__setattr__(config, "crop_size",
+                     _check_size("crop_size", config.crop_size))
+  if config.eval_crop_size is not None:
+    object.__setattr__(config, "eval_crop_size",
+                       _check_size("eval_crop_size", config.eval_crop_size))
+  _check_scales(config.min_scale, config.max_scale, config.scale_step)
+  _check_probability("flip_probability", config.flip_probability)
+  if len(config.mean_pixel) != 3:
+    raise ValueError(f"mean_pixel must have 3 values, got "
+                     f"{config.mean_pixel!r}.")
+
+
 @dataclasses.dataclass(frozen=True)
 class PanopticParserConfig:
   """Settings of the panoptic parser (Panoptic-DeepLab augmentation/targets).
@@ -110,16 +125,7 @@ class PanopticParserConfig:
   def __post_init__(self):
     object.__setattr__(self, "thing_class_ids",
                        tuple(int(i) for i in self.thing_class_ids))
-    object.__setattr__(self, "crop_size",
-                       _check_size("crop_size", self.crop_size))
-    if self.eval_crop_size is not None:
-      object.__setattr__(self, "eval_crop_size",
-                         _check_size("eval_crop_size", self.eval_crop_size))
-    _check_scales(self.min_scale, self.max_scale, self.scale_step)
-    _check_probability("flip_probability", self.flip_probability)
-    if len(self.mean_pixel) != 3:
-      raise ValueError(f"mean_pixel must have 3 values, got "
-                       f"{self.mean_pixel!r}.")
+    _check_crop_settings(self)
     if self.label_divisor <= 0:
       raise ValueError(f"label_divisor must be positive, got "
                        f"{self.label_divisor}.")
@@ -165,16 +171,7 @@ class SemanticParserConfig:
   eval_crop_size: Optional[Tuple[int, int]] = None
 
   def __post_init__(self):
-    object.__setattr__(self, "crop_size",
-                       _check_size("crop_size", self.crop_size))
-    if self.eval_crop_size is not None:
-      object.__setattr__(self, "eval_crop_size",
-                         _check_size("eval_crop_size", self.eval_crop_size))
-    _check_scales(self.min_scale, self.max_scale, self.scale_step)
-    _check_probability("flip_probability", self.flip_probability)
-    if len(self.mean_pixel) != 3:
-      raise ValueError(f"mean_pixel must have 3 values, got "
-                       f"{self.mean_pixel!r}.")
+    _check_crop_settings(self)
     if self.label_source not in ("semantic", "panoptic"):
       raise ValueError(f"label_source must be 'semantic' or 'panoptic', got "
                        f"{self.label_source!r}.")
@@ -423,7 +420,23 @@ def _pad_eval(image, label, config, label_pad_value):
   return image, label, image_info, size
 
 
-class PanopticParser(parser_lib.Parser):
+class _ConfiguredParser(parser_lib.Parser):
+  """A parser built from one config of type `config_type` (checked)."""
+
+  config_type = type(None)
+
+  def __init__(self, config):
+    if not isinstance(config, self.config_type):
+      raise TypeError(f"config must be a {self.config_type.__name__}, got "
+                      f"{type(config).__name__}.")
+    self._config = config
+
+  @property
+  def config(self):
+    return self._config
+
+
+class PanopticParser(_ConfiguredParser):
   """Augments panoptic examples and builds Panoptic-DeepLab targets.
 
   Returns (features, labels): features {"image": float32 [h, w, 3] in
@@ -434,11 +447,10 @@ class PanopticParser(parser_lib.Parser):
   offset_weights); eval adds "original_size" int32 [2] to crop back.
   """
 
+  config_type = PanopticParserConfig
+
   def __init__(self, config: PanopticParserConfig):
-    if not isinstance(config, PanopticParserConfig):
-      raise TypeError(f"config must be a PanopticParserConfig, got "
-                      f"{type(config).__name__}.")
-    self._config = config
+    super().__init__(config)
     self._targets = None
     if config.generate_targets:
       # Imported here so the decode/augment path has no hard dependency on
@@ -450,10 +462,6 @@ class PanopticParser(parser_lib.Parser):
           label_divisor=config.label_divisor, sigma=config.sigma,
           small_instance_area=config.small_instance_area,
           small_instance_weight=config.small_instance_weight)
-
-  @property
-  def config(self) -> PanopticParserConfig:
-    return self._config
 
   def _prepare(self, data):
     c = self._config
@@ -495,7 +503,7 @@ class PanopticParser(parser_lib.Parser):
     return {"image": image}, labels
 
 
-class SemanticParser(parser_lib.Parser):
+class SemanticParser(_ConfiguredParser):
   """Augments semantic segmentation examples.
 
   Returns (features, labels): features {"image": float32 [h, w, 3] in
@@ -503,15 +511,8 @@ class SemanticParser(parser_lib.Parser):
   "image_info": float32 [4, 2]}; eval adds "original_size" int32 [2].
   """
 
-  def __init__(self, config: SemanticParserConfig):
-    if not isinstance(config, SemanticParserConfig):
-      raise TypeError(f"config must be a SemanticParserConfig, got "
-                      f"{type(config).__name__}.")
-    self._config = config
+  config_type = SemanticParserConfig
 
-  @property
-  def config(self) -> SemanticParserConfig:
-    return self._config
 
   def _prepare(self, data):
     c = self._config
@@ -555,22 +556,15 @@ class SemanticParser(parser_lib.Parser):
     return {"image": image}, labels
 
 
-class ClassificationParser(parser_lib.Parser):
+class ClassificationParser(_ConfiguredParser):
   """Random-resized-crop + flip (training), resize + center crop (eval).
 
   Returns (features, labels): features {"image": float32 [h, w, 3] in
   [0, 255]}; labels {"label": int32 scalar}.
   """
 
-  def __init__(self, config: ClassificationParserConfig):
-    if not isinstance(config, ClassificationParserConfig):
-      raise TypeError(f"config must be a ClassificationParserConfig, got "
-                      f"{type(config).__name__}.")
-    self._config = config
+  config_type = ClassificationParserConfig
 
-  @property
-  def config(self) -> ClassificationParserConfig:
-    return self._config
 
   def _label(self, data):
     label = data["label"]

@@ -25,26 +25,41 @@ from PIL import Image
 
 from axial_deeplab_tf.utils import io as io_lib
 
-CATEGORIES = (
-    {"id": 1, "name": "circle", "isthing": 1, "color": [220, 40, 40],
-     "supercategory": "shape"},
-    {"id": 2, "name": "square", "isthing": 1, "color": [245, 205, 30],
-     "supercategory": "shape"},
-    {"id": 3, "name": "triangle", "isthing": 1, "color": [150, 50, 220],
-     "supercategory": "shape"},
-    {"id": 11, "name": "sky", "isthing": 0, "color": [120, 185, 245],
-     "supercategory": "background"},
-    {"id": 12, "name": "grass", "isthing": 0, "color": [55, 145, 55],
-     "supercategory": "background"},
-    {"id": 13, "name": "road", "isthing": 0, "color": [95, 95, 95],
-     "supercategory": "background"},
-)
+
+def make_categories(rows: Sequence[Tuple[int, str, int, Tuple[int, int, int],
+                                         str]]) -> Tuple[Dict[str, Any], ...]:
+  """COCO panoptic categories from (id, name, isthing, color, supercategory)
+  rows."""
+  return tuple({"id": i, "name": name, "isthing": isthing,
+                "color": list(color), "supercategory": supercategory}
+               for i, name, isthing, color, supercategory in rows)
+
+
+CATEGORIES = make_categories([
+    (1, "circle", 1, (220, 40, 40), "shape"),
+    (2, "square", 1, (245, 205, 30), "shape"),
+    (3, "triangle", 1, (150, 50, 220), "shape"),
+    (11, "sky", 0, (120, 185, 245), "background"),
+    (12, "grass", 0, (55, 145, 55), "background"),
+    (13, "road", 0, (95, 95, 95), "background")])
 _SHAPES = {1: "circle", 2: "square", 3: "triangle"}
 _SKY, _GRASS, _ROAD = 11, 12, 13
 SPLITS = ("train", "val")
 
 # Reference image area for the default minimum visible instance area.
 _REFERENCE_AREA = 128 * 128
+
+
+def check_scene_args(height: int, width: int, min_size: int,
+                     min_instances: int, max_instances: int) -> None:
+  """ValueError unless the image is at least min_size square and
+  0 <= min_instances <= max_instances."""
+  if height < min_size or width < min_size:
+    raise ValueError(f"image size must be at least {min_size}x{min_size}, "
+                     f"got {height}x{width}.")
+  if not 0 <= min_instances <= max_instances:
+    raise ValueError(f"need 0 <= min_instances <= max_instances, got "
+                     f"{min_instances}, {max_instances}.")
 
 
 def _color(category_id: int) -> np.ndarray:
@@ -154,12 +169,7 @@ def render_example(rng: np.random.Generator, height: int = 128,
     segment_ids: int32 [height, width]; every pixel belongs to a segment.
     segments: dicts with "id", "category_id", "iscrowd", in id order.
   """
-  if height < 16 or width < 16:
-    raise ValueError(f"image size must be at least 16x16, got "
-                     f"{height}x{width}.")
-  if not 0 <= min_instances <= max_instances:
-    raise ValueError(f"need 0 <= min_instances <= max_instances, got "
-                     f"{min_instances}, {max_instances}.")
+  check_scene_args(height, width, 16, min_instances, max_instances)
   if min_visible_area is None:
     min_visible_area = max(20, int(60 * height * width / _REFERENCE_AREA))
   yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)

@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Sequence, TextIO, Tuple
 from absl import flags
 import tensorflow as tf
 
-from axial_deeplab_tf.utils import io as io_lib
+from axial_deeplab_tf.importers import common
 
 _IGNORED_ROOTS = ("optimizer", "backbone_optimizer", "global_step",
                   "save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH")
@@ -56,8 +56,16 @@ _COCO = dict(dataset="coco", crop=(641, 641), nms_kernel=41,
              stuff_area_limit=4096, keep_k_centers=255)
 
 
-class ImportError_(ValueError):  # pylint: disable=invalid-name
+class ImportError_(common.ImportFailure):  # pylint: disable=invalid-name
   """A checkpoint that cannot be imported (message is one line)."""
+
+
+class Wording(common.Wording):
+  """The messages of the deeplab2 import tool."""
+  error = ImportError_
+  output_exists = ("--output_dir {abspath!r} exists and is not an empty "
+                   "folder.")
+  no_output = "--output_dir is required"
 
 
 def published_models() -> Dict[str, Dict[str, object]]:
@@ -286,14 +294,10 @@ def import_checkpoint(model_name: str, checkpoint: str, output_dir: str,
   if model_name not in models:
     raise ImportError_(f"--model {model_name!r} is not a deeplab2 model; "
                        f"expected one of {sorted(models)}.")
-  output_dir = os.path.abspath(output_dir)
-  if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or
-                                     os.listdir(output_dir)):
-    raise ImportError_(f"--output_dir {output_dir!r} exists and is not an "
-                       f"empty folder.")
-  parent = os.path.dirname(output_dir)
-  os.makedirs(parent, exist_ok=True)
-  scratch = tempfile.mkdtemp(prefix=".deeplab2_import_", dir=parent)
+  output_dir = common.check_output_dir(output_dir, Wording)
+  os.makedirs(os.path.dirname(output_dir), exist_ok=True)
+  scratch = tempfile.mkdtemp(prefix=".deeplab2_import_",
+                             dir=os.path.dirname(output_dir))
   try:
     prefix = resolve_checkpoint(checkpoint, os.path.join(scratch, "src"))
     print(f"reading {prefix}", file=log)
@@ -327,33 +331,33 @@ def import_checkpoint(model_name: str, checkpoint: str, output_dir: str,
                            f"{' '.join(str(e).split())[:200]}") from e
     status = tf.train.Checkpoint(**items).read(prefix)
     status.expect_partial().assert_existing_objects_matched()
-    staging = os.path.join(scratch, "out")
-    os.makedirs(staging)
-    tf.train.Checkpoint(model=model).write(os.path.join(staging, "ckpt-1"))
-    with open(os.path.join(staging, "checkpoint"), "w") as f:
-      f.write('model_checkpoint_path: "ckpt-1"\n'
-              'all_model_checkpoint_paths: "ckpt-1"\n')
-    with open(os.path.join(staging, "experiment.gin"), "w") as f:
-      f.write(_gin_text(model_name, models[model_name], overrides,
-                        output_dir, checkpoint))
     summary = {"model": model_name, "checkpoint": prefix,
                "variables_set": len(expected),
                "parameters": int(model.count_params()),
                "optimizer_slots_ignored": len(slots),
                "bookkeeping_ignored": len(other),
                "output_dir": output_dir}
-    if export:
-      if models[model_name]["task"] != "panoptic":
-        raise ImportError_(f"--export: {model_name!r} is an ImageNet "
-                           f"encoder; only panoptic models are exported.")
-      print("exporting the SavedModel", file=log)
-      _export(model_name, models[model_name], overrides, staging,
-              os.path.join(staging, "saved_model"))
-      summary["saved_model"] = os.path.join(output_dir, "saved_model")
-    with open(os.path.join(staging, "import_summary.json"), "w") as f:
-      json.dump(summary, f, indent=1, sort_keys=True)
-    # An existing output_dir is empty (checked above).
-    io_lib.move_into_place(staging, output_dir)
+    if export and models[model_name]["task"] != "panoptic":
+      raise ImportError_(f"--export: {model_name!r} is an ImageNet "
+                         f"encoder; only panoptic models are exported.")
+
+    def write(staging):
+      tf.train.Checkpoint(model=model).write(os.path.join(staging, "ckpt-1"))
+      with open(os.path.join(staging, "checkpoint"), "w") as f:
+        f.write('model_checkpoint_path: "ckpt-1"\n'
+                'all_model_checkpoint_paths: "ckpt-1"\n')
+      with open(os.path.join(staging, "experiment.gin"), "w") as f:
+        f.write(_gin_text(model_name, models[model_name], overrides,
+                          output_dir, checkpoint))
+      if export:
+        print("exporting the SavedModel", file=log)
+        _export(model_name, models[model_name], overrides, staging,
+                os.path.join(staging, "saved_model"))
+        summary["saved_model"] = os.path.join(output_dir, "saved_model")
+      with open(os.path.join(staging, "import_summary.json"), "w") as f:
+        json.dump(summary, f, indent=1, sort_keys=True)
+
+    common.write_output_dir(output_dir, write, Wording)
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
   print(f"imported {summary['variables_set']} variables "

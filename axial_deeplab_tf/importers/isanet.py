@@ -33,7 +33,6 @@ output on the fixtures of tests/importers):
   the ISA head as well.
 """
 
-import os
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -64,18 +63,13 @@ def import_settings(depth: int, dataset: str) -> Dict[str, Any]:
 
 def _conv(t: ts.StateDictTransfer, target: str, source: str,
           bias: bool = False, convert=ts.torch_conv_to_tf) -> None:
-  t.copy(f"{target}/kernel", f"{source}.weight", convert)
-  if bias:
-    t.copy(f"{target}/bias", f"{source}.bias")
+  ts.copy_conv(t, target, source, bias, convert)
 
 
 def _abn(t: ts.StateDictTransfer, target: str, source: str) -> None:
   """In-place ABN -> BatchNormalization with gamma = |w| + eps."""
-  t.copy(f"{target}/gamma", f"{source}.weight",
-         lambda w: np.abs(w) + np.float32(ABN_EPSILON))
-  t.copy(f"{target}/beta", f"{source}.bias")
-  t.copy(f"{target}/moving_mean", f"{source}.running_mean")
-  t.copy(f"{target}/moving_variance", f"{source}.running_var")
+  ts.copy_norm(t, target, source,
+               gamma=lambda w: np.abs(w) + np.float32(ABN_EPSILON))
 
 
 def _attention(t: ts.StateDictTransfer, target: str, source: str) -> None:
@@ -99,9 +93,7 @@ def _swap_concat_halves(kernel: np.ndarray) -> np.ndarray:
 def transfer_weights(model, state: Dict[str, np.ndarray],
                      report=ts.progress) -> str:
   """Sets every variable of a built ISANet from an openseg state dict."""
-  t = ts.StateDictTransfer(state, model.variables, "ISANet checkpoint")
-  t.ignore_matching(lambda n: n.endswith(".num_batches_tracked"),
-                    "BN step counters (not used at inference)")
+  t = ts.bn_transfer(state, model, "ISANet checkpoint")
   depth = model.get_config()["backbone_depth"]
   for i in range(1, 4):
     _conv(t, f"stem_conv{i}", f"backbone.resinit.conv{i}")
@@ -153,39 +145,24 @@ def import_checkpoint(model_name: str, dataset: str, checkpoint: str,
                       output_dir: str, report=ts.progress):
   """Imports an openseg ISANet checkpoint; returns (model, summary).
 
-  Args:
-    model_name: isanet_r50 or isanet_r101.
-    dataset: ade20k or cityscapes (sets the classes).
-    checkpoint: path of the openseg .pth file.
-    output_dir: new (or empty) folder for ckpt-1.* and model.gin.
-    report: callable taking progress lines.
-
-  Returns:
-    (the built model with the imported weights, one-line summary).
+  `model_name` is isanet_r50 or isanet_r101 (the depth of the file);
+  `dataset` ade20k or cityscapes; the rest as `_torch_state.import_model`.
   """
   depth = {"isanet_r50": 50, "isanet_r101": 101}.get(model_name)
   if depth is None:
     raise ts.CheckpointImportError(
         f"model must be isanet_r50 or isanet_r101, got {model_name!r}.")
-  overrides = import_settings(depth, dataset)
-  ts.check_output_dir(output_dir)
-  report(f"reading {checkpoint}")
-  state = ts.load_state_dict(checkpoint)
-  found = detect_depth(state)
-  if found != depth:
-    raise ts.CheckpointImportError(
-        f"the checkpoint holds a ResNet-{found} ISANet; use "
-        f"--model=isanet_r{found} instead of {model_name}.")
-  from axial_deeplab_tf import models  # pylint: disable=g-import-not-at-top
-  report(f"building {model_name} ({dataset}, {overrides['num_classes']} "
-         "classes)")
-  model = models.build(model_name, **overrides)
-  summary = transfer_weights(model, state, report)
-  gin = ts.gin_text(model_name, dataset, overrides,
-                    os.path.basename(checkpoint))
-  prefix_path = ts.write_model(model, output_dir, gin)
-  return model, (f"imported {model_name} ({dataset}): {summary}; wrote "
-                 f"{prefix_path} and model.gin")
+
+  def check_depth(state):
+    found = detect_depth(state)
+    if found != depth:
+      raise ts.CheckpointImportError(
+          f"the checkpoint holds a ResNet-{found} ISANet; use "
+          f"--model=isanet_r{found} instead of {model_name}.")
+
+  return ts.import_model(model_name, dataset, checkpoint, output_dir,
+                         import_settings(depth, dataset), check_depth,
+                         transfer_weights, report)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -19,7 +19,6 @@ ImageNet mean and std as the official pipeline does. The BN counters
 `num_batches_tracked` are the only tensors not imported.
 """
 
-import os
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -62,27 +61,12 @@ def import_settings(variant: str, dataset: str) -> Dict[str, Any]:
 
 def _conv(t: ts.StateDictTransfer, target: str, source: str,
           bias: bool = True) -> None:
-  t.copy(f"{target}/kernel", f"{source}.weight", ts.torch_conv_to_tf)
-  if bias:
-    t.copy(f"{target}/bias", f"{source}.bias")
+  ts.copy_conv(t, target, source, bias)
 
 
 def _depthwise(t: ts.StateDictTransfer, target: str, source: str) -> None:
-  t.copy(f"{target}/depthwise_kernel", f"{source}.weight",
-         ts.torch_depthwise_to_tf)
-  t.copy(f"{target}/bias", f"{source}.bias")
-
-
-def _batch_norm(t: ts.StateDictTransfer, target: str, source: str) -> None:
-  t.copy(f"{target}/gamma", f"{source}.weight")
-  t.copy(f"{target}/beta", f"{source}.bias")
-  t.copy(f"{target}/moving_mean", f"{source}.running_mean")
-  t.copy(f"{target}/moving_variance", f"{source}.running_var")
-
-
-def _group_norm(t: ts.StateDictTransfer, target: str, source: str) -> None:
-  t.copy(f"{target}/gamma", f"{source}.weight")
-  t.copy(f"{target}/beta", f"{source}.bias")
+  ts.copy_conv(t, target, source, True, ts.torch_depthwise_to_tf,
+               "depthwise_kernel")
 
 
 def transfer_weights(model, state: Dict[str, np.ndarray],
@@ -100,25 +84,23 @@ def transfer_weights(model, state: Dict[str, np.ndarray],
   Raises:
     CheckpointImportError: a tensor missing or left over, a shape mismatch.
   """
-  t = ts.StateDictTransfer(state, model.variables, "SegNeXt checkpoint")
-  t.ignore_matching(lambda n: n.endswith(".num_batches_tracked"),
-                    "BN step counters (not used at inference)")
+  t = ts.bn_transfer(state, model, "SegNeXt checkpoint")
   depths = model.get_config()["depths"]
   # Stage 1 stem: conv, BN, GELU, conv, BN (Sequential indices 0, 1, 3, 4).
   _conv(t, "stage1_stem_conv1", "backbone.patch_embed1.proj.0")
-  _batch_norm(t, "stage1_stem_bn1", "backbone.patch_embed1.proj.1")
+  ts.copy_norm(t, "stage1_stem_bn1", "backbone.patch_embed1.proj.1")
   _conv(t, "stage1_stem_conv2", "backbone.patch_embed1.proj.3")
-  _batch_norm(t, "stage1_stem_bn2", "backbone.patch_embed1.proj.4")
+  ts.copy_norm(t, "stage1_stem_bn2", "backbone.patch_embed1.proj.4")
   for stage in range(1, 5):
     if stage > 1:
       _conv(t, f"stage{stage}_embed_conv",
             f"backbone.patch_embed{stage}.proj")
-      _batch_norm(t, f"stage{stage}_embed_bn",
-                  f"backbone.patch_embed{stage}.norm")
+      ts.copy_norm(t, f"stage{stage}_embed_bn",
+                   f"backbone.patch_embed{stage}.norm")
     for block in range(depths[stage - 1]):
       src = f"backbone.block{stage}.{block}"
       dst = f"stage{stage}_block{block + 1}"
-      _batch_norm(t, f"{dst}/attn_norm", f"{src}.norm1")
+      ts.copy_norm(t, f"{dst}/attn_norm", f"{src}.norm1")
       _conv(t, f"{dst}/attn_proj_in", f"{src}.attn.proj_1")
       gate = f"{src}.attn.spatial_gating_unit"
       _depthwise(t, f"{dst}/msca/base_conv", f"{gate}.conv0")
@@ -127,26 +109,25 @@ def transfer_weights(model, state: Dict[str, np.ndarray],
         _depthwise(t, f"{dst}/msca/strip{k}_{k}x1", f"{gate}.conv{branch}_2")
       _conv(t, f"{dst}/msca/mix_conv", f"{gate}.conv3")
       _conv(t, f"{dst}/attn_proj_out", f"{src}.attn.proj_2")
-      _batch_norm(t, f"{dst}/mlp_norm", f"{src}.norm2")
+      ts.copy_norm(t, f"{dst}/mlp_norm", f"{src}.norm2")
       _conv(t, f"{dst}/mlp_fc1", f"{src}.mlp.fc1")
       _depthwise(t, f"{dst}/mlp_dwconv", f"{src}.mlp.dwconv.dwconv")
       _conv(t, f"{dst}/mlp_fc2", f"{src}.mlp.fc2")
       t.copy(f"{dst}/attn_layer_scale", f"{src}.layer_scale_1")
       t.copy(f"{dst}/mlp_layer_scale", f"{src}.layer_scale_2")
-    t.copy(f"stage{stage}_norm/gamma", f"backbone.norm{stage}.weight")
-    t.copy(f"stage{stage}_norm/beta", f"backbone.norm{stage}.bias")
+    ts.copy_norm(t, f"stage{stage}_norm", f"backbone.norm{stage}", False)
     report(f"  stage {stage}: {depths[stage - 1]} blocks")
   head = "light_ham_head"
   _conv(t, f"{head}/squeeze_conv", "decode_head.squeeze.conv", bias=False)
-  _group_norm(t, f"{head}/squeeze_norm", "decode_head.squeeze.gn")
+  ts.copy_norm(t, f"{head}/squeeze_norm", "decode_head.squeeze.gn", False)
   _conv(t, f"{head}/hamburger/lower_bread",
         "decode_head.hamburger.ham_in.conv")
   _conv(t, f"{head}/hamburger/upper_bread",
         "decode_head.hamburger.ham_out.conv", bias=False)
-  _group_norm(t, f"{head}/hamburger/upper_norm",
-              "decode_head.hamburger.ham_out.gn")
+  ts.copy_norm(t, f"{head}/hamburger/upper_norm",
+               "decode_head.hamburger.ham_out.gn", False)
   _conv(t, f"{head}/align_conv", "decode_head.align.conv", bias=False)
-  _group_norm(t, f"{head}/align_norm", "decode_head.align.gn")
+  ts.copy_norm(t, f"{head}/align_norm", "decode_head.align.gn", False)
   _conv(t, f"{head}/classifier", "decode_head.conv_seg")
   report("  decode head: squeeze, Hamburger, align, classifier")
   return t.finish()
@@ -173,33 +154,15 @@ def import_checkpoint(model_name: str, dataset: str, checkpoint: str,
                       output_dir: str, report=ts.progress):
   """Imports an official SegNeXt checkpoint; returns (model, summary).
 
-  Args:
-    model_name: segnext_t, segnext_s, segnext_b or segnext_l.
-    dataset: ade20k or cityscapes (sets the classes).
-    checkpoint: path of the official .pth file.
-    output_dir: new (or empty) folder for ckpt-1.* and model.gin.
-    report: callable taking progress lines.
-
-  Returns:
-    (the built model with the imported weights, one-line summary).
+  `model_name` is segnext_t, segnext_s, segnext_b or segnext_l; `dataset`
+  ade20k or cityscapes; the rest as `_torch_state.import_model`.
   """
   prefix = "segnext_"
   variant = model_name[len(prefix):] if model_name.startswith(prefix) else ""
-  overrides = import_settings(variant, dataset)
-  ts.check_output_dir(output_dir)
-  report(f"reading {checkpoint}")
-  state = ts.load_state_dict(checkpoint)
-  check_variant(state, variant)
-  from axial_deeplab_tf import models  # pylint: disable=g-import-not-at-top
-  report(f"building {model_name} ({dataset}, {overrides['num_classes']} "
-         "classes)")
-  model = models.build(model_name, **overrides)
-  summary = transfer_weights(model, state, report)
-  gin = ts.gin_text(model_name, dataset, overrides,
-                    os.path.basename(checkpoint))
-  prefix_path = ts.write_model(model, output_dir, gin)
-  return model, (f"imported {model_name} ({dataset}): {summary}; wrote "
-                 f"{prefix_path} and model.gin")
+  return ts.import_model(
+      model_name, dataset, checkpoint, output_dir,
+      import_settings(variant, dataset),
+      lambda state: check_variant(state, variant), transfer_weights, report)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -251,10 +251,7 @@ def run(model_name: str, checkpoint: str, output_dir: str,
         input_size: Tuple[int, int] = (224, 224)) -> str:
   """Imports `checkpoint` into `output_dir`; returns the summary line."""
   _check_model(model_name)
-  if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or
-                                     os.listdir(output_dir)):
-    raise common.ImportFailure(f"output_dir {output_dir!r} exists and is not "
-                               "an empty folder; choose a new one.")
+  common.check_output_dir(output_dir)
   common.progress(f"reading {checkpoint}")
   state_dict = common.load_torch_state_dict(checkpoint)
   common.progress(f"mapping {len(state_dict)} tensors onto {model_name} "

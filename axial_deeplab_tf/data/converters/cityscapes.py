@@ -74,12 +74,9 @@ def find_panoptic_json(root: str, split: str) -> str:
   """gtFine/cityscapes_panoptic_{split}[_trainId].json, whichever exists."""
   candidates = [os.path.join(root, "gtFine", f"cityscapes_panoptic_{split}"
                              f"{suffix}.json") for suffix in ("", "_trainId")]
-  for path in candidates:
-    if os.path.isfile(path):
-      return path
-  raise FileNotFoundError(
-      f"None of {candidates} exists; create them with cityscapesscripts' "
-      f"createPanopticImgs (csCreatePanopticImgs).")
+  return common.first_file(
+      candidates, "; create them with cityscapesscripts' createPanopticImgs "
+      "(csCreatePanopticImgs).")
 
 
 def convert_cityscapes(*, cityscapes_root: str, split: str, output_dir: str,

@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Callable, List, Sequence
 
+from absl import app
 from absl import flags
 
 from axial_deeplab_tf.data.converters import writer
@@ -44,6 +45,13 @@ def define_shared_flags(default_num_shards: int,
                        "(nothing is written) instead of skipping it and "
                        "reporting it in the summary.")
   flags.mark_flag_as_required("output_dir")
+
+
+def define_label_flags(default_label_divisor: int) -> None:
+  """Defines --label_divisor and --ignore_label (default 255)."""
+  flags.DEFINE_integer("label_divisor", default_label_divisor,
+                       "Panoptic label divisor.")
+  flags.DEFINE_integer("ignore_label", 255, "Ignore label.")
 
 
 def run_conversion(convert: Callable[[], writer.ConversionSummary]) -> None:
@@ -95,8 +103,7 @@ def define_flags(root_flag: str, root_help: str, default_split: str,
   flags.DEFINE_string("panoptic_json", None, panoptic_json_help)
   flags.DEFINE_string("output_split", None,
                       "Shard name prefix (default: --split).")
-  flags.DEFINE_integer("label_divisor", 1000, "Panoptic label divisor.")
-  flags.DEFINE_integer("ignore_label", 255, "Ignore label.")
+  define_label_flags(default_label_divisor=1000)
   flags.mark_flag_as_required(root_flag)
   define_shared_flags(default_num_shards=default_num_shards,
                       outside_root_flag=True)
@@ -118,10 +125,40 @@ def make_main(convert: Callable[..., writer.ConversionSummary],
     main(argv) for absl's app.run; it exits non-zero when the conversion
     fails (see run_conversion).
   """
-  names = (root_flag,) + _CONVERTER_FLAGS + tuple(extra_flags)
+  return converter_main(
+      convert, (root_flag,) + _CONVERTER_FLAGS + tuple(extra_flags))
+
+
+def converter_tool(convert: Callable[..., writer.ConversionSummary],
+                   own_flags: Sequence[str], default_num_shards: int,
+                   outside_root_flag: bool = False
+                  ) -> Callable[[List[str]], None]:
+  """Defines the shared flags and returns the main(argv) of a converter
+  tool that passes `own_flags` and the shared flags on to `convert`
+  (unexpected arguments: absl's UsageError)."""
+  define_shared_flags(default_num_shards, outside_root_flag)
+  shared = ("output_dir", "num_shards", "num_workers", "strict")
+  if outside_root_flag:
+    shared += ("allow_outside_root",)
+  return converter_main(convert, tuple(own_flags) + shared, usage_error=True)
+
+
+def converter_main(convert: Callable[..., writer.ConversionSummary],
+                   names: Sequence[str], usage_error: bool = False
+                  ) -> Callable[[List[str]], None]:
+  """Returns main(argv) running `convert(**{name: flag value})`.
+
+  Args:
+    convert: the converter; its keyword arguments are named as the flags.
+    names: the flags passed on.
+    usage_error: unexpected arguments raise absl's UsageError (usage and
+      exit 1) instead of one `error:` line and exit 2.
+  """
 
   def main(argv: List[str]) -> None:
     if len(argv) > 1:
+      if usage_error:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
       sys.exit(errors.report(errors.UserError(
           "unexpected arguments", None, " ".join(argv[1:]))))
     kwargs = {name: flags.FLAGS[name].value for name in names}

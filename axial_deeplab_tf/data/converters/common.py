@@ -316,3 +316,12 @@ def relative_path(path: str, root: str) -> str:
   except ValueError:
     return path
   return path if rel.startswith("..") else rel
+
+
+def first_file(candidates: Sequence[str], hint: str) -> str:
+  """The first of `candidates` that is a file; FileNotFoundError naming
+  them all, followed by `hint`, if none is."""
+  for path in candidates:
+    if os.path.isfile(path):
+      return path
+  raise FileNotFoundError(f"None of {list(candidates)} exists{hint}")

@@ -13,6 +13,7 @@ from typing import Optional
 
 from axial_deeplab_tf.data import metadata as metadata_lib
 from axial_deeplab_tf.data.converters import coco_panoptic
+from axial_deeplab_tf.data.converters import common
 from axial_deeplab_tf.data.converters import writer
 from axial_deeplab_tf.utils import errors
 
@@ -25,11 +26,8 @@ def find_panoptic_json(root: str, split: str, version: str) -> str:
   if version == "v1.2":
     dirs.append(os.path.join(root, split, "panoptic"))
   candidates = [os.path.join(d, _JSON_NAMES[version]) for d in dirs]
-  for path in candidates:
-    if os.path.isfile(path):
-      return path
-  raise FileNotFoundError(f"None of {candidates} exists (Mapillary Vistas "
-                          f"{version} panoptic annotations).")
+  return common.first_file(
+      candidates, f" (Mapillary Vistas {version} panoptic annotations).")
 
 
 def convert_mapillary(*, mapillary_root: str, split: str, output_dir: str,

@@ -11,7 +11,7 @@ No TensorFlow here (converter worker processes import this package).
 
 import json
 import os
-from typing import Any, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping
 
 from axial_deeplab_tf.utils import errors
 
@@ -62,6 +62,42 @@ class _Problems:
   def add(self, message: str) -> None:
     self.items.append(message)
 
+  def objects(self, entries: List[Any], where: str):
+    """Yields (index, label, entry) of the objects; the rest are problems."""
+    for i, entry in enumerate(entries):
+      at = f"{where}[{i}]"
+      if isinstance(entry, Mapping):
+        yield i, at, entry
+      else:
+        self.add(f"{at} must be an object, got {type(entry).__name__}")
+
+  def unique(self, seen: Dict[Any, int], value: Any, index: int, valid: bool,
+             invalid: str, duplicate: Callable[[int], str]) -> None:
+    """Records `value` as seen at `index` unless it is invalid (problem
+    `invalid`) or seen before (problem `duplicate(first index)`)."""
+    if not valid:
+      self.add(invalid)
+    elif value in seen:
+      self.add(duplicate(seen[value]))
+    else:
+      seen[value] = index
+
+  def unique_id(self, seen: Dict[Any, int], value: Any, index: int,
+                field: str, duplicate: Callable[[int], str]) -> None:
+    """`unique` for an image id (an int or a non-empty string)."""
+    self.unique(seen, value, index, _id_ok(value),
+                f"{field} must be an int or a non-empty string, got "
+                f"{_text(value)}", duplicate)
+
+  def non_empty_string(self, entry: Mapping[str, Any], at: str,
+                       key: str) -> bool:
+    """Whether entry[key] is a non-empty string (a problem if not)."""
+    value = entry.get(key)
+    if isinstance(value, str) and value:
+      return True
+    self.add(f"{at}.{key} must be a non-empty string, got {_text(value)}")
+    return False
+
   def raise_if_any(self, what: str) -> None:
     if not self.items:
       return
@@ -80,18 +116,12 @@ def validate_categories(categories: Any, path: str,
     problems.add(f"'{where}' must be a list, got "
                  f"{type(categories).__name__}")
     problems.raise_if_any("bad categories")
-  seen = set()
-  for i, cat in enumerate(categories):
-    at = f"{where}[{i}]"
-    if not isinstance(cat, Mapping):
-      problems.add(f"{at} must be an object, got {type(cat).__name__}")
-      continue
-    if not _is_int(cat.get("id")):
-      problems.add(f"{at}.id must be an int, got {_text(cat.get('id'))}")
-    elif cat["id"] in seen:
-      problems.add(f"{at}.id {cat['id']} is a duplicate")
-    else:
-      seen.add(cat["id"])
+  seen: Dict[Any, int] = {}
+  for i, at, cat in problems.objects(categories, where):
+    problems.unique(seen, cat.get("id"), i, _is_int(cat.get("id")),
+                    f"{at}.id must be an int, got {_text(cat.get('id'))}",
+                    lambda _, at=at, cat=cat: f"{at}.id {cat['id']} is a "
+                    "duplicate")
     if not isinstance(cat.get("name"), str):
       problems.add(f"{at}.name must be a string, got "
                    f"{_text(cat.get('name'))}")
@@ -141,23 +171,12 @@ def validate_panoptic_json(data: Any, path: str,
     validate_categories(data["categories"], path)
 
   image_ids: Dict[Any, int] = {}
-  for i, entry in enumerate(data["images"]):
-    at = f"images[{i}]"
-    if not isinstance(entry, Mapping):
-      problems.add(f"{at} must be an object, got {type(entry).__name__}")
-      continue
+  for i, at, entry in problems.objects(data["images"], "images"):
     image_id = entry.get("id")
-    if not _id_ok(image_id):
-      problems.add(f"{at}.id must be an int or a non-empty string, got "
-                   f"{_text(image_id)}")
-    elif image_id in image_ids:
-      problems.add(f"{at}.id {image_id!r} duplicates "
-                   f"images[{image_ids[image_id]}]")
-    else:
-      image_ids[image_id] = i
-    if not isinstance(entry.get("file_name"), str) or not entry["file_name"]:
-      problems.add(f"{at}.file_name must be a non-empty string, got "
-                   f"{_text(entry.get('file_name'))}")
+    problems.unique_id(image_ids, image_id, i, f"{at}.id",
+                       lambda first, at=at, image_id=image_id:
+                       f"{at}.id {image_id!r} duplicates images[{first}]")
+    problems.non_empty_string(entry, at, "file_name")
     for key in ("height", "width"):
       if key in entry and not (_is_int(entry[key]) and entry[key] > 0):
         problems.add(f"{at}.{key} must be an int > 0, got "
@@ -165,47 +184,31 @@ def validate_panoptic_json(data: Any, path: str,
 
   annotated: Dict[Any, int] = {}
   label_files: Dict[str, int] = {}
-  for i, ann in enumerate(data["annotations"]):
-    at = f"annotations[{i}]"
-    if not isinstance(ann, Mapping):
-      problems.add(f"{at} must be an object, got {type(ann).__name__}")
-      continue
+  for i, at, ann in problems.objects(data["annotations"], "annotations"):
     image_id = ann.get("image_id")
-    if not _id_ok(image_id):
-      problems.add(f"{at}.image_id must be an int or a non-empty string, "
-                   f"got {_text(image_id)}")
-    elif image_id in annotated:
-      problems.add(f"{at} is a second annotation of image id {image_id!r} "
-                   f"(first: annotations[{annotated[image_id]}])")
-    else:
-      annotated[image_id] = i
-    file_name = ann.get("file_name")
-    if not isinstance(file_name, str) or not file_name:
-      problems.add(f"{at}.file_name must be a non-empty string, got "
-                   f"{_text(file_name)}")
-    elif file_name in label_files:
-      problems.add(f"{at}.file_name {file_name!r} is also the PNG of "
-                   f"annotations[{label_files[file_name]}]")
-    else:
-      label_files[file_name] = i
+    problems.unique_id(annotated, image_id, i, f"{at}.image_id",
+                       lambda first, at=at, image_id=image_id:
+                    f"{at} is a second annotation of image id {image_id!r} "
+                    f"(first: annotations[{first}])")
+    if problems.non_empty_string(ann, at, "file_name"):
+      file_name = ann["file_name"]
+      problems.unique(label_files, file_name, i, True, "",
+                      lambda first, at=at, file_name=file_name:
+                      f"{at}.file_name {file_name!r} is also the PNG of "
+                      f"annotations[{first}]")
     segments = ann.get("segments_info")
     if not isinstance(segments, list):
       problems.add(f"{at}.segments_info must be a list, got "
                    f"{_text(segments)}")
       continue
-    segment_ids = set()
-    for j, seg in enumerate(segments):
-      sat = f"{at}.segments_info[{j}]"
-      if not isinstance(seg, Mapping):
-        problems.add(f"{sat} must be an object, got {type(seg).__name__}")
-        continue
+    segment_ids: Dict[Any, int] = {}
+    for j, sat, seg in problems.objects(segments, f"{at}.segments_info"):
       seg_id = seg.get("id")
-      if not (_is_int(seg_id) and seg_id > 0):
-        problems.add(f"{sat}.id must be an int > 0, got {_text(seg_id)}")
-      elif seg_id in segment_ids:
-        problems.add(f"{sat}.id {seg_id} is listed twice")
-      else:
-        segment_ids.add(seg_id)
+      problems.unique(segment_ids, seg_id, j,
+                      _is_int(seg_id) and seg_id > 0,
+                      f"{sat}.id must be an int > 0, got {_text(seg_id)}",
+                      lambda _, sat=sat, seg_id=seg_id:
+                      f"{sat}.id {seg_id} is listed twice")
       if not _is_int(seg.get("category_id")):
         problems.add(f"{sat}.category_id must be an int, got "
                      f"{_text(seg.get('category_id'))}")
