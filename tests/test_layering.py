@@ -37,14 +37,7 @@ LAYERS = [
 ]
 
 # (importing module, axial_deeplab_tf.<part>): why it is still there.
-EXCEPTIONS = {
-    ("axial_deeplab_tf.layers.hamburger", "axial_deeplab_tf.modeling"):
-        "old import path of LightHamHead (moved to modeling/heads), "
-        "resolved lazily by the module's __getattr__ on first use",
-    ("axial_deeplab_tf.layers", "axial_deeplab_tf.modeling"):
-        "old import path of LightHamHead in the layers package, resolved "
-        "lazily by __getattr__ on first use",
-}
+EXCEPTIONS = {}
 
 
 def _layer_of(name):

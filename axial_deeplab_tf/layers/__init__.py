@@ -11,12 +11,3 @@ from axial_deeplab_tf.layers.issa import InterlacedSparseSelfAttention
 from axial_deeplab_tf.layers.issa import ISSASelfAttentionBlock
 from axial_deeplab_tf.layers.msca import MSCANBlock
 from axial_deeplab_tf.layers.msca import MultiScaleConvAttention
-
-
-def __getattr__(name):
-  # LightHamHead is a decoder head (`modeling/heads/light_ham_head.py`); the
-  # old name here resolves on first use, after this layer has loaded.
-  if name == "LightHamHead":
-    from axial_deeplab_tf.modeling.heads import light_ham_head  # pylint: disable=g-import-not-at-top
-    return light_ham_head.LightHamHead
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

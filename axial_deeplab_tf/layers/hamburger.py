@@ -1,8 +1,8 @@
 """Hamburger: global context by non-negative matrix factorisation (NMF).
 
 From "Is Attention Better Than Matrix Decomposition?" (Geng et al., ICLR 2021)
-and its use as the light decoder of SegNeXt (LightHamHead, now in
-`modeling/heads/light_ham_head.py`; still importable from here).
+and its use as the light decoder of SegNeXt (LightHamHead, a decoder
+head: `modeling/heads/light_ham_head.py`).
 """
 
 from typing import Tuple
@@ -210,13 +210,3 @@ class Hamburger(common.RejectKeras3Tensors,
     y = self.nmf(y, training=training)
     y = self.upper_norm(self.upper_bread(y))
     return tf.nn.relu(inputs + tf.cast(y, inputs.dtype))
-
-
-def __getattr__(name):
-  # The old import path of LightHamHead (a decoder head, moved up to the
-  # modeling layer); imported on first use so that this layer does not
-  # import the modeling layer when it loads.
-  if name == "LightHamHead":
-    from axial_deeplab_tf.modeling.heads import light_ham_head  # pylint: disable=g-import-not-at-top
-    return light_ham_head.LightHamHead
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from axial_deeplab_tf import attention_math
 from axial_deeplab_tf import layers as tfk_layers
+from axial_deeplab_tf.modeling.heads import light_ham_head
 
 
 @pytest.mark.parametrize("make, shape", [
@@ -35,7 +36,7 @@ def test_keras3_tensor_gives_type_error_naming_the_keras3_module(make, shape):
 
 
 def test_lists_of_keras3_tensors_and_ordinary_inputs():
-  head = tfk_layers.LightHamHead(num_classes=2, channels=4, ham_channels=4,
+  head = light_ham_head.LightHamHead(num_classes=2, channels=4, ham_channels=4,
                                  norm_groups=2, rank=2)
   with pytest.raises(TypeError, match="keras_layers.LightHamHead"):
     head([keras.Input((4, 4, 4)), keras.Input((2, 2, 4))])

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from axial_deeplab_tf.layers import hamburger
+from axial_deeplab_tf.modeling.heads import light_ham_head
 
 
 def _np_nmf(x, bases, steps, eps=1e-6, inv_t=1.0):
@@ -209,7 +210,7 @@ def test_light_ham_head_matches_torch_reference():
   rng = np.random.default_rng(7)
   feats = [rng.normal(size=s).astype(np.float32)
            for s in [(2, 9, 11, 8), (2, 5, 6, 16), (2, 3, 3, 16)]]
-  head = hamburger.LightHamHead(num_classes=5, channels=16, ham_channels=32,
+  head = light_ham_head.LightHamHead(num_classes=5, channels=16, ham_channels=32,
                                 rank=4, norm_groups=8, seed=4)
   head(feats)
   _randomize(head, rng)
@@ -230,7 +231,7 @@ def test_light_ham_head_matches_torch_reference():
 
 
 def test_light_ham_head_param_count_and_unknown_sizes():
-  head = hamburger.LightHamHead(num_classes=150, channels=256,
+  head = light_ham_head.LightHamHead(num_classes=150, channels=256,
                                 ham_channels=256, rank=16)
   fn = tf.function(lambda a, b, c: head([a, b, c], training=False),
                    input_signature=[tf.TensorSpec([None, None, None, 64]),
@@ -246,11 +247,11 @@ def test_light_ham_head_param_count_and_unknown_sizes():
 
 
 def test_config_round_trip_and_errors():
-  head = hamburger.LightHamHead(num_classes=3, channels=16, ham_channels=16,
+  head = light_ham_head.LightHamHead(num_classes=3, channels=16, ham_channels=16,
                                 rank=2, norm_groups=4, seed=3, inv_t=2.0,
                                 one_step_gradient=False)
   clone = tf_keras.layers.deserialize(tf_keras.layers.serialize(head))
-  assert isinstance(clone, hamburger.LightHamHead)
+  assert isinstance(clone, light_ham_head.LightHamHead)
   assert clone.get_config() == head.get_config()
   ham = hamburger.Hamburger(rank=3, seed=1)
   assert hamburger.Hamburger.from_config(ham.get_config()).get_config() == (
@@ -260,7 +261,7 @@ def test_config_round_trip_and_errors():
   with pytest.raises(TypeError, match="seed"):
     hamburger.NMF2D(seed=1.5)
   with pytest.raises(ValueError, match="ham_channels"):
-    hamburger.LightHamHead(num_classes=2, ham_channels=48, norm_groups=32)
+    light_ham_head.LightHamHead(num_classes=2, ham_channels=48, norm_groups=32)
   with pytest.raises(ValueError, match="divisible"):
     hamburger.NMF2D(num_channel_groups=3)(tf.zeros([1, 2, 2, 8]))
   with pytest.raises(TypeError, match="list"):
@@ -269,7 +270,7 @@ def test_config_round_trip_and_errors():
 
 def test_saved_model_file_round_trip(tmp_path):
   inputs = [tf_keras.Input((None, None, 8)), tf_keras.Input((None, None, 8))]
-  head = hamburger.LightHamHead(num_classes=3, channels=8, ham_channels=8,
+  head = light_ham_head.LightHamHead(num_classes=3, channels=8, ham_channels=8,
                                 rank=2, norm_groups=4, seed=5)
   model = tf_keras.Model(inputs, head(inputs))
   _randomize(model, np.random.default_rng(8))

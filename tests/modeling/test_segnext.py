@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from axial_deeplab_tf.layers import hamburger
+from axial_deeplab_tf.modeling.heads import light_ham_head
 from axial_deeplab_tf.modeling import registry
 from axial_deeplab_tf.modeling import segnext
 from axial_deeplab_tf.modeling.backbones import mscan
@@ -60,7 +61,7 @@ def test_parameter_counts_match_spec(variant, request):
         mlp_ratios=d["mlp_ratios"]).trainable_weights)
   heads = {}
   for classes in (150, 19):
-    head = hamburger.LightHamHead(
+    head = light_ham_head.LightHamHead(
         num_classes=classes, channels=d["head_channels"],
         ham_channels=d["head_channels"], rank=d["md_r"])
     head([tf.zeros([1, 4 >> i, 4 >> i, c])

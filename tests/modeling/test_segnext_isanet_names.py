@@ -12,7 +12,7 @@ import tensorflow as tf
 import tf_keras
 
 from axial_deeplab_tf import models
-from axial_deeplab_tf.layers import hamburger
+from axial_deeplab_tf.modeling.heads import light_ham_head
 from axial_deeplab_tf.layers import issa
 from axial_deeplab_tf.layers import msca
 
@@ -88,7 +88,7 @@ def test_h5_and_checkpoint_round_trips_are_exact(build, tmp_path):
 
 @pytest.mark.parametrize("layer_fn,shape", [
     (lambda: msca.MSCANBlock(mlp_ratio=2, name="block"), [1, 8, 8, 8]),
-    (lambda: hamburger.LightHamHead(num_classes=3, channels=16,
+    (lambda: light_ham_head.LightHamHead(num_classes=3, channels=16,
                                     ham_channels=16, rank=4, norm_groups=4,
                                     name="head"), None),
     (lambda: issa.InterlacedSparseSelfAttention(
