@@ -30,6 +30,7 @@ from axial_deeplab_tf.layers import hamburger as tfk_ham  # pylint: disable=g-im
 from axial_deeplab_tf.layers import issa as tfk_issa  # pylint: disable=g-import-not-at-top
 from axial_deeplab_tf.layers import local_attention as tfk_local  # pylint: disable=g-import-not-at-top
 from axial_deeplab_tf.layers import msca as tfk_msca  # pylint: disable=g-import-not-at-top
+from axial_deeplab_tf.modeling.heads import light_ham_head as tfk_head  # pylint: disable=g-import-not-at-top
 
 
 def randomise(layer, seed):
@@ -179,7 +180,7 @@ class _TfkModules:
   MultiScaleConvAttention = tfk_msca.MultiScaleConvAttention
   MSCANBlock = tfk_msca.MSCANBlock
   Hamburger = tfk_ham.Hamburger
-  LightHamHead = tfk_ham.LightHamHead
+  LightHamHead = tfk_head.LightHamHead
 
 
 def nmf_bases(tfk_layer, batch):
