@@ -225,8 +225,13 @@ def test_mixed_precision_keras_fit():
   # Keras wraps the optimizer in a LossScaleOptimizer under mixed_float16;
   # the float32 variables keep float32 slow weights, and with 8 steps and
   # sync_period 4 the last step is a sync: weights == slow weights.
+  # A step whose scaled gradients overflow float16 is skipped by the loss
+  # scaler but still counted in `iterations` (so a sync can be skipped with
+  # it); small inputs, fixed weights and a fixed batch order keep every
+  # scaled gradient finite, and the unchanged loss scale checks that.
   tf_keras.mixed_precision.set_global_policy("mixed_float16")
   try:
+    tf_keras.utils.set_random_seed(18)
     model = tf_keras.Sequential([
         tf_keras.layers.Dense(3, input_shape=(4,)),
         tf_keras.layers.Dense(1, dtype="float32")])
@@ -235,12 +240,14 @@ def test_mixed_precision_keras_fit():
     assert isinstance(model.optimizer,
                       tf_keras.mixed_precision.LossScaleOptimizer)
     rng = np.random.default_rng(18)
-    x = rng.normal(size=(16, 4)).astype(np.float32)
-    y = rng.normal(size=(16, 1)).astype(np.float32)
+    x = 0.1 * rng.normal(size=(16, 4)).astype(np.float32)
+    y = 0.1 * rng.normal(size=(16, 1)).astype(np.float32)
     initial = [w.numpy() for w in model.trainable_weights]
-    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    initial_scale = float(model.optimizer.loss_scale.numpy())
+    model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
   finally:
     tf_keras.mixed_precision.set_global_policy("float32")
+  assert float(model.optimizer.loss_scale.numpy()) == initial_scale
   assert int(opt.iterations.numpy()) == 8
   for w, w0 in zip(model.trainable_weights, initial):
     slow = opt.get_slot(w, "slow")
