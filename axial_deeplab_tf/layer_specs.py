@@ -14,8 +14,8 @@ family passes in. Nothing here imports TensorFlow, tf_keras or Keras.
 
 import inspect
 import types
-from typing import (Any, Callable, Dict, Mapping, Optional, Sequence, Tuple,
-                    Union)
+from typing import (Any, Callable, Dict, Mapping, NamedTuple, Optional,
+                    Sequence, Tuple, Union)
 
 from axial_deeplab_tf import attention_math as am
 
@@ -114,6 +114,28 @@ def store(layer, arguments: Mapping[str, Any], **derived: Any) -> None:
   layer._arguments = types.MappingProxyType(dict(arguments))  # pylint: disable=protected-access
   for name, value in dict(arguments, **derived).items():
     setattr(layer, "_" + name, value)
+
+
+class SubLayer(NamedTuple):
+  """One sub-layer in a twin layer's plan.
+
+  attribute: where the layer keeps it; kind: what it is (a key of the
+  family's factories); arguments: the factory's keyword arguments (the
+  sub-layer's `name` comes from the plan, not from here).
+  """
+  attribute: str
+  kind: str
+  arguments: Mapping[str, Any]
+  name: Optional[str] = None  # the Keras layer name; default: attribute
+
+
+def make_sublayers(layer, plan: Sequence[SubLayer],
+                   factories: Mapping[str, Callable[..., Any]]) -> None:
+  """Creates every sub-layer of `plan` with the family's `factories` and
+  sets it as `layer.<attribute>`."""
+  for sub in plan:
+    setattr(layer, sub.attribute, factories[sub.kind](
+        name=sub.name or sub.attribute, **sub.arguments))
 
 
 def config_mixin(dump: Loader) -> type:
@@ -337,6 +359,13 @@ def issa_block_arguments(arguments: Mapping[str, Any]) -> Dict[str, Any]:
   return {k: v for k, v in arguments.items() if k != "partition_factors"}
 
 
+def issa_sublayers(arguments: Mapping[str, Any]) -> Tuple[SubLayer, ...]:
+  """InterlacedSparseSelfAttention's two passes ("issa_block")."""
+  block = issa_block_arguments(arguments)
+  return (SubLayer("long_range", "issa_block", block),
+          SubLayer("short_range", "issa_block", block))
+
+
 # ------------------------------------------------------------------ axial
 def _listed(value):
   """A (height, width) tuple as the list a config holds; else as given."""
@@ -478,6 +507,21 @@ def axial_passes(arguments: Mapping[str, Any]) -> Tuple[Dict[str, Any], ...]:
                for span, length in zip(am.pair(arguments["span"], "span"),
                                        am.pair(arguments["max_length"],
                                                "max_length")))
+
+
+def axial_attention_2d_sublayers(arguments: Mapping[str, Any]
+                                 ) -> Tuple[SubLayer, ...]:
+  """AxialAttention2D's height and width passes ("axial_attention") and,
+  for strides > 1, the average pool after them ("average_pool", kept as
+  `_pool`; the layer sets `_pool = None` itself otherwise)."""
+  height, width = axial_passes(arguments)
+  plan = (SubLayer("height_attention", "axial_attention", height),
+          SubLayer("width_attention", "axial_attention", width))
+  strides = arguments["strides"]
+  if strides > 1:
+    plan += (SubLayer("_pool", "average_pool", {"pool_size": strides},
+                      name="pool"),)
+  return plan
 
 
 ATTENTION_TYPES = ("axial", "local", "global")
@@ -740,6 +784,52 @@ hamburger = LayerSpec(_signature(
 def hamburger_nmf(arguments: Mapping[str, Any]) -> Dict[str, Any]:
   """The NMF2D arguments of a Hamburger or LightHamHead."""
   return {k: arguments[k] for k in NMF_ARGUMENTS}
+
+
+def hamburger_sublayers(arguments: Mapping[str, Any], channels: int
+                        ) -> Tuple[SubLayer, ...]:
+  """The Hamburger's breads for `channels` input channels: lower 1x1 conv
+  with bias, upper 1x1 conv without, GroupNorm ("conv", "group_norm"; the
+  NMF is made with the layer).
+
+  Raises:
+    ValueError: if norm_groups does not divide `channels`.
+  """
+  groups = arguments["norm_groups"]
+  if channels % groups:
+    raise ValueError(f"norm_groups ({groups}) must divide the channels "
+                     f"({channels}).")
+  return (SubLayer("lower_bread", "conv",
+                   {"filters": channels, "kernel_size": 1, "use_bias": True}),
+          SubLayer("upper_bread", "conv",
+                   {"filters": channels, "kernel_size": 1,
+                    "use_bias": False}),
+          SubLayer("upper_norm", "group_norm",
+                   {"groups": groups, "epsilon": arguments["norm_epsilon"]}))
+
+
+def light_ham_head_sublayers(arguments: Mapping[str, Any]
+                             ) -> Tuple[SubLayer, ...]:
+  """LightHamHead's layers in order: squeeze (1x1 conv + GroupNorm),
+  Hamburger (its NMF and norm arguments; the family adds the weight
+  settings), align (1x1 conv + GroupNorm), spatial dropout and the 1x1
+  classifier with bias and N(0, 0.01) weights ("classifier")."""
+  norm = {"groups": arguments["norm_groups"],
+          "epsilon": arguments["norm_epsilon"]}
+  return (
+      SubLayer("squeeze_conv", "conv", {"filters": arguments["ham_channels"],
+                                        "kernel_size": 1, "use_bias": False}),
+      SubLayer("squeeze_norm", "group_norm", norm),
+      SubLayer("hamburger", "hamburger", dict(
+          hamburger_nmf(arguments), norm_groups=arguments["norm_groups"],
+          norm_epsilon=arguments["norm_epsilon"])),
+      SubLayer("align_conv", "conv", {"filters": arguments["channels"],
+                                      "kernel_size": 1, "use_bias": False}),
+      SubLayer("align_norm", "group_norm", norm),
+      SubLayer("dropout", "spatial_dropout",
+               {"rate": arguments["dropout_rate"]}),
+      SubLayer("classifier", "classifier",
+               {"filters": arguments["num_classes"], "stddev": 0.01}))
 
 
 def _light_ham_head(**a):

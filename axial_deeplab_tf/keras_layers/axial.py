@@ -208,13 +208,13 @@ class AxialAttention2D(base.SpecConfig, keras.layers.Layer):
   def __init__(self, arguments, **kwargs):
     super().__init__(**kwargs)
     layer_specs.store(self, arguments)
-    height, width = layer_specs.axial_passes(arguments)
-    self.height_attention = AxialAttention(name="height_attention", **height)
-    self.width_attention = AxialAttention(name="width_attention", **width)
-    strides = self._strides
-    self._pool = (keras.layers.AveragePooling2D(strides, strides,
-                                                padding="same", name="pool")
-                  if strides > 1 else None)
+    self._pool = None
+    layer_specs.make_sublayers(
+        self, layer_specs.axial_attention_2d_sublayers(arguments),
+        {"axial_attention": AxialAttention,
+         "average_pool": lambda name, pool_size: (
+             keras.layers.AveragePooling2D(pool_size, pool_size,
+                                           padding="same", name=name))})
 
   def build(self, input_shape):
     channels = base.check_image_shape("AxialAttention2D", input_shape)

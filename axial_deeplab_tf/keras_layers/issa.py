@@ -103,9 +103,8 @@ class InterlacedSparseSelfAttention(base.SpecConfig, keras.layers.Layer):
   def __init__(self, arguments, **kwargs):
     super().__init__(**kwargs)
     layer_specs.store(self, arguments)
-    block = layer_specs.issa_block_arguments(arguments)
-    self.long_range = ISSASelfAttentionBlock(**block, name="long_range")
-    self.short_range = ISSASelfAttentionBlock(**block, name="short_range")
+    layer_specs.make_sublayers(self, layer_specs.issa_sublayers(arguments),
+                               {"issa_block": ISSASelfAttentionBlock})
 
   def build(self, input_shape):
     base.check_image_shape("InterlacedSparseSelfAttention", input_shape)

@@ -242,6 +242,16 @@ def _group_norm(groups, epsilon, name):
                                          name=name, dtype="float32")
 
 
+def _sublayer_factories(layer):
+  """The Keras 3 makers of `layer_specs` plan kinds ("conv" from `layer`'s
+  weight settings, "group_norm")."""
+  return {
+      "conv": lambda name, filters, kernel_size, use_bias: layer._conv(  # pylint: disable=protected-access
+          filters, kernel_size, name, use_bias=use_bias),
+      "group_norm": _group_norm,
+  }
+
+
 @base.register
 class Hamburger(_ConvArguments, base.SpecConfig, keras.layers.Layer):
   """ReLU(x + GN(conv(NMF(ReLU(conv(x)))))) (Keras 3)."""
@@ -256,13 +266,9 @@ class Hamburger(_ConvArguments, base.SpecConfig, keras.layers.Layer):
 
   def build(self, input_shape):
     channels = base.check_image_shape("Hamburger", input_shape)
-    if channels % self._norm_groups:
-      raise ValueError(f"norm_groups ({self._norm_groups}) must divide the "
-                       f"channels ({channels}).")
-    self.lower_bread = self._conv(channels, 1, "lower_bread")
-    self.upper_bread = self._conv(channels, 1, "upper_bread", use_bias=False)
-    self.upper_norm = _group_norm(self._norm_groups, self._norm_epsilon,
-                                  "upper_norm")
+    layer_specs.make_sublayers(
+        self, layer_specs.hamburger_sublayers(self._arguments, channels),
+        _sublayer_factories(self))
     _build_chain([self.lower_bread, self.nmf, self.upper_bread,
                   self.upper_norm], tuple(input_shape))
 
@@ -286,24 +292,23 @@ class LightHamHead(_ConvArguments, base.SpecConfig, keras.layers.Layer):
   def __init__(self, arguments, **kwargs):
     super().__init__(**kwargs)
     layer_specs.store(self, arguments)
-    norm_groups, norm_epsilon = self._norm_groups, self._norm_epsilon
-    self.squeeze_conv = self._conv(self._ham_channels, 1, "squeeze_conv",
-                                   use_bias=False)
-    self.squeeze_norm = _group_norm(norm_groups, norm_epsilon, "squeeze_norm")
-    self.hamburger = Hamburger(
-        norm_groups=norm_groups, norm_epsilon=norm_epsilon,
+    layer_specs.make_sublayers(
+        self, layer_specs.light_ham_head_sublayers(arguments),
+        dict(_sublayer_factories(self), hamburger=self._hamburger,
+             spatial_dropout=lambda name, rate: (
+                 keras.layers.SpatialDropout2D(rate, name=name)),
+             classifier=self._classifier))
+
+  def _hamburger(self, name, **arguments):
+    return Hamburger(
         kernel_initializer=base.initializer(self._kernel_initializer),
         kernel_regularizer=self._kernel_regularizer,
-        bias_regularizer=self._bias_regularizer, name="hamburger",
-        **layer_specs.hamburger_nmf(arguments))
-    self.align_conv = self._conv(self._channels, 1, "align_conv",
-                                 use_bias=False)
-    self.align_norm = _group_norm(norm_groups, norm_epsilon, "align_norm")
-    self.dropout = keras.layers.SpatialDropout2D(self._dropout_rate,
-                                                 name="dropout")
-    self.classifier = self._conv(
-        self._num_classes, 1, "classifier",
-        kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))
+        bias_regularizer=self._bias_regularizer, name=name, **arguments)
+
+  def _classifier(self, name, filters, stddev):
+    return self._conv(
+        filters, 1, name,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=stddev))
 
   def build(self, input_shape):
     if not isinstance(input_shape, (list, tuple)) or not input_shape or (

@@ -785,13 +785,13 @@ class AxialAttention2D(common.RejectKeras3Tensors, common.SpecConfig,
     """Arguments: `layer_specs.axial_attention_2d`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
     layer_specs.store(self, arguments)
-    height, width = layer_specs.axial_passes(arguments)
-    self.height_attention = AxialAttention(name="height_attention", **height)
-    self.width_attention = AxialAttention(name="width_attention", **width)
-    strides = self._strides
-    self._pool = (
-        tf_keras.layers.AveragePooling2D(strides, strides, padding="same")
-        if strides > 1 else None)
+    self._pool = None
+    layer_specs.make_sublayers(
+        self, layer_specs.axial_attention_2d_sublayers(arguments),
+        {"axial_attention": AxialAttention,
+         "average_pool": lambda name, pool_size: (
+             tf_keras.layers.AveragePooling2D(pool_size, pool_size,
+                                              padding="same", name=name))})
 
   def build(self, input_shape):
     input_shape = tf.TensorShape(input_shape)

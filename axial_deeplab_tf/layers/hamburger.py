@@ -159,11 +159,21 @@ class NMF2D(common.RejectKeras3Tensors, common.SpecConfig,
     return tf.cast(y, inputs.dtype)
 
 
-def _group_norm(groups, epsilon, name):
+def group_norm(groups, epsilon, name):
   # Group statistics of fp16/bf16 activations lose precision; GN layers run
   # in float32 whatever the global policy and their outputs are cast back.
   return tf_keras.layers.GroupNormalization(
       groups=groups, epsilon=epsilon, name=name, dtype="float32")
+
+
+def sublayer_factories(layer: common.ConvLayerMixin):
+  """The tf_keras makers of `layer_specs` plan kinds ("conv" from `layer`'s
+  weight settings, "group_norm")."""
+  return {
+      "conv": lambda name, filters, kernel_size, use_bias: layer._conv(  # pylint: disable=protected-access
+          filters, kernel_size, name, use_bias=use_bias),
+      "group_norm": group_norm,
+  }
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
@@ -187,13 +197,9 @@ class Hamburger(common.RejectKeras3Tensors,
 
   def build(self, input_shape):
     channels = common.check_image_input_shape("Hamburger", input_shape)
-    if channels % self._norm_groups:
-      raise ValueError(f"norm_groups ({self._norm_groups}) must divide the "
-                       f"channels ({channels}).")
-    self.lower_bread = self._conv(channels, 1, "lower_bread")
-    self.upper_bread = self._conv(channels, 1, "upper_bread", use_bias=False)
-    self.upper_norm = _group_norm(self._norm_groups, self._norm_epsilon,
-                                  "upper_norm")
+    layer_specs.make_sublayers(
+        self, layer_specs.hamburger_sublayers(self._arguments, channels),
+        sublayer_factories(self))
     super().build(input_shape)
 
   def call(self, inputs, training=None):

@@ -125,9 +125,8 @@ class InterlacedSparseSelfAttention(common.RejectKeras3Tensors,
     tf_keras.layers.Layer's."""
     super().__init__(**kwargs)
     layer_specs.store(self, arguments)
-    block = layer_specs.issa_block_arguments(arguments)
-    self.long_range = ISSASelfAttentionBlock(**block, name="long_range")
-    self.short_range = ISSASelfAttentionBlock(**block, name="short_range")
+    layer_specs.make_sublayers(self, layer_specs.issa_sublayers(arguments),
+                               {"issa_block": ISSASelfAttentionBlock})
 
   def build(self, input_shape):
     common.check_image_input_shape("InterlacedSparseSelfAttention",

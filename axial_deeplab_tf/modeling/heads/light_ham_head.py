@@ -16,8 +16,7 @@ from axial_deeplab_tf import layer_specs
 from axial_deeplab_tf.layers import common
 from axial_deeplab_tf.layers import msca
 from axial_deeplab_tf.layers.common import resize_bilinear
-from axial_deeplab_tf.layers.hamburger import _group_norm  # pylint: disable=protected-access
-from axial_deeplab_tf.layers.hamburger import Hamburger
+from axial_deeplab_tf.layers import hamburger
 
 
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
@@ -40,24 +39,24 @@ class LightHamHead(common.RejectKeras3Tensors,
     """Arguments: `layer_specs.light_ham_head`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
     layer_specs.store(self, arguments)
-    norm_groups, norm_epsilon = self._norm_groups, self._norm_epsilon
-    self.squeeze_conv = self._conv(self._ham_channels, 1, "squeeze_conv",
-                                   use_bias=False)
-    self.squeeze_norm = _group_norm(norm_groups, norm_epsilon, "squeeze_norm")
-    self.hamburger = Hamburger(
-        norm_groups=norm_groups, norm_epsilon=norm_epsilon,
+    layer_specs.make_sublayers(
+        self, layer_specs.light_ham_head_sublayers(arguments),
+        dict(hamburger.sublayer_factories(self),
+             hamburger=self._hamburger,
+             spatial_dropout=lambda name, rate: (
+                 tf_keras.layers.SpatialDropout2D(rate, name=name)),
+             classifier=self._classifier))
+
+  def _hamburger(self, name, **arguments):
+    return hamburger.Hamburger(
         kernel_initializer=tf_utils.clone_initializer(
             self._kernel_initializer),
         kernel_regularizer=self._kernel_regularizer,
-        bias_regularizer=self._bias_regularizer, name="hamburger",
-        **layer_specs.hamburger_nmf(arguments))
-    self.align_conv = self._conv(self._channels, 1, "align_conv",
-                                 use_bias=False)
-    self.align_norm = _group_norm(norm_groups, norm_epsilon, "align_norm")
-    self.dropout = tf_keras.layers.SpatialDropout2D(self._dropout_rate)
-    self.classifier = common.conv2d(
-        self._num_classes, 1, "classifier",
-        tf_keras.initializers.RandomNormal(stddev=0.01),
+        bias_regularizer=self._bias_regularizer, name=name, **arguments)
+
+  def _classifier(self, name, filters, stddev):
+    return common.conv2d(
+        filters, 1, name, tf_keras.initializers.RandomNormal(stddev=stddev),
         self._kernel_regularizer, self._bias_regularizer)
 
   def call(self, inputs: Sequence[tf.Tensor], training=None):
