@@ -138,6 +138,30 @@ def make_sublayers(layer, plan: Sequence[SubLayer],
         name=sub.name or sub.attribute, **sub.arguments))
 
 
+# The plan kinds every family makes the same way: kind -> (the Keras layer
+# class name, which tf_keras and Keras 3 share, and its arguments from the
+# plan's). Group statistics of float16/bfloat16 activations lose precision,
+# so group norms run in float32 whatever the global policy.
+_GENERIC_SUBLAYERS = {
+    "average_pool": ("AveragePooling2D", lambda pool_size: dict(
+        pool_size=pool_size, strides=pool_size, padding="same")),
+    "group_norm": ("GroupNormalization", lambda groups, epsilon: dict(
+        groups=groups, epsilon=epsilon, dtype="float32")),
+    "spatial_dropout": ("SpatialDropout2D", lambda rate: dict(rate=rate)),
+}
+
+
+def generic_sublayer_factories(layers_module) -> Dict[str, Callable[..., Any]]:
+  """Factories of the generic plan kinds from a family's `layers` module
+  (`tf_keras.layers` or `keras.layers`)."""
+
+  def factory(class_name, arguments):
+    return lambda name, **plan: getattr(layers_module, class_name)(
+        name=name, **arguments(**plan))
+
+  return {kind: factory(*entry) for kind, entry in _GENERIC_SUBLAYERS.items()}
+
+
 def config_mixin(dump: Loader) -> type:
   """A mixin class whose get_config adds `self._spec.config(
   self._arguments, dump)` to the base class's (put it before the Keras

@@ -211,10 +211,7 @@ class AxialAttention2D(base.SpecConfig, keras.layers.Layer):
     self._pool = None
     layer_specs.make_sublayers(
         self, layer_specs.axial_attention_2d_sublayers(arguments),
-        {"axial_attention": AxialAttention,
-         "average_pool": lambda name, pool_size: (
-             keras.layers.AveragePooling2D(pool_size, pool_size,
-                                           padding="same", name=name))})
+        dict(base.SUBLAYERS, axial_attention=AxialAttention))
 
   def build(self, input_shape):
     channels = base.check_image_shape("AxialAttention2D", input_shape)

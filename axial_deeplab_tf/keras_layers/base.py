@@ -256,3 +256,9 @@ class SymmetricPad(keras.layers.Layer):
     config.update({"kernel_size": self._kernel_size,
                    "dilation_rate": self._dilation_rate, "fill": self._fill})
     return config
+
+
+# Makers of the generic kinds of `layer_specs` sub-layer plans from
+# keras.layers; a layer adds its own kinds (convs from its weight settings,
+# nested layers).
+SUBLAYERS = layer_specs.generic_sublayer_factories(keras.layers)

@@ -237,21 +237,6 @@ class NMF2D(base.SpecConfig, keras.layers.Layer):
     return input_shape
 
 
-def _group_norm(groups, epsilon, name):
-  return keras.layers.GroupNormalization(groups=groups, epsilon=epsilon,
-                                         name=name, dtype="float32")
-
-
-def _sublayer_factories(layer):
-  """The Keras 3 makers of `layer_specs` plan kinds ("conv" from `layer`'s
-  weight settings, "group_norm")."""
-  return {
-      "conv": lambda name, filters, kernel_size, use_bias: layer._conv(  # pylint: disable=protected-access
-          filters, kernel_size, name, use_bias=use_bias),
-      "group_norm": _group_norm,
-  }
-
-
 @base.register
 class Hamburger(_ConvArguments, base.SpecConfig, keras.layers.Layer):
   """ReLU(x + GN(conv(NMF(ReLU(conv(x)))))) (Keras 3)."""
@@ -268,7 +253,7 @@ class Hamburger(_ConvArguments, base.SpecConfig, keras.layers.Layer):
     channels = base.check_image_shape("Hamburger", input_shape)
     layer_specs.make_sublayers(
         self, layer_specs.hamburger_sublayers(self._arguments, channels),
-        _sublayer_factories(self))
+        dict(base.SUBLAYERS, conv=self._conv))
     _build_chain([self.lower_bread, self.nmf, self.upper_bread,
                   self.upper_norm], tuple(input_shape))
 
@@ -294,9 +279,7 @@ class LightHamHead(_ConvArguments, base.SpecConfig, keras.layers.Layer):
     layer_specs.store(self, arguments)
     layer_specs.make_sublayers(
         self, layer_specs.light_ham_head_sublayers(arguments),
-        dict(_sublayer_factories(self), hamburger=self._hamburger,
-             spatial_dropout=lambda name, rate: (
-                 keras.layers.SpatialDropout2D(rate, name=name)),
+        dict(base.SUBLAYERS, conv=self._conv, hamburger=self._hamburger,
              classifier=self._classifier))
 
   def _hamburger(self, name, **arguments):

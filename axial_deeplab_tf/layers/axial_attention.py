@@ -788,10 +788,7 @@ class AxialAttention2D(common.RejectKeras3Tensors, common.SpecConfig,
     self._pool = None
     layer_specs.make_sublayers(
         self, layer_specs.axial_attention_2d_sublayers(arguments),
-        {"axial_attention": AxialAttention,
-         "average_pool": lambda name, pool_size: (
-             tf_keras.layers.AveragePooling2D(pool_size, pool_size,
-                                              padding="same", name=name))})
+        dict(common.SUBLAYERS, axial_attention=AxialAttention))
 
   def build(self, input_shape):
     input_shape = tf.TensorShape(input_shape)

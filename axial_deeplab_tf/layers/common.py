@@ -412,3 +412,9 @@ class SelfAttention2DBase(RejectKeras3Tensors, SpecConfig,
     size = [None if d is None else int(math.ceil(d / self._strides))
             for d in shape[1:3]]
     return tf.TensorShape([shape[0]] + size + [self._value_depth])
+
+
+# Makers of the generic kinds of `layer_specs` sub-layer plans from
+# tf_keras.layers; a layer adds its own kinds (convs from its weight settings,
+# nested layers).
+SUBLAYERS = layer_specs.generic_sublayer_factories(tf_keras.layers)

@@ -159,23 +159,6 @@ class NMF2D(common.RejectKeras3Tensors, common.SpecConfig,
     return tf.cast(y, inputs.dtype)
 
 
-def group_norm(groups, epsilon, name):
-  # Group statistics of fp16/bf16 activations lose precision; GN layers run
-  # in float32 whatever the global policy and their outputs are cast back.
-  return tf_keras.layers.GroupNormalization(
-      groups=groups, epsilon=epsilon, name=name, dtype="float32")
-
-
-def sublayer_factories(layer: common.ConvLayerMixin):
-  """The tf_keras makers of `layer_specs` plan kinds ("conv" from `layer`'s
-  weight settings, "group_norm")."""
-  return {
-      "conv": lambda name, filters, kernel_size, use_bias: layer._conv(  # pylint: disable=protected-access
-          filters, kernel_size, name, use_bias=use_bias),
-      "group_norm": group_norm,
-  }
-
-
 @tf_keras.utils.register_keras_serializable(package="AxialDeepLab")
 class Hamburger(common.RejectKeras3Tensors,
                 common.ConvLayerMixin, common.SpecConfig,
@@ -199,7 +182,7 @@ class Hamburger(common.RejectKeras3Tensors,
     channels = common.check_image_input_shape("Hamburger", input_shape)
     layer_specs.make_sublayers(
         self, layer_specs.hamburger_sublayers(self._arguments, channels),
-        sublayer_factories(self))
+        dict(common.SUBLAYERS, conv=self._conv))
     super().build(input_shape)
 
   def call(self, inputs, training=None):

@@ -666,23 +666,18 @@ def main(argv=None) -> int:
       print(f"error: --models: unknown model {m!r}; expected some of "
             f"{sorted(CASES)}", file=sys.stderr)
       return 2
-  if args.forward_gap:
-    with tempfile.TemporaryDirectory() as root:
-      data = write_data(root)
-      for m in models:
-        for training in (True, False):
-          gaps = forward_gap(m, data, training)
-          print(json.dumps(dict(model=m, training=training, **gaps)),
-                flush=True)
-    return 0
+  probes = [(forward_gap, "training")] if args.forward_gap else []
   if args.sensitivity:
+    probes.append((gradient_sensitivity, "initial_state"))
+  if probes:
+    # One JSON line per model, probe and value of its flag.
     with tempfile.TemporaryDirectory() as root:
       data = write_data(root)
-      for m in models:
-        for initial_state in (True, False):
-          gaps = gradient_sensitivity(m, data, initial_state)
-          print(json.dumps(dict(model=m, initial_state=initial_state,
-                                **gaps)), flush=True)
+      for probe, flag in probes:
+        for m in models:
+          for value in (True, False):
+            print(json.dumps({"model": m, flag: value,
+                              **probe(m, data, value)}), flush=True)
     return 0
   results = []
   for replicas in (int(r) for r in args.replicas.split(",")):

@@ -41,10 +41,7 @@ class LightHamHead(common.RejectKeras3Tensors,
     layer_specs.store(self, arguments)
     layer_specs.make_sublayers(
         self, layer_specs.light_ham_head_sublayers(arguments),
-        dict(hamburger.sublayer_factories(self),
-             hamburger=self._hamburger,
-             spatial_dropout=lambda name, rate: (
-                 tf_keras.layers.SpatialDropout2D(rate, name=name)),
+        dict(common.SUBLAYERS, conv=self._conv, hamburger=self._hamburger,
              classifier=self._classifier))
 
   def _hamburger(self, name, **arguments):
