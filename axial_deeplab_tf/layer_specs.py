@@ -132,10 +132,19 @@ class SubLayer(NamedTuple):
 def make_sublayers(layer, plan: Sequence[SubLayer],
                    factories: Mapping[str, Callable[..., Any]]) -> None:
   """Creates every sub-layer of `plan` with the family's `factories` and
-  sets it as `layer.<attribute>`."""
+  sets it as `layer.<attribute>` (None for an entry of kind None)."""
   for sub in plan:
-    setattr(layer, sub.attribute, factories[sub.kind](
-        name=sub.name or sub.attribute, **sub.arguments))
+    setattr(layer, sub.attribute, None if sub.kind is None else
+            factories[sub.kind](name=sub.name or sub.attribute,
+                                **sub.arguments))
+
+
+def set_up(layer, arguments: Mapping[str, Any], plan: Sequence[SubLayer],
+           factories: Mapping[str, Callable[..., Any]]) -> None:
+  """A twin constructor's body after Layer.__init__: `store` the arguments,
+  then `make_sublayers` of `plan`."""
+  store(layer, arguments)
+  make_sublayers(layer, plan, factories)
 
 
 # The plan kinds every family makes the same way: kind -> (the Keras layer
@@ -536,16 +545,14 @@ def axial_passes(arguments: Mapping[str, Any]) -> Tuple[Dict[str, Any], ...]:
 def axial_attention_2d_sublayers(arguments: Mapping[str, Any]
                                  ) -> Tuple[SubLayer, ...]:
   """AxialAttention2D's height and width passes ("axial_attention") and,
-  for strides > 1, the average pool after them ("average_pool", kept as
-  `_pool`; the layer sets `_pool = None` itself otherwise)."""
+  the average pool after them (`_pool`: "average_pool" for strides > 1,
+  else None)."""
   height, width = axial_passes(arguments)
   plan = (SubLayer("height_attention", "axial_attention", height),
           SubLayer("width_attention", "axial_attention", width))
   strides = arguments["strides"]
-  if strides > 1:
-    plan += (SubLayer("_pool", "average_pool", {"pool_size": strides},
-                      name="pool"),)
-  return plan
+  return plan + (SubLayer("_pool", "average_pool" if strides > 1 else None,
+                          {"pool_size": strides}, name="pool"),)
 
 
 ATTENTION_TYPES = ("axial", "local", "global")
@@ -810,11 +817,16 @@ def hamburger_nmf(arguments: Mapping[str, Any]) -> Dict[str, Any]:
   return {k: arguments[k] for k in NMF_ARGUMENTS}
 
 
+def hamburger_ham(arguments: Mapping[str, Any]) -> Tuple[SubLayer, ...]:
+  """The Hamburger's ham, made with the layer: its NMF2D ("nmf")."""
+  return (SubLayer("nmf", "nmf", hamburger_nmf(arguments)),)
+
+
 def hamburger_sublayers(arguments: Mapping[str, Any], channels: int
                         ) -> Tuple[SubLayer, ...]:
   """The Hamburger's breads for `channels` input channels: lower 1x1 conv
   with bias, upper 1x1 conv without, GroupNorm ("conv", "group_norm"; the
-  NMF is made with the layer).
+  NMF is made with the layer: `hamburger_ham`).
 
   Raises:
     ValueError: if norm_groups does not divide `channels`.

@@ -207,10 +207,8 @@ class AxialAttention2D(base.SpecConfig, keras.layers.Layer):
   @base.takes(_spec)
   def __init__(self, arguments, **kwargs):
     super().__init__(**kwargs)
-    layer_specs.store(self, arguments)
-    self._pool = None
-    layer_specs.make_sublayers(
-        self, layer_specs.axial_attention_2d_sublayers(arguments),
+    layer_specs.set_up(
+        self, arguments, layer_specs.axial_attention_2d_sublayers(arguments),
         dict(base.SUBLAYERS, axial_attention=AxialAttention))
 
   def build(self, input_shape):

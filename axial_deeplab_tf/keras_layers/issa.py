@@ -102,9 +102,8 @@ class InterlacedSparseSelfAttention(base.SpecConfig, keras.layers.Layer):
   @base.takes(_spec)
   def __init__(self, arguments, **kwargs):
     super().__init__(**kwargs)
-    layer_specs.store(self, arguments)
-    layer_specs.make_sublayers(self, layer_specs.issa_sublayers(arguments),
-                               {"issa_block": ISSASelfAttentionBlock})
+    layer_specs.set_up(self, arguments, layer_specs.issa_sublayers(arguments),
+                       {"issa_block": ISSASelfAttentionBlock})
 
   def build(self, input_shape):
     base.check_image_shape("InterlacedSparseSelfAttention", input_shape)

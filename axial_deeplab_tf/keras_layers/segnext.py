@@ -246,8 +246,8 @@ class Hamburger(_ConvArguments, base.SpecConfig, keras.layers.Layer):
   @_takes(_spec)
   def __init__(self, arguments, **kwargs):
     super().__init__(**kwargs)
-    layer_specs.store(self, arguments)
-    self.nmf = NMF2D(name="nmf", **layer_specs.hamburger_nmf(arguments))
+    layer_specs.set_up(self, arguments, layer_specs.hamburger_ham(arguments),
+                       {"nmf": NMF2D})
 
   def build(self, input_shape):
     channels = base.check_image_shape("Hamburger", input_shape)
@@ -276,9 +276,8 @@ class LightHamHead(_ConvArguments, base.SpecConfig, keras.layers.Layer):
   @_takes(_spec)
   def __init__(self, arguments, **kwargs):
     super().__init__(**kwargs)
-    layer_specs.store(self, arguments)
-    layer_specs.make_sublayers(
-        self, layer_specs.light_ham_head_sublayers(arguments),
+    layer_specs.set_up(
+        self, arguments, layer_specs.light_ham_head_sublayers(arguments),
         dict(base.SUBLAYERS, conv=self._conv, hamburger=self._hamburger,
              classifier=self._classifier))
 

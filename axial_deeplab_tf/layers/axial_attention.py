@@ -784,10 +784,8 @@ class AxialAttention2D(common.RejectKeras3Tensors, common.SpecConfig,
   def __init__(self, arguments, **kwargs):
     """Arguments: `layer_specs.axial_attention_2d`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
-    layer_specs.store(self, arguments)
-    self._pool = None
-    layer_specs.make_sublayers(
-        self, layer_specs.axial_attention_2d_sublayers(arguments),
+    layer_specs.set_up(
+        self, arguments, layer_specs.axial_attention_2d_sublayers(arguments),
         dict(common.SUBLAYERS, axial_attention=AxialAttention))
 
   def build(self, input_shape):

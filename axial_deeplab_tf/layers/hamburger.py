@@ -175,8 +175,8 @@ class Hamburger(common.RejectKeras3Tensors,
   def __init__(self, arguments, **kwargs):
     """Arguments: `layer_specs.hamburger`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
-    layer_specs.store(self, arguments)
-    self.nmf = NMF2D(name="nmf", **layer_specs.hamburger_nmf(arguments))
+    layer_specs.set_up(self, arguments, layer_specs.hamburger_ham(arguments),
+                       {"nmf": NMF2D})
 
   def build(self, input_shape):
     channels = common.check_image_input_shape("Hamburger", input_shape)

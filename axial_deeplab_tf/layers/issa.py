@@ -124,9 +124,8 @@ class InterlacedSparseSelfAttention(common.RejectKeras3Tensors,
     """Arguments: `layer_specs.interlaced_sparse_self_attention` and
     tf_keras.layers.Layer's."""
     super().__init__(**kwargs)
-    layer_specs.store(self, arguments)
-    layer_specs.make_sublayers(self, layer_specs.issa_sublayers(arguments),
-                               {"issa_block": ISSASelfAttentionBlock})
+    layer_specs.set_up(self, arguments, layer_specs.issa_sublayers(arguments),
+                       {"issa_block": ISSASelfAttentionBlock})
 
   def build(self, input_shape):
     common.check_image_input_shape("InterlacedSparseSelfAttention",

@@ -38,9 +38,8 @@ class LightHamHead(common.RejectKeras3Tensors,
   def __init__(self, arguments, **kwargs):
     """Arguments: `layer_specs.light_ham_head`; kwargs: tf_keras Layer's."""
     super().__init__(**kwargs)
-    layer_specs.store(self, arguments)
-    layer_specs.make_sublayers(
-        self, layer_specs.light_ham_head_sublayers(arguments),
+    layer_specs.set_up(
+        self, arguments, layer_specs.light_ham_head_sublayers(arguments),
         dict(common.SUBLAYERS, conv=self._conv, hamburger=self._hamburger,
              classifier=self._classifier))
 
