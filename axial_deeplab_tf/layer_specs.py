@@ -124,7 +124,7 @@ class SubLayer(NamedTuple):
   sub-layer's `name` comes from the plan, not from here).
   """
   attribute: str
-  kind: str
+  kind: Optional[str]  # None: the attribute is set to None
   arguments: Mapping[str, Any]
   name: Optional[str] = None  # the Keras layer name; default: attribute
 
