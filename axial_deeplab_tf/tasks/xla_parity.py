@@ -540,6 +540,14 @@ def run_in_subprocess(checks: Sequence[Dict], replicas: int,
   optimisation dominates XLA's CPU compile time (minutes for a training
   step on this machine) and does not change what is computed.
   """
+  if replicas > 1 and len(checks) > 1:
+    # One process per check: a second MirroredStrategy in a process reuses
+    # the first one's collective instance keys, and the collective executor
+    # still holds the first model's tensor shapes under them (sync batch
+    # norm then fails with "Shape mismatch in the collective instance").
+    return [r for check in checks
+            for r in run_in_subprocess([check], replicas, timeout,
+                                       fast_compile)]
   env = dict(os.environ)
   env["TF_USE_LEGACY_KERAS"] = "1"
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
