@@ -317,12 +317,7 @@ def test_mapillary_v20_categories_come_from_the_json(tmp_path):
 
 class _InterruptsInAFinalizer:
   """Sends SIGINT to this thread from __del__: the KeyboardInterrupt that
-  Python's handler raises there is swallowed ("Exception ignored in").
-
-  raise_signal delivers to the calling (main) thread before it returns; a
-  signal sent to the process (os.kill) may land on one of TensorFlow's
-  threads and reach the main thread's handler only later, outside the
-  finalizer (a loaded machine showed that)."""
+  Python's handler raises there is swallowed ("Exception ignored in")."""
 
   def __del__(self):
     signal.raise_signal(signal.SIGINT)
@@ -336,8 +331,18 @@ def _features_then_lost_interrupt(task):
   return _features(task)
 
 
+@pytest.fixture
+def python_sigint_handler():
+  """Python's own SIGINT handler, whatever this process inherited (a shell
+  starts background jobs with SIGINT ignored, and the writer keeps an
+  ignored SIGINT ignored, as such jobs expect)."""
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  yield
+  signal.signal(signal.SIGINT, previous)
+
+
 def test_an_interrupt_swallowed_by_a_finalizer_still_stops_the_writer(
-    tmp_path):
+    tmp_path, python_sigint_handler):  # pylint: disable=redefined-outer-name,unused-argument
   out = str(tmp_path / "out")
   with pytest.raises(KeyboardInterrupt):
     writer.write_records(

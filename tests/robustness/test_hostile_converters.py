@@ -267,9 +267,13 @@ def test_signals_remove_temporaries(tmp_path, sig):
   slow.mkdir()
   (slow / "sitecustomize.py").write_text(_SLOW_DECODE)
   env = dict(_env(), PYTHONPATH=os.pathsep.join([str(slow), REPO]))
+  # The child starts with the default SIGINT action whatever this process
+  # inherited (a shell starts background jobs with SIGINT ignored, and an
+  # ignored SIGINT stays ignored in the tool, as such jobs expect).
   process = subprocess.Popen(
       [sys.executable, TOOL] + _args(split, str(out)), env=env, cwd=REPO,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   # The signal goes once a few records are written (the progress line
   # "4/40" on stderr), when the write loop is surely running.
   seen = []
