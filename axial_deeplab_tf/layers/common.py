@@ -216,11 +216,19 @@ def resize_bilinear(x: tf.Tensor, size, align_corners: bool = False
   Returns:
     [batch, new_height, new_width, channels] in the dtype of `x`.
   """
+  dtype = x.dtype
+  # The resize computes in float32 whatever the input (the kernels' output
+  # is float32). Casting half-precision input first gives the same numbers
+  # and keeps the gradient's type right under XLA, whose ResizeBilinearGrad
+  # on a bfloat16 image yields float32 ("Seen floating point types of
+  # different precisions" where it meets the input's other gradients).
+  if dtype in (tf.bfloat16, tf.float16):
+    x = tf.cast(x, tf.float32)
   if align_corners:
     y = tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)
   else:
     y = tf.image.resize(x, size, method=tf.image.ResizeMethod.BILINEAR)
-  return tf.cast(y, x.dtype)
+  return tf.cast(y, dtype)
 
 
 def serialize_regularizer(regularizer) -> Optional[Dict[str, Any]]:
