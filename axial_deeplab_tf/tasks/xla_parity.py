@@ -193,6 +193,25 @@ def bindings(model: str, data: Dict[str, str], dtype: str = "float32",
   return [f"{k} = {v}" for k, v in params.items()]
 
 
+def _build_case(model: str, data: Dict[str, str], dtype: str, batch: int,
+                crop: int, initial_state: bool = True):
+  """(params, task, net, variables set by the initial state) of a case on
+  one device, its dtype's policy set, seeded as the parity runs are."""
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  from official.modeling import performance  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.tasks import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.tasks import segmentation  # pylint: disable=g-import-not-at-top
+  params = experiment_lib.parse_experiment(
+      [os.path.join(_GIN, CASES[model]["gin"])],
+      bindings(model, data, dtype, 1, batch, crop))
+  performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
+  tf_keras.utils.set_random_seed(params.runtime.seed)
+  task = segmentation.build_task(params)
+  net = task.build_model()
+  changed = apply_initial_state(net, model) if initial_state else 0
+  return params, task, net, changed
+
+
 def apply_initial_state(net, model: str) -> int:
   """Sets `CASES[model]`'s initial state on the built `net`.
 
@@ -242,16 +261,8 @@ def gradient_sensitivity(model: str, data: Dict[str, str],
      variable, "changed": variables set by the initial state}.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tf_keras  # pylint: disable=g-import-not-at-top
-  from axial_deeplab_tf.tasks import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
-  from axial_deeplab_tf.tasks import segmentation  # pylint: disable=g-import-not-at-top
-  params = experiment_lib.parse_experiment(
-      [os.path.join(_GIN, CASES[model]["gin"])],
-      bindings(model, data, "float32", 1, batch, crop))
-  tf_keras.utils.set_random_seed(params.runtime.seed)
-  task = segmentation.build_task(params)
-  net = task.build_model()
-  changed = apply_initial_state(net, model) if initial_state else 0
+  params, task, net, changed = _build_case(model, data, "float32", batch,
+                                           crop, initial_state)
   features, labels = next(iter(task.build_inputs(params.task.train_data)))
   image = features["image"] if isinstance(features, dict) else features
   rng = np.random.default_rng(seed)
@@ -273,15 +284,8 @@ def gradient_sensitivity(model: str, data: Dict[str, str],
   out_gap = max(float(np.max(np.abs(a.numpy() - b.numpy())) /
                       max(float(np.max(np.abs(a.numpy()))), 1e-30))
                 for a, b in zip(flat_a, flat_b))
-  gaps = []
-  for a, b in zip(grads_a, grads_b):
-    if a is None:
-      continue
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    norm = np.linalg.norm(a)
-    if norm > 0:
-      gaps.append(float(np.linalg.norm(a - b) / norm))
+  gaps = [_weights_rel_diff([a], [b]) for a, b in zip(grads_a, grads_b)
+          if a is not None and np.any(a.numpy())]
   return {"outputs": out_gap, "gradients_median": float(np.median(gaps)),
           "gradients_max": float(np.max(gaps)), "changed": float(changed)}
 
@@ -470,25 +474,10 @@ def forward_gap(model: str, data: Dict[str, str], training: bool,
     {"graph_vs_xla", "graph_vs_float32", "xla_vs_float32"}.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tf_keras  # pylint: disable=g-import-not-at-top
   from official.modeling import performance  # pylint: disable=g-import-not-at-top
-  from axial_deeplab_tf.tasks import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
-  from axial_deeplab_tf.tasks import segmentation  # pylint: disable=g-import-not-at-top
   crop = CASES[model].get("crop", crop)
-
-  def build(dtype):
-    params = experiment_lib.parse_experiment(
-        [os.path.join(_GIN, CASES[model]["gin"])],
-        bindings(model, data, dtype, 1, batch, crop))
-    performance.set_mixed_precision_policy(
-        params.runtime.mixed_precision_dtype)
-    tf_keras.utils.set_random_seed(params.runtime.seed)
-    net = segmentation.build_task(params).build_model()
-    apply_initial_state(net, model)
-    return net
-
-  reference = build("float32")
-  net = build("bfloat16")
+  reference = _build_case(model, data, "float32", batch, crop)[2]
+  net = _build_case(model, data, "bfloat16", batch, crop)[2]
   performance.set_mixed_precision_policy("float32")
   net.set_weights(reference.get_weights())
   images = tf.random.stateless_uniform([batch, crop, crop, 3], seed=[1, 2],
