@@ -439,7 +439,7 @@ def compare(model: str, data: Dict[str, str], dtype: str = "float32",
     net.set_weights(weights)
     with strategy.scope():
       set_compiled(compiled)
-    return evaluate(task, net, strategy, params)
+    return evaluate_model(task, net, strategy, params)
 
   losses_graph, weights_graph, times_graph = train(False)
   nan = float("nan")
@@ -470,7 +470,7 @@ def compare(model: str, data: Dict[str, str], dtype: str = "float32",
       step_time_xla=float(np.median(times_xla[1:])) if train_xla else nan)
 
 
-def evaluate(task, net, strategy, params) -> Dict[str, float]:
+def evaluate_model(task, net, strategy, params) -> Dict[str, float]:
   """Evaluates `net` on params.task.validation_data with the task's eval
   step (compiled or not as the task / the jit setting currently says).
 
@@ -549,7 +549,7 @@ def compare_evaluation(gin_files: Sequence[str], gin_params: Sequence[str],
   for name, compiled in (("graph", False), ("xla", True)):
     task.set_jit_compile(compiled)
     start = time.perf_counter()
-    results[f"eval_{name}"] = evaluate(task, net, strategy, params)
+    results[f"eval_{name}"] = evaluate_model(task, net, strategy, params)
     results[f"seconds_{name}"] = time.perf_counter() - start
     _log(f"{path} {dtype} eval compiled={compiled}: "
          f"{results[f'eval_{name}']}")
