@@ -122,12 +122,16 @@ class ParityResult:
   step_time_xla: float
 
   def eval_equal(self) -> bool:
-    """The evaluation metrics agree (PQ, mIoU, AP; accuracy). The
-    classifier's mean evaluation loss is left out: a loss, not a metric,
-    and in bfloat16 it moves with the rounding (accuracy unchanged)."""
-    def metrics(logs):
-      return {k: v for k, v in logs.items() if k != "loss"}
-    return metrics(self.eval_graph) == metrics(self.eval_xla)
+    return metrics_equal(self.eval_graph, self.eval_xla)
+
+
+def metrics_equal(a: Dict[str, float], b: Dict[str, float]) -> bool:
+  """Two evaluations' metrics agree (PQ, mIoU, AP; accuracy). The
+  classifier's mean evaluation loss is left out: a loss, not a metric, and
+  in bfloat16 it moves with the rounding (accuracy unchanged)."""
+  def metrics(logs):
+    return {k: v for k, v in logs.items() if k != "loss"}
+  return metrics(a) == metrics(b)
 
 
 def write_data(root: str, image_size=(64, 64), num_train: int = 8,
@@ -276,7 +280,8 @@ def apply_initial_state(net, model: str) -> int:
 def gradient_sensitivity(model: str, data: Dict[str, str],
                          initial_state: bool = True,
                          batch: Optional[int] = None,
-                         crop: Optional[int] = None, relative_noise: float = 1e-6,
+                         crop: Optional[int] = None,
+                         relative_noise: float = 1e-6,
                          seed: int = 0) -> Dict[str, float]:
   """How far one training-mode gradient moves under a tiny input change.
 
@@ -345,8 +350,8 @@ def _weights_rel_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray]
 
 def compare(model: str, data: Dict[str, str], dtype: str = "float32",
             steps: int = 20, batch: Optional[int] = None,
-            crop: Optional[int] = None, ema: bool = False, train_xla: bool = True,
-            evaluate: bool = True) -> ParityResult:
+            crop: Optional[int] = None, ema: bool = False,
+            train_xla: bool = True, evaluate: bool = True) -> ParityResult:
   """Trains and evaluates `model` with and without XLA from the same start.
 
   Must run in a process whose devices match the runtime (two logical CPU
@@ -401,10 +406,6 @@ def compare(model: str, data: Dict[str, str], dtype: str = "float32",
     else:
       task.set_jit_compile(compiled)
 
-  def distribute(data_config):
-    return strategy.distribute_datasets_from_function(
-        lambda ctx: task.build_inputs(data_config, ctx))
-
   def train(compiled: bool):
     net.set_weights(initial)
     with strategy.scope():
@@ -414,7 +415,7 @@ def compare(model: str, data: Dict[str, str], dtype: str = "float32",
       if hasattr(optimizer, "shadow_copy"):
         optimizer.shadow_copy(net)
       metrics = task.build_metrics(training=True)
-    iterator = iter(distribute(params.task.train_data))
+    iterator = iter(_distributed(strategy, task, params.task.train_data))
 
     @tf.function
     def step(iterator):
@@ -470,6 +471,12 @@ def compare(model: str, data: Dict[str, str], dtype: str = "float32",
       step_time_xla=float(np.median(times_xla[1:])) if train_xla else nan)
 
 
+def _distributed(strategy, task, data_config):
+  """The task's dataset of `data_config`, one input pipeline per worker."""
+  return strategy.distribute_datasets_from_function(
+      lambda ctx: task.build_inputs(data_config, ctx))
+
+
 def evaluate_model(task, net, strategy, params) -> Dict[str, float]:
   """Evaluates `net` on params.task.validation_data with the task's eval
   step (compiled or not as the task / the jit setting currently says).
@@ -481,8 +488,7 @@ def evaluate_model(task, net, strategy, params) -> Dict[str, float]:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   with strategy.scope():
     metrics = task.build_metrics(training=False)
-  dataset = strategy.distribute_datasets_from_function(
-      lambda ctx: task.build_inputs(params.task.validation_data, ctx))
+  dataset = _distributed(strategy, task, params.task.validation_data)
 
   @tf.function
   def step(inputs):
@@ -553,7 +559,7 @@ def compare_evaluation(gin_files: Sequence[str], gin_params: Sequence[str],
     results[f"seconds_{name}"] = time.perf_counter() - start
     _log(f"{path} {dtype} eval compiled={compiled}: "
          f"{results[f'eval_{name}']}")
-  results["same"] = results["eval_graph"] == results["eval_xla"]
+  results["same"] = metrics_equal(results["eval_graph"], results["eval_xla"])
   return results
 
 

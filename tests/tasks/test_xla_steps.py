@@ -179,8 +179,8 @@ def test_fused_kernel_is_skipped_inside_the_compiled_step():
 def test_r50_parity_start_is_well_conditioned(tmp_path):
   # On the parity run's first batch (4 images): from Model Garden's plain
   # random start the ResNet-50 is chaotic in training mode (a 1e-6 relative
-  # input change moves its gradients by ~5%; ~9% at batch 2), so no two roundings of a step can agree
-  # over 20 updates; the parity case starts with the residual branches'
+  # input change moves its gradients by ~5%; ~9% at batch 2), so no two
+  # roundings of a step can agree over 20 updates; the parity case starts with the residual branches'
   # last batch-norm scales at zero, where the same change moves them by
   # ~3e-5 (as it does the Axial-ResNet and SegNeXt starts).
   data = xla_parity.write_data(str(tmp_path))
