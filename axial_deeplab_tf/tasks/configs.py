@@ -101,13 +101,25 @@ class TrainerConfig(cfg.TrainerConfig):
   jit_compile: Optional[bool] = None
 
 
+EVALUATION_PRECISIONS = ("training", "float32")
+
+
 @dataclasses.dataclass
 class EvaluationConfig(hyperparams.Config):
-  """What validation computes and writes."""
+  """What validation computes and writes.
+
+  precision: "training" evaluates the model in the training precision
+  (runtime.mixed_precision_dtype, as Model Garden does); "float32"
+  evaluates a mixed-precision job in float32: the eval step runs a float32
+  twin of the model that shares its variables (see
+  segmentation._BaseTask.build_model), so the metrics do not depend on a
+  device's bfloat16 kernels.
+  """
   compute_ap: bool = True
   compute_miou: bool = True
   report_per_class: bool = False
   num_image_panels: int = 2
+  precision: str = "training"
 
 
 @dataclasses.dataclass

@@ -170,6 +170,11 @@ class _BaseTask(base_task.Task):
     self.metadata = load_metadata(params)
     self._jit_compile = False
     self._compiled = {}
+    precision = params.evaluation.precision
+    if precision not in configs.EVALUATION_PRECISIONS:
+      raise ValueError(f"evaluation.precision must be one of "
+                       f"{configs.EVALUATION_PRECISIONS}, got {precision!r}.")
+    self._float32_twins = []  # (model, its float32 twin) of build_model.
     self._train_start_step = 0
     self._steps_run = None
     if params.losses.inject_nan_at_step > 0:
@@ -294,6 +299,91 @@ class _BaseTask(base_task.Task):
     return optimizer_configs.build_optimizer(optimizer_config, runtime_config)
 
   def build_model(self) -> tf_keras.Model:
+    """Builds the zoo model (`_build_zoo_model`) and, when the evaluation
+    runs in float32 under a mixed-precision policy, its float32 twin.
+
+    evaluation.precision="float32" with a mixed policy (bfloat16 or
+    float16 compute): a second model is built under the float32 policy
+    whose layers hold the very variables of the first (a variable creator
+    hands back the first build's variables in creation order, checked by
+    name and shape), so it always evaluates the current weights, EMA
+    swaps included, and holds no state of its own. `validation_step` runs
+    it whenever it is given the model built here.
+
+    Raises:
+      ValueError: as `_build_zoo_model`; the twin does not create the same
+        variables as the model (a builder that creates variables on first
+        call rather than when built).
+    """
+    if not self._evaluates_in_float32():
+      return self._build_zoo_model()
+    created = []
+
+    def record(next_creator, **kwargs):
+      created.append(next_creator(**kwargs))
+      return created[-1]
+
+    with tf.variable_creator_scope(record):
+      model = self._build_zoo_model()
+    self._float32_twins.append((model, self._float32_twin(model, created)))
+    return model
+
+  def _evaluates_in_float32(self) -> bool:
+    return (self.task_config.evaluation.precision == "float32" and
+            tf_keras.mixed_precision.global_policy().compute_dtype !=
+            "float32")
+
+  def _float32_twin(self, model, created) -> tf_keras.Model:
+    """The model built again under the float32 policy on `created`."""
+    remaining = list(created)
+
+    def reuse(next_creator, **kwargs):
+      del next_creator
+      # Unnamed: tf.Variable's default (e.g. a Keras model's step counters).
+      name = str(kwargs.get("name") or "Variable").split("/")[-1]
+      shape = kwargs.get("shape")
+      if not remaining:
+        raise ValueError(
+            f"evaluation.precision='float32': the float32 twin of "
+            f"{model.name!r} creates more variables than the model "
+            f"({len(created)}; the next is {name!r}).")
+      variable = remaining.pop(0)
+      own = variable.name.split("/")[-1].split(":")[0]
+      if own != name or (shape is not None and
+                         tf.TensorShape(shape) != variable.shape):
+        raise ValueError(
+            f"evaluation.precision='float32': the float32 twin of "
+            f"{model.name!r} creates {name!r} {shape} where the model "
+            f"created {variable.name!r} {variable.shape}.")
+      return variable
+
+    policy = tf_keras.mixed_precision.global_policy()
+    tf_keras.mixed_precision.set_global_policy("float32")
+    try:
+      with tf.variable_creator_scope(reuse):
+        twin = self._build_zoo_model()
+    finally:
+      tf_keras.mixed_precision.set_global_policy(policy)
+    held = len(twin.weights) if twin.built else 0
+    if remaining or held != len(model.weights):
+      raise ValueError(
+          f"evaluation.precision='float32': the float32 twin of "
+          f"{model.name!r} holds {held} weights from "
+          f"{len(created) - len(remaining)} of the model's {len(created)} "
+          f"variables, the model {len(model.weights)} weights; its builder "
+          f"must create every variable when it builds the model. Use "
+          f"evaluation.precision='training'.")
+    return twin
+
+  def evaluation_model(self, model: tf_keras.Model) -> tf_keras.Model:
+    """The model `validation_step` runs for `model`: its float32 twin if
+    build_model made one for it, else `model` itself."""
+    for built, twin in self._float32_twins:
+      if built is model:
+        return twin
+    return model
+
+  def _build_zoo_model(self) -> tf_keras.Model:
     """Builds the zoo model, with L2 kernel regularizers if configured.
 
     losses.l2_weight_decay = wd > 0 gives the builder
@@ -413,10 +503,12 @@ class _BaseTask(base_task.Task):
     """Forward, losses and in-graph post-processing of a batch.
 
     One XLA computation per replica when jit_compile is on; the host
-    aggregates the returned maps (aggregate_logs).
+    aggregates the returned maps (aggregate_logs). Runs
+    `evaluation_model(model)` (a float32 twin under
+    evaluation.precision="float32").
     """
-    return self._maybe_compiled(self._validation_step)(inputs, model,
-                                                       metrics)
+    return self._maybe_compiled(self._validation_step)(
+        inputs, self.evaluation_model(model), metrics)
 
   def _train_step(self, inputs, model, optimizer, metrics=None):
     features, labels = inputs

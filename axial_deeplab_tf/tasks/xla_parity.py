@@ -399,17 +399,10 @@ def compare(model: str, data: Dict[str, str], dtype: str = "float32",
     apply_initial_state(net, model)
   initial = net.get_weights()
 
-  def set_compiled(compiled: bool):
-    """XLA on or off: by auto-clustering, or the task's jit_compile."""
-    if autocluster:
-      tf.config.optimizer.set_jit("autoclustering" if compiled else False)
-    else:
-      task.set_jit_compile(compiled)
-
   def train(compiled: bool):
     net.set_weights(initial)
     with strategy.scope():
-      set_compiled(compiled)
+      _set_compiled(task, compiled, autocluster)
       optimizer = task.create_optimizer(params.trainer.optimizer_config,
                                         params.runtime)
       if hasattr(optimizer, "shadow_copy"):
@@ -439,7 +432,7 @@ def compare(model: str, data: Dict[str, str], dtype: str = "float32",
   def evaluate_weights(compiled: bool, weights):
     net.set_weights(weights)
     with strategy.scope():
-      set_compiled(compiled)
+      _set_compiled(task, compiled, autocluster)
     return evaluate_model(task, net, strategy, params)
 
   losses_graph, weights_graph, times_graph = train(False)
@@ -469,6 +462,17 @@ def compare(model: str, data: Dict[str, str], dtype: str = "float32",
       first_step_graph=times_graph[0], first_step_xla=times_xla[0],
       step_time_graph=float(np.median(times_graph[1:])),
       step_time_xla=float(np.median(times_xla[1:])) if train_xla else nan)
+
+
+def _set_compiled(task, compiled: bool, autocluster: bool) -> None:
+  """XLA on or off: by auto-clustering (several replicas on CPU: their
+  cross-replica sums cannot run inside a jit_compile function), or the
+  task's jit_compile."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if autocluster:
+    tf.config.optimizer.set_jit("autoclustering" if compiled else False)
+  else:
+    task.set_jit_compile(compiled)
 
 
 def _distributed(strategy, task, data_config):
@@ -517,15 +521,19 @@ def compare_evaluation(gin_files: Sequence[str], gin_params: Sequence[str],
   """The compiled against the uncompiled eval step on a trained model.
 
   Builds the experiment (gin files + bindings, e.g. the quickstart's with
-  its validation files) on one device under `dtype`'s policy, restores
-  `model=` of `checkpoint` (a prefix, or a folder: its latest checkpoint)
-  and evaluates it twice on the experiment's validation data: with the
-  task's eval step as a graph and compiled by XLA (jit_compile).
+  its validation files) under `dtype`'s policy, on one device or, when
+  the process has several logical CPU devices (`_configure_process`), on
+  a MirroredStrategy over them; restores `model=` of `checkpoint` (a
+  prefix, or a folder: its latest checkpoint) and evaluates it twice on
+  the experiment's validation data: with the task's eval step as a graph
+  and compiled by XLA (jit_compile on one device, auto-clustering on
+  several). The bindings decide evaluation.precision (a bfloat16 job
+  evaluated in bfloat16, or by its float32 twin).
 
   Returns:
-    {"checkpoint", "dtype", "eval_graph", "eval_xla", "same",
-     "seconds_graph", "seconds_xla"} (seconds: whole evaluation, the
-    compiled one including its compile).
+    {"checkpoint", "dtype", "replicas", "evaluation_precision",
+     "eval_graph", "eval_xla", "same", "seconds_graph", "seconds_xla"}
+    (seconds: whole evaluation, the compiled one including its compile).
 
   Raises:
     FileNotFoundError: no checkpoint at `checkpoint`.
@@ -535,30 +543,38 @@ def compare_evaluation(gin_files: Sequence[str], gin_params: Sequence[str],
   from axial_deeplab_tf.tasks import checkpoint_utils  # pylint: disable=g-import-not-at-top
   from axial_deeplab_tf.tasks import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
   from axial_deeplab_tf.tasks import segmentation  # pylint: disable=g-import-not-at-top
+  from axial_deeplab_tf.tasks import train_lib  # pylint: disable=g-import-not-at-top
   path = checkpoint
   if tf.io.gfile.isdir(path):
     path = tf.train.latest_checkpoint(path)
   if not path or not tf.io.gfile.exists(path + ".index"):
     raise FileNotFoundError(f"checkpoint {checkpoint!r}: no checkpoint "
                             "there.")
+  replicas = len(tf.config.list_logical_devices("CPU"))
   params = experiment_lib.parse_experiment(
       list(gin_files), list(gin_params) + [
           f"runtime.mixed_precision_dtype = {dtype!r}",
-          "runtime.distribution_strategy = 'one_device'"])
+          "runtime.distribution_strategy = " +
+          repr("mirrored" if replicas > 1 else "one_device"),
+          f"runtime.num_cpu_devices = {replicas}"])
   performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
-  strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+  strategy = train_lib.build_strategy(params.runtime)
   with strategy.scope():
     task = segmentation.build_task(params)
     net = task.build_model()
   checkpoint_utils.restore_whole_model(net, path)
-  results = {"checkpoint": path, "dtype": dtype}
+  results = {"checkpoint": path, "dtype": dtype, "replicas": replicas,
+             "evaluation_precision": params.task.evaluation.precision}
   for name, compiled in (("graph", False), ("xla", True)):
-    task.set_jit_compile(compiled)
+    with strategy.scope():
+      _set_compiled(task, compiled, replicas > 1)
     start = time.perf_counter()
     results[f"eval_{name}"] = evaluate_model(task, net, strategy, params)
     results[f"seconds_{name}"] = time.perf_counter() - start
-    _log(f"{path} {dtype} eval compiled={compiled}: "
+    _log(f"{path} {dtype} x{replicas} eval compiled={compiled}: "
          f"{results[f'eval_{name}']}")
+  if replicas > 1:
+    tf.config.optimizer.set_jit(False)
   results["same"] = metrics_equal(results["eval_graph"], results["eval_xla"])
   return results
 
@@ -626,14 +642,8 @@ def run_checks(checks: Sequence[Dict], replicas: int, data_root: str
 def run_in_subprocess(checks: Sequence[Dict], replicas: int,
                       timeout: Optional[float] = None,
                       fast_compile: bool = True) -> List[ParityResult]:
-  """`run_checks` in a fresh Python process (devices are set at start).
-
-  The two-replica process gets TF_XLA_FLAGS=--tf_xla_cpu_global_jit (XLA
-  auto-clustering on CPU must be allowed before TensorFlow starts).
-  fast_compile sets XLA_FLAGS=--xla_backend_optimization_level=0: LLVM
-  optimisation dominates XLA's CPU compile time (minutes for a training
-  step on this machine) and does not change what is computed.
-  """
+  """`run_checks` in a fresh Python process (devices are set at start;
+  see `_run_spec_in_subprocess`)."""
   if replicas > 1 and len(checks) > 1:
     # One process per check: a second MirroredStrategy in a process reuses
     # the first one's collective instance keys, and the collective executor
@@ -642,6 +652,36 @@ def run_in_subprocess(checks: Sequence[Dict], replicas: int,
     return [r for check in checks
             for r in run_in_subprocess([check], replicas, timeout,
                                        fast_compile)]
+  return [ParityResult(**r) for r in _run_spec_in_subprocess(
+      {"checks": list(checks)}, replicas, timeout, fast_compile, REPO)]
+
+
+def evaluation_in_subprocess(gin_files: Sequence[str],
+                             gin_params: Sequence[str], checkpoint: str,
+                             dtype: str, replicas: int,
+                             timeout: Optional[float] = None
+                             ) -> Dict[str, object]:
+  """`compare_evaluation` in a fresh process with `replicas` logical CPU
+  devices, run from the current folder (relative paths keep their
+  meaning)."""
+  return _run_spec_in_subprocess(
+      {"evaluation": dict(gin_files=list(gin_files),
+                          gin_params=list(gin_params),
+                          checkpoint=checkpoint, dtype=dtype)},
+      replicas, timeout, fast_compile=False, cwd=os.getcwd())[0]
+
+
+def _run_spec_in_subprocess(spec: Dict, replicas: int,
+                            timeout: Optional[float], fast_compile: bool,
+                            cwd: str) -> List[Dict]:
+  """Runs `spec` (`main`'s --run_spec) in a fresh Python process.
+
+  The two-replica process gets TF_XLA_FLAGS=--tf_xla_cpu_global_jit (XLA
+  auto-clustering on CPU must be allowed before TensorFlow starts).
+  fast_compile sets XLA_FLAGS=--xla_backend_optimization_level=0: LLVM
+  optimisation dominates XLA's CPU compile time (minutes for a training
+  step on this machine) and does not change what is computed.
+  """
   env = dict(os.environ)
   env["TF_USE_LEGACY_KERAS"] = "1"
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -654,20 +694,20 @@ def run_in_subprocess(checks: Sequence[Dict], replicas: int,
     env["TF_XLA_FLAGS"] = (env.get("TF_XLA_FLAGS", "") +
                            " --tf_xla_cpu_global_jit").strip()
   with tempfile.TemporaryDirectory() as root:
-    spec = os.path.join(root, "checks.json")
+    spec_path = os.path.join(root, "spec.json")
     out = os.path.join(root, "results.json")
-    with open(spec, "w") as f:
-      json.dump({"checks": list(checks), "replicas": replicas,
-                 "data_root": os.path.join(root, "data")}, f)
+    with open(spec_path, "w") as f:
+      json.dump(dict(spec, replicas=replicas,
+                     data_root=os.path.join(root, "data")), f)
     proc = subprocess.run(
         [sys.executable, "-m", "axial_deeplab_tf.tasks.xla_parity",
-         "--run_spec", spec, "--results", out], env=env, cwd=REPO,
+         "--run_spec", spec_path, "--results", out], env=env, cwd=cwd,
         capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
       raise RuntimeError(f"parity process failed ({proc.returncode}):\n"
                          f"{proc.stderr[-6000:]}")
     with open(out) as f:
-      return [ParityResult(**r) for r in json.load(f)]
+      return json.load(f)
 
 
 def _fmt_eval(metrics: Dict[str, float]) -> str:
@@ -756,7 +796,8 @@ def main(argv=None) -> int:
                       help="only compare the compiled with the uncompiled "
                       "eval step on this trained model (checkpoint prefix "
                       "or model_dir) of the --gin_file experiment, in "
-                      "each of --dtypes (see compare_evaluation)")
+                      "each of --dtypes and --replicas (see "
+                      "compare_evaluation)")
   parser.add_argument("--gin_file", action="append", default=[],
                       help="with --eval_checkpoint: the experiment")
   parser.add_argument("--gin_param", action="append", default=[],
@@ -767,9 +808,14 @@ def main(argv=None) -> int:
   if args.run_spec:
     with open(args.run_spec) as f:
       spec = json.load(f)
-    results = run_checks(spec["checks"], spec["replicas"], spec["data_root"])
+    if "evaluation" in spec:
+      _configure_process(spec["replicas"])
+      results = [compare_evaluation(**spec["evaluation"])]
+    else:
+      results = [dataclasses.asdict(r) for r in run_checks(
+          spec["checks"], spec["replicas"], spec["data_root"])]
     with open(args.results, "w") as f:
-      json.dump([dataclasses.asdict(r) for r in results], f)
+      json.dump(results, f)
     return 0
   if args.eval_checkpoint:
     if not args.gin_file:
@@ -777,10 +823,16 @@ def main(argv=None) -> int:
             "model was trained with)", file=sys.stderr)
       return 2
     results = []
-    for dtype in args.dtypes.split(","):
-      results.append(compare_evaluation(args.gin_file, args.gin_param,
-                                        args.eval_checkpoint, dtype))
-      print(json.dumps(results[-1]), flush=True)
+    for replicas in (int(r) for r in args.replicas.split(",")):
+      for dtype in args.dtypes.split(","):
+        if replicas > 1:
+          results.append(evaluation_in_subprocess(
+              args.gin_file, args.gin_param, args.eval_checkpoint, dtype,
+              replicas))
+        else:
+          results.append(compare_evaluation(args.gin_file, args.gin_param,
+                                            args.eval_checkpoint, dtype))
+        print(json.dumps(results[-1]), flush=True)
     if args.json:
       with open(args.json, "w") as f:
         json.dump(results, f, indent=1)
