@@ -72,4 +72,18 @@ def build(name: str, **overrides) -> tf_keras.Model:
   entry = get_entry(name)
   kwargs = dict(entry.defaults)
   kwargs.update(overrides)
-  return entry.builder(**kwargs)
+  model = entry.builder(**kwargs)
+  for step in _AFTER_BUILD:
+    step(model)
+  return model
+
+
+# Run on every model `build` returns (`after_build`).
+_AFTER_BUILD: List[Callable[[tf_keras.Model], Any]] = []
+
+
+def after_build(step: Callable[[tf_keras.Model], Any]) -> None:
+  """Adds `step(model)` to what `build` does to every model it built (zoo.py
+  adds the two-pass synchronized batch-norm statistics)."""
+  if step not in _AFTER_BUILD:
+    _AFTER_BUILD.append(step)

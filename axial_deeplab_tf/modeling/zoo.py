@@ -10,6 +10,9 @@ silently shorter zoo.
 
 import importlib
 
+from axial_deeplab_tf.layers import common
+from axial_deeplab_tf.modeling import registry
+
 FAMILY_MODULES = (
     "axial_deeplab_tf.modeling.backbones.axial_resnet",
     "axial_deeplab_tf.modeling.axial_deeplab",
@@ -31,3 +34,8 @@ def load_families(modules=FAMILY_MODULES) -> None:
 
 
 load_families()
+
+
+# Synchronized batch norms of every zoo model, those Model Garden's modules
+# make included, get the two-pass statistics (layers.common).
+registry.after_build(common.use_two_pass_sync_statistics)
