@@ -304,13 +304,14 @@ def test_multi_worker_losses_equal_one_worker_at_the_same_batch(runs):
   np.testing.assert_array_less(
       _relative_differences(per_worker[0], one_worker), 1e-5)
   # Reference 2: one worker on one device. The synchronised batch-norm
-  # sums and sums of squares are then one reduction over 4 images instead
-  # of two partial sums of 2 added by the all-reduce: other rounding, which
-  # var = E[x^2] - E[x]^2 and this tiny model's near-constant channels
-  # amplify. Some batch-norm gradients differ by up to 20% in float32;
-  # they agree to 5e-7 in float64, so it is rounding, not a gradient error.
-  # Step 1 (before any update) agrees to rounding (measured 8e-8); steps
-  # 2-4 differed by up to 5e-3.
+  # sums are then one reduction over 4 images instead of two partial sums
+  # of 2 added by the all-reduce: other rounding, which this tiny model's
+  # near-constant channels amplify. With tf_keras' one-pass statistics
+  # (var = E[x^2] - E[x]^2) some batch-norm gradients differed by up to 20%
+  # in float32 (5e-7 in float64: rounding, not a gradient error) and steps
+  # 2-4 by up to 5e-3; the two-pass statistics
+  # (layers.common.TwoPassSyncBatchNormalization) remove that cancellation.
+  # Step 1 (before any update) agrees to rounding (measured 8e-8).
   differences = _relative_differences(per_worker[0], one_device)
   assert differences[0] < 1e-6, differences
   np.testing.assert_array_less(differences, 2e-2)
