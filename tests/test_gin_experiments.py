@@ -4,14 +4,19 @@ import collections
 import glob
 import inspect
 import os
-import types
 import typing
 
 import numpy as np
 import pytest
 
+from official.core import task_factory
+
 from axial_deeplab_tf import models
+from axial_deeplab_tf.data import context_synthetic
+from axial_deeplab_tf.data import metadata
+from axial_deeplab_tf.data import synthetic
 from axial_deeplab_tf.modeling import registry
+from axial_deeplab_tf.tasks import configs
 from axial_deeplab_tf.tasks import experiment
 from axial_deeplab_tf.tasks import segmentation
 
@@ -86,11 +91,42 @@ def test_experiment_parses_and_fits_the_model(path):
   assert config.task.train_data.input_path
 
 
-# Classes of the dataset each experiment folder trains on (the task reads
-# them from metadata.json beside the shards, which the test does not have).
-DATASET_CLASSES = {"coco": 133, "deeplab2": 133, "cityscapes": 19,
-                   "ade20k": 150, "mapillary": 65, "imagenet": 1000,
-                   "quickstart": 7, "stress": 4}
+def _dataset_metadata(path, kind):
+  """The metadata of the dataset a gin experiment trains on.
+
+  The converters write it beside the TFRecords; these are the same
+  builders (the synthetic sets' converter takes label_divisor 256, as
+  scripts/quickstart.sh passes it).
+  """
+  folder = os.path.basename(os.path.dirname(path))
+  if folder == "coco" or (folder == "deeplab2" and "_coco_" in path):
+    return metadata.coco_panoptic()
+  if folder in ("cityscapes", "deeplab2"):
+    return metadata.cityscapes(task=kind)
+  if folder == "ade20k":
+    return metadata.ade20k()
+  if folder == "mapillary":
+    return metadata.mapillary_vistas()
+  if folder == "imagenet":
+    return metadata.imagenet([f"n{i:08d}" for i in range(1000)])
+  categories = {"quickstart": synthetic.CATEGORIES,
+                "stress": context_synthetic.CATEGORIES}.get(folder)
+  assert categories is not None, f"no dataset known for {path}"
+  return metadata.from_categories(categories, name=folder, label_divisor=256,
+                                  task=kind)
+
+
+def _task(path, monkeypatch):
+  """The experiment's own task, given its dataset's metadata."""
+  config = experiment.parse_experiment([path])
+  kind = {configs.PanopticTaskConfig: "panoptic",
+          configs.SemanticTaskConfig: "semantic",
+          configs.ClassificationTaskConfig: "classification"}[type(config.task)]
+  meta = _dataset_metadata(path, kind)
+  monkeypatch.setattr(segmentation, "load_metadata", lambda params: meta)
+  task = task_factory.get_task(config.task)
+  assert isinstance(task, segmentation._BaseTask)  # pylint: disable=protected-access
+  return config, task
 
 
 def _builds():
@@ -113,25 +149,32 @@ def _builds():
 BUILDS = _builds()
 
 
-def test_every_experiment_folder_has_a_class_count():
-  folders = {os.path.basename(os.path.dirname(p)) for p in GIN_FILES}
-  assert folders <= set(DATASET_CLASSES), folders - set(DATASET_CLASSES)
+@pytest.mark.parametrize("path", GIN_FILES,
+                         ids=[os.path.relpath(p, ROOT) for p in GIN_FILES])
+def test_experiment_task_accepts_its_dataset(path, monkeypatch):
+  # The task's checks of its config against the dataset (post-processing
+  # against the label divisor, ignore label, class names) pass for every
+  # experiment with the metadata its dataset's converter writes.
+  config, task = _task(path, monkeypatch)
+  assert task.metadata.task == {
+      configs.PanopticTaskConfig: "panoptic",
+      configs.SemanticTaskConfig: "semantic",
+      configs.ClassificationTaskConfig: "classification"}[type(config.task)]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", list(BUILDS),
                          ids=[" + ".join(v) for v in BUILDS.values()])
-def test_experiment_builds_its_model_with_its_overrides(key):
-  # The task's own build_model (overrides, num_classes, the weight-decay
-  # regularizer) builds every variable; a binding the model's constructor
-  # does not take fails here, also for builders that pass **kwargs on.
+def test_experiment_builds_its_model_with_its_overrides(key, monkeypatch):
+  # The experiment's own task (its checks of the config, overrides,
+  # num_classes, the weight-decay regularizer, the evaluation precision)
+  # builds every variable; a binding the model's constructor does not take
+  # fails here, also for builders that pass **kwargs on. Only the dataset
+  # metadata, read from the TFRecords' folder, is given here.
   path = os.path.join(ROOT, BUILDS[key][0])
-  config = experiment.parse_experiment([path])
-  classes = DATASET_CLASSES[os.path.basename(os.path.dirname(path))]
-  task = types.SimpleNamespace(
-      task_config=config.task,
-      metadata=types.SimpleNamespace(num_classes=classes))
-  model = segmentation._BaseTask.build_model(task)  # pylint: disable=protected-access
+  config, task = _task(path, monkeypatch)
+  classes = task.metadata.num_classes
+  model = task.build_model()
   assert model.built
   count = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
   assert count > 0
