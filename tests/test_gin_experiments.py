@@ -116,13 +116,16 @@ def _dataset_metadata(path, kind):
                                   task=kind)
 
 
+# The dataset task each experiment's task config reads.
+TASK_KINDS = {configs.PanopticTaskConfig: "panoptic",
+              configs.SemanticTaskConfig: "semantic",
+              configs.ClassificationTaskConfig: "classification"}
+
+
 def _task(path, monkeypatch):
   """The experiment's own task, given its dataset's metadata."""
   config = experiment.parse_experiment([path])
-  kind = {configs.PanopticTaskConfig: "panoptic",
-          configs.SemanticTaskConfig: "semantic",
-          configs.ClassificationTaskConfig: "classification"}[type(config.task)]
-  meta = _dataset_metadata(path, kind)
+  meta = _dataset_metadata(path, TASK_KINDS[type(config.task)])
   monkeypatch.setattr(segmentation, "load_metadata", lambda params: meta)
   task = task_factory.get_task(config.task)
   assert isinstance(task, segmentation._BaseTask)  # pylint: disable=protected-access
@@ -156,10 +159,7 @@ def test_experiment_task_accepts_its_dataset(path, monkeypatch):
   # against the label divisor, ignore label, class names) pass for every
   # experiment with the metadata its dataset's converter writes.
   config, task = _task(path, monkeypatch)
-  assert task.metadata.task == {
-      configs.PanopticTaskConfig: "panoptic",
-      configs.SemanticTaskConfig: "semantic",
-      configs.ClassificationTaskConfig: "classification"}[type(config.task)]
+  assert task.metadata.task == TASK_KINDS[type(config.task)]
 
 
 @pytest.mark.slow
