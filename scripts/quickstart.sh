@@ -15,6 +15,7 @@ fi
 P=.venv/bin/python
 CLI=.venv/bin/axial-deeplab
 export TF_CPP_MIN_LOG_LEVEL=2
+.venv/bin/python scripts/check_venv.py
 start=$(date +%s)
 
 echo "== 1/6 synthetic COCO-panoptic dataset -> $OUT/raw"

@@ -18,5 +18,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
 export TF_CPP_MIN_LOG_LEVEL=2
+.venv/bin/python scripts/check_venv.py
 exec .venv/bin/python -m pytest tests -q -n 2 --dist loadgroup -rfEs \
   -p no:cacheprovider "${TIER[@]}" "$@"

@@ -23,6 +23,8 @@ with open(os.environ["CALLS"], "a") as f:
   f.write(json.dumps(sys.argv[1:]) + "\\n")
 if sys.argv[1:3] == ["-m", "pytest"] and os.environ.get("FAIL_PYTEST"):
   sys.exit(int(os.environ["FAIL_PYTEST"]))
+if sys.argv[1:2] == ["scripts/check_venv.py"] and os.environ.get("FAIL_CHECK"):
+  sys.exit(1)
 ' "$@"
 """
 
@@ -106,3 +108,39 @@ def test_ci_fails_if_either_tier_fails_and_still_runs_both(tmp_path):
 def test_slow_marker_is_registered_for_both_tiers():
   with open(os.path.join(REPO, "setup.cfg"), encoding="utf-8") as f:
     assert re.search(r"^markers\s*=\s*\n\s+slow:", f.read(), re.MULTILINE)
+
+
+def test_test_command_checks_the_venv_before_pytest_and_stops_if_broken(
+    tmp_path):
+  root = _checkout(tmp_path)
+  _, calls = _run(root, _readme_test_command())
+  check = calls.index(["scripts/check_venv.py"])
+  assert calls[check - 1] == ["-m", "pip", "install", "-q", "-e", ".[test]"]
+  assert calls[check + 1][:2] == ["-m", "pytest"]
+  code, calls = _run(root, _readme_test_command(), FAIL_CHECK="1")
+  assert code != 0 and not _pytest_runs(calls)
+
+
+def test_venv_check_names_a_package_that_does_not_import(tmp_path):
+  # What a full disk during the install left once: pip had succeeded, but
+  # the tensorflow package lacked its `python` subpackage.
+  fake = tmp_path / "site" / "tensorflow"
+  fake.mkdir(parents=True)
+  (fake / "__init__.py").write_text(
+      "from tensorflow.python import pywrap_tensorflow\n")
+  done = subprocess.run(
+      [sys.executable, os.path.join(REPO, "scripts", "check_venv.py")],
+      capture_output=True, text=True, timeout=120,
+      env=dict(os.environ, PYTHONPATH=str(tmp_path / "site")))
+  assert done.returncode == 1
+  assert "importing tensorflow failed" in done.stderr
+  assert "No module named 'tensorflow.python'" in done.stderr
+  assert "GiB are free" in done.stderr
+
+
+def test_venv_check_passes_in_this_venv():
+  done = subprocess.run(
+      [sys.executable, os.path.join(REPO, "scripts", "check_venv.py")],
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert done.returncode == 0, done.stderr
