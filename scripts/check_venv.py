@@ -11,7 +11,8 @@ import importlib
 import shutil
 import sys
 
-MODULES = ("tensorflow", "tf_keras", "official.core.base_task", "axial_deeplab_tf")
+MODULES = ("tensorflow", "tf_keras", "official.core.base_task",
+           "axial_deeplab_tf")
 
 
 def main():

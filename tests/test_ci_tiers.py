@@ -122,8 +122,8 @@ def test_test_command_checks_the_venv_before_pytest_and_stops_if_broken(
 
 
 def test_venv_check_names_a_package_that_does_not_import(tmp_path):
-  # What a full disk during the install left once: pip had succeeded, but
-  # the tensorflow package lacked its `python` subpackage.
+  # What a full disk during the install can leave: pip returned 0, but the
+  # tensorflow package lacks its `python` subpackage.
   fake = tmp_path / "site" / "tensorflow"
   fake.mkdir(parents=True)
   (fake / "__init__.py").write_text(
