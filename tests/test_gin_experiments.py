@@ -117,9 +117,7 @@ def _dataset_metadata(path, kind):
 
 
 # The dataset task each experiment's task config reads.
-TASK_KINDS = {configs.PanopticTaskConfig: "panoptic",
-              configs.SemanticTaskConfig: "semantic",
-              configs.ClassificationTaskConfig: "classification"}
+TASK_KINDS = {cls: kind for kind, cls in configs.TASK_CONFIGS.items()}
 
 
 def _task(path, monkeypatch):
